@@ -1,0 +1,143 @@
+"""Portcullis settings. Everything that varies comes from the environment (see README.md, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from config.env import (
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    local_keys,
+    redis_from_url,
+    secret_setting,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(env_str("PORTCULLIS_STATE_DIR", str(BASE_DIR / "var")))
+
+_need_local_keys = not (os.environ.get("SECRET_KEY") and os.environ.get("PORTCULLIS_SECRETS_KEY"))
+_keys_file = local_keys(STATE_DIR) if _need_local_keys else None
+SECRET_KEY = secret_setting("SECRET_KEY", _keys_file)
+# Fernet key (32 url-safe base64 bytes) that encrypts upstream env values and headers at rest.
+PORTCULLIS_SECRETS_KEY = secret_setting("PORTCULLIS_SECRETS_KEY", _keys_file)
+
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+# Origins allowed to call the MCP endpoint and open dashboard websockets (scheme://host:port).
+PORTCULLIS_ALLOWED_ORIGINS = env_list(
+    "PORTCULLIS_ALLOWED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+CSRF_TRUSTED_ORIGINS = PORTCULLIS_ALLOWED_ORIGINS
+# The address agents use; client configurations printed by commands and pages start with it.
+PORTCULLIS_PUBLIC_URL = env_str("PORTCULLIS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "gateway",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "config.asgi.application"
+
+DATABASES = {"default": database_from_url("DATABASE_URL", os.environ.get("DATABASE_URL"),
+                                          STATE_DIR / "portcullis.sqlite3")}
+REDIS_URL = redis_from_url("REDIS_URL", os.environ.get("REDIS_URL"))
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                  "CONFIG": {"hosts": [REDIS_URL]}}}
+else:
+    # One process only: live events do not cross processes without REDIS_URL.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "login"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = STATE_DIR / "static"
+
+# --- Gateway limits (named, each with its reason) ---
+# Default per-server upstream call timeout; a server's own timeout overrides it.
+PORTCULLIS_DEFAULT_TIMEOUT_S = env_int("PORTCULLIS_DEFAULT_TIMEOUT_S", 60, minimum=1)
+# Largest request body an agent may send; larger bodies get 413 before they are read.
+PORTCULLIS_MAX_BODY_BYTES = env_int("PORTCULLIS_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# Largest single message accepted from an upstream; larger ones are refused cleanly.
+PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES", 16 * 1024 * 1024,
+                                                minimum=1024)
+# How long a held call waits for a person before the agent is told to call again.
+PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 50, minimum=1)
+# How long an approval stays usable.
+PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=60)
+# Extra argument key names (comma separated, case-insensitive substrings) and value regexes to redact.
+PORTCULLIS_REDACT_KEYS = env_list("PORTCULLIS_REDACT_KEYS", [])
+PORTCULLIS_REDACT_PATTERNS = env_list("PORTCULLIS_REDACT_PATTERNS", [])
+# Environment variables a stdio upstream inherits from the gateway (never the gateway's secrets).
+PORTCULLIS_STDIO_ENV_ALLOW = env_list("PORTCULLIS_STDIO_ENV_ALLOW",
+                                      ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL"])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,300 @@
+"""The gateway's data: servers and their tools, versioned policies, grants, the audit log, approvals, counters.
+
+The dashboard reads and writes these same models; domain logic lives in small methods here and in the
+modules named for their concern (policy.py, ratelimit.py, audit.py, catalogue.py, grants.py, policies.py).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from gateway import vault
+
+SLUG_VALIDATOR = RegexValidator(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+                                "use 1-50 lowercase letters, digits and hyphens, not starting or ending with a hyphen")
+
+
+class Server(models.Model):
+    class Transport(models.TextChoices):
+        STDIO = "stdio", "stdio"
+        HTTP = "http", "Streamable HTTP"
+        SSE = "sse", "HTTP+SSE (legacy)"
+
+    class Health(models.TextChoices):
+        UNKNOWN = "unknown"
+        OK = "ok"
+        ERROR = "error"
+
+    slug = models.CharField(max_length=50, unique=True, validators=[SLUG_VALIDATOR])
+    name = models.CharField(max_length=200)
+    transport = models.CharField(max_length=10, choices=Transport.choices)
+    # stdio: the argv, started without a shell.
+    command = models.JSONField(default=list, blank=True)
+    # http / sse: the upstream URL.
+    url = models.URLField(max_length=2000, blank=True)
+    # Encrypted JSON of str→str; read through .env / .headers, never printed in full.
+    env_sealed = models.TextField(blank=True, default="")
+    headers_sealed = models.TextField(blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    timeout_seconds = models.PositiveIntegerField(default=60)
+    health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
+    last_contact_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")  # redacted before it is stored
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def env(self) -> dict[str, str]:
+        return vault.unseal(self.env_sealed)
+
+    @env.setter
+    def env(self, value: dict[str, str]) -> None:
+        self.env_sealed = vault.seal(value)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return vault.unseal(self.headers_sealed)
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self.headers_sealed = vault.seal(value)
+
+    def target_display(self) -> str:
+        """Where the upstream is, safe to show: argv or URL (URL credentials removed)."""
+        if self.transport == self.Transport.STDIO:
+            import shlex
+
+            return shlex.join(self.command)
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+    def active_policy(self, grant: Grant | None = None) -> PolicyVersion | None:
+        """The grant's own active policy for this server if it has one, else the server's."""
+        qs = PolicyVersion.objects.filter(server=self, is_active=True)
+        if grant is not None:
+            own = qs.filter(grant=grant).first()
+            if own is not None:
+                return own
+        return qs.filter(grant__isnull=True).first()
+
+
+class Tool(models.Model):
+    class Category(models.TextChoices):
+        READ = "read"
+        WRITE = "write"
+        EXECUTE = "execute"
+        DESTRUCTIVE = "destructive"
+        FINANCIAL = "financial"
+
+    class Level(models.TextChoices):
+        LOW = "low"
+        MEDIUM = "medium"
+        HIGH = "high"
+        CRITICAL = "critical"
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=255)
+    title = models.CharField(max_length=500, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    input_schema = models.JSONField(default=dict)
+    output_schema = models.JSONField(null=True, blank=True)
+    annotations = models.JSONField(default=dict, blank=True)
+    # The whole definition as the upstream last listed it; the hash covers all of it.
+    definition = models.JSONField(default=dict)
+    definition_hash = models.CharField(max_length=64)
+    approved_hash = models.CharField(max_length=64, blank=True, default="")
+    position = models.PositiveIntegerField(default=0)  # the upstream's listing order
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    gone_at = models.DateTimeField(null=True, blank=True)  # no longer listed by the upstream
+    risk_category = models.CharField(max_length=12, choices=Category.choices)
+    risk_level = models.CharField(max_length=10, choices=Level.choices)
+    risk_reasons = models.JSONField(default=list, blank=True)
+    risk_overridden = models.BooleanField(default=False)
+    risk_override_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["server", "position", "name"]
+        constraints = [models.UniqueConstraint(fields=["server", "name"], name="tool_unique_per_server")]
+
+    def __str__(self) -> str:
+        return f"{self.server.slug}/{self.name}"
+
+    @property
+    def changed_since_approved(self) -> bool:
+        return bool(self.approved_hash) and self.approved_hash != self.definition_hash
+
+
+class PolicyVersion(models.Model):
+    """Every version of a server's policy (grant null) or of a grant's own policy for a server; one active each."""
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="policy_versions")
+    grant = models.ForeignKey("Grant", on_delete=models.CASCADE, null=True, blank=True, related_name="policy_versions")
+    number = models.PositiveIntegerField()
+    document = models.JSONField()  # canonical form, as export_policy prints it
+    is_active = models.BooleanField(default=False)
+    summary = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.CharField(max_length=200, blank=True, default="")  # "alice" or "cli:apply_policy (root)"
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["server", "grant", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["server", "number"], condition=Q(grant__isnull=True),
+                                    name="policy_number_unique_server"),
+            models.UniqueConstraint(fields=["server", "grant", "number"], condition=Q(grant__isnull=False),
+                                    name="policy_number_unique_grant"),
+            models.UniqueConstraint(fields=["server"], condition=Q(is_active=True, grant__isnull=True),
+                                    name="policy_one_active_server"),
+            models.UniqueConstraint(fields=["server", "grant"], condition=Q(is_active=True, grant__isnull=False),
+                                    name="policy_one_active_grant"),
+        ]
+
+    def __str__(self) -> str:
+        owner = f"{self.server.slug}" + (f" for grant {self.grant.name}" if self.grant_id else "")
+        return f"policy v{self.number} of {owner}"
+
+
+class Grant(models.Model):
+    name = models.CharField(max_length=100, unique=True, validators=[SLUG_VALIDATOR])
+    token_prefix = models.CharField(max_length=16, unique=True)
+    token_digest = models.CharField(max_length=64)
+    servers = models.ManyToManyField(Server, related_name="grants", blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def usable_at(self, now) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class Call(models.Model):
+    """One row of the audit log per tools/call, written before the upstream sees the request."""
+
+    class Decision(models.TextChoices):
+        ALLOW = "allow"
+        DENY = "deny"
+        HIDE = "hide"
+        APPROVE = "approve"
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "in flight"
+        REFUSED = "refused", "refused by the gateway"
+        OK = "ok"
+        TOOL_ERROR = "tool_error", "tool error"
+        PROTOCOL_ERROR = "protocol_error", "protocol error"
+        TIMEOUT = "timeout"
+        INTERRUPTED = "interrupted", "interrupted: outcome unknown"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    grant_name = models.CharField(max_length=100, blank=True, default="")  # kept if the grant is deleted
+    server = models.ForeignKey(Server, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    server_slug = models.CharField(max_length=50)
+    tool_name = models.CharField(max_length=255)
+    arguments = models.JSONField(default=dict)  # redacted before it is stored
+    argument_hash = models.CharField(max_length=64, blank=True, default="")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    refusal = models.CharField(max_length=12, blank=True, default="")  # policy | hidden | arguments | limit | error | …
+    reason = models.TextField(blank=True, default="")
+    rule = models.CharField(max_length=500, blank=True, default="")  # JSON Pointer into the policy
+    policy_version = models.ForeignKey(PolicyVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    counters = models.JSONField(default=list, blank=True)  # reservation keys touched
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
+    error = models.TextField(blank=True, default="")  # redacted
+    latency_ms = models.FloatField(null=True, blank=True)
+    result_size = models.PositiveIntegerField(null=True, blank=True)
+    approval = models.ForeignKey("Approval", null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    worker = models.CharField(max_length=100, blank=True, default="")  # process that owns a pending row
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["server", "-created_at"], name="call_server_time"),
+            models.Index(fields=["grant", "-created_at"], name="call_grant_time"),
+            models.Index(fields=["tool_name", "-created_at"], name="call_tool_time"),
+            models.Index(fields=["decision", "-created_at"], name="call_decision_time"),
+            models.Index(fields=["outcome", "-created_at"], name="call_outcome_time"),
+            models.Index(fields=["worker"], condition=Q(outcome="pending"), name="call_pending_worker"),
+        ]
+
+    def __str__(self) -> str:
+        return f"call {self.pk} {self.server_slug}/{self.tool_name} {self.decision}/{self.outcome}"
+
+
+class Approval(models.Model):
+    """A held call waiting for (or given) a person's decision; bound to the exact call it was asked for."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+        EXPIRED = "expired"
+        USED = "used"  # an approved call ran; the approval is spent
+
+    public_id = models.CharField(max_length=32, unique=True)  # shown to agents and people ("ab12…")
+    grant = models.ForeignKey(Grant, on_delete=models.CASCADE, related_name="approvals")
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="approvals")
+    tool = models.ForeignKey(Tool, null=True, on_delete=models.SET_NULL, related_name="approvals")
+    tool_name = models.CharField(max_length=255)
+    argument_hash = models.CharField(max_length=64)
+    arguments = models.JSONField(default=dict)  # redacted
+    policy_version = models.ForeignKey(PolicyVersion, null=True, on_delete=models.SET_NULL)
+    tool_hash = models.CharField(max_length=64)
+    rule = models.CharField(max_length=500, blank=True, default="")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["grant", "server", "tool_name", "argument_hash", "state"], name="approval_lookup"),
+            models.Index(fields=["state", "-created_at"], name="approval_state_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval {self.public_id} {self.tool_name} {self.state}"
+
+
+class Counter(models.Model):
+    """One rate-limit window's count. Reserved with a conditional upsert; see gateway/ratelimit.py."""
+
+    key = models.CharField(max_length=400, primary_key=True)
+    n = models.PositiveIntegerField(default=0)
+    window_end = models.BigIntegerField(db_index=True)  # epoch seconds; rows past it are swept
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.n}"

@@ -1,0 +1,34 @@
+"""Grant tokens: shown once, stored as a lookup prefix plus a keyed hash, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.conf import settings
+
+TOKEN_PREFIX = "pcl_"
+PREFIX_LENGTH = len(TOKEN_PREFIX) + 8  # "pcl_" + 8 characters: indexed lookup key, safe to show
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def prefix_of(token: str) -> str:
+    return token[:PREFIX_LENGTH]
+
+
+def digest(token: str) -> str:
+    # Keyed (HMAC) so a stolen database alone cannot be used to test guesses offline.
+    key = hmac.new(settings.SECRET_KEY.encode(), b"portcullis grant token v1", hashlib.sha256).digest()
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def matches(token: str, stored_digest: str) -> bool:
+    return hmac.compare_digest(digest(token), stored_digest)
+
+
+def looks_like_token(token: str) -> bool:
+    return token.startswith(TOKEN_PREFIX) and 20 <= len(token) <= 200 and token.isascii()
