@@ -1,0 +1,114 @@
+"""The tool catalogue: what each upstream lists, with a hash of every definition and a risk classification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+
+from gateway.models import Server, Tool
+from gateway.risk import classify
+
+
+def definition_hash(definition: dict) -> str:
+    """sha256 of the canonical JSON of the whole definition (name, description, schemas, annotations, …)."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class RefreshSummary:
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)  # malformed or duplicate entries, with why
+
+    def lines(self) -> list[str]:
+        out = [f"{len(self.new)} new, {len(self.changed)} changed, {len(self.gone)} gone, {self.unchanged} unchanged"]
+        out += [f"  + {name}" for name in self.new]
+        out += [f"  ~ {name} (definition changed: review it before approving)" for name in self.changed]
+        out += [f"  - {name}" for name in self.gone]
+        out += [f"  ! skipped {entry}" for entry in self.skipped]
+        return out
+
+
+def _valid(definition: object) -> str | None:
+    if not isinstance(definition, dict):
+        return "not an object"
+    name = definition.get("name")
+    if not isinstance(name, str) or not name or len(name) > 255:
+        return "no usable name"
+    if not isinstance(definition.get("inputSchema", {}), dict):
+        return f"{name}: inputSchema is not an object"
+    return None
+
+
+def _fields(definition: dict) -> dict:
+    annotations = definition.get("annotations") or {}
+    return {
+        "title": str(definition.get("title") or annotations.get("title") or "")[:500],
+        "description": str(definition.get("description") or ""),
+        "input_schema": definition.get("inputSchema") or {},
+        "output_schema": definition.get("outputSchema"),
+        "annotations": annotations if isinstance(annotations, dict) else {},
+        "definition": definition,
+    }
+
+
+def _classify_into(tool: Tool) -> None:
+    found = classify(tool.name, tool.description, tool.input_schema, tool.annotations)
+    tool.risk_category, tool.risk_level, tool.risk_reasons = found.category, found.level, list(found.reasons)
+
+
+@transaction.atomic
+def sync_tools(server: Server, definitions: list, now: datetime) -> RefreshSummary:
+    """Bring the catalogue in line with one complete listing. New tools are classified; changed ones flagged."""
+    summary = RefreshSummary()
+    existing = {tool.name: tool for tool in Tool.objects.select_for_update().filter(server=server)}
+    seen: set[str] = set()
+    for position, definition in enumerate(definitions):
+        problem = _valid(definition)
+        if problem is None and definition["name"] in seen:
+            problem = f"{definition['name']}: listed twice (the first one is kept)"
+        if problem is not None:
+            summary.skipped.append(problem)
+            continue
+        seen.add(definition["name"])
+        _upsert(server, existing.get(definition["name"]), definition, position, now, summary)
+    for name, tool in existing.items():
+        if name not in seen and tool.gone_at is None:
+            tool.gone_at = now
+            tool.save(update_fields=["gone_at"])
+            summary.gone.append(name)
+    return summary
+
+
+def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, now: datetime,
+            summary: RefreshSummary) -> None:
+    digest = definition_hash(definition)
+    if tool is None:
+        # Trust on first use: the first definition seen is the baseline that later changes are compared to.
+        tool = Tool(server=server, name=definition["name"], first_seen_at=now, approved_hash=digest,
+                    definition_hash=digest, position=position, last_seen_at=now, **_fields(definition))
+        _classify_into(tool)
+        tool.save()
+        summary.new.append(tool.name)
+        return
+    changed = tool.definition_hash != digest
+    returned = tool.gone_at is not None
+    for key, value in _fields(definition).items():
+        setattr(tool, key, value)
+    tool.definition_hash, tool.position, tool.last_seen_at, tool.gone_at = digest, position, now, None
+    if changed and not tool.risk_overridden:
+        _classify_into(tool)
+    tool.save()
+    if changed:
+        summary.changed.append(tool.name)
+    elif returned:
+        summary.new.append(tool.name)
+    else:
+        summary.unchanged += 1

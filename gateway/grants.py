@@ -1,0 +1,81 @@
+"""Grants: an agent's credential for one or more servers. Tokens are shown once and stored hashed."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+
+from gateway import tokens
+from gateway.models import Grant, Server
+
+_DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class GrantError(ValueError):
+    pass
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90m', '12h', '30d', '2w' → timedelta."""
+    match = _DURATION.match(text or "")
+    if not match or int(match.group(1)) == 0:
+        raise GrantError(f"expiry {text!r} is not a duration: write a positive number and a unit, e.g. 90m, 12h, 30d, 2w")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class NewGrant:
+    grant: Grant
+    token: str  # the only time the clear token exists outside the agent's hands
+
+
+@transaction.atomic
+def create_grant(name: str, servers: list[Server], expires_at: datetime | None, created_by=None) -> NewGrant:
+    if not servers:
+        raise GrantError("a grant must cover at least one server")
+    if Grant.objects.filter(name=name).exists():
+        raise GrantError(f"a grant named {name!r} already exists; pick another name or revoke_grant it first")
+    token = tokens.new_token()
+    while Grant.objects.filter(token_prefix=tokens.prefix_of(token)).exists():  # a prefix must identify one grant
+        token = tokens.new_token()
+    grant = Grant(name=name, token_prefix=tokens.prefix_of(token), token_digest=tokens.digest(token),
+                  expires_at=expires_at, created_by=created_by)
+    grant.full_clean(exclude=["token_digest"])
+    grant.save()
+    grant.servers.set(servers)
+    return NewGrant(grant=grant, token=token)
+
+
+def revoke(grant: Grant, now: datetime) -> bool:
+    """Revoke; takes effect on the next call. Returns False if it was already revoked."""
+    updated = Grant.objects.filter(pk=grant.pk, revoked_at__isnull=True).update(revoked_at=now)
+    grant.refresh_from_db(fields=["revoked_at"])
+    return bool(updated)
+
+
+class AuthFailure(Exception):
+    """status 401 (no valid token) or 403 (valid token, server not covered); message safe to show the agent."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def authenticate(token: str | None, server: Server, now: datetime) -> Grant:
+    """The grant behind a bearer token, if it may use this server now. Constant-time digest comparison."""
+    if not token or not tokens.looks_like_token(token):
+        raise AuthFailure(401, "missing or malformed bearer token")
+    grant = Grant.objects.filter(token_prefix=tokens.prefix_of(token)).first()
+    if grant is None or not tokens.matches(token, grant.token_digest):
+        raise AuthFailure(401, "unknown token")
+    if grant.revoked_at is not None:
+        raise AuthFailure(401, "this grant has been revoked")
+    if grant.expires_at is not None and grant.expires_at <= now:
+        raise AuthFailure(401, "this grant has expired")
+    if not grant.servers.filter(pk=server.pk).exists():
+        raise AuthFailure(403, f"this grant does not cover server {server.slug!r}")
+    return grant

@@ -1,0 +1,75 @@
+"""Policy versions: apply a document (validated, canonical), roll back, read the active one.
+
+Every change creates a new version; the previous one is kept. Applying a document identical to the active
+one creates nothing, so scripts can apply the same file repeatedly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Max
+
+from gateway.models import Grant, PolicyVersion, Server, Tool
+from gateway.policy import export_policy, parse_policy
+from gateway.policy_diff import one_line, summarize
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: PolicyVersion
+    created: bool  # False when the document equals the active version
+    changes: list[str]
+    warnings: list[str]
+
+
+def canonical(document: object) -> dict:
+    """Validate (raises policy.PolicyInvalid) and return the canonical form that export_policy prints."""
+    return export_policy(parse_policy(document))
+
+
+def active_version(server: Server, grant: Grant | None = None) -> PolicyVersion | None:
+    return PolicyVersion.objects.filter(server=server, grant=grant, is_active=True).first()
+
+
+@transaction.atomic
+def apply(server: Server, document: object, *, grant: Grant | None = None, user=None, actor: str = "",
+          summary_prefix: str = "") -> ApplyResult:
+    doc = canonical(document)
+    # Lock the server row: two concurrent applies must not both take the same version number.
+    Server.objects.select_for_update().filter(pk=server.pk).first()
+    active = active_version(server, grant)
+    changes = summarize(active.document if active else None, doc)
+    warnings = unknown_tool_warnings(server, doc)
+    if active is not None and active.document == doc:
+        return ApplyResult(active, False, [], warnings)
+    number = (PolicyVersion.objects.filter(server=server, grant=grant).aggregate(n=Max("number"))["n"] or 0) + 1
+    if active is not None:
+        active.is_active = False
+        active.save(update_fields=["is_active"])
+    version = PolicyVersion.objects.create(
+        server=server, grant=grant, number=number, document=doc, is_active=True, created_by=user,
+        actor=actor or (user.get_username() if user else ""), summary=(summary_prefix + one_line(changes))[:2000],
+    )
+    return ApplyResult(version, True, changes, warnings)
+
+
+def rollback(server: Server, number: int, *, grant: Grant | None = None, user=None, actor: str = "") -> ApplyResult:
+    """Make version `number` active again, as a new version (history only grows)."""
+    try:
+        old = PolicyVersion.objects.get(server=server, grant=grant, number=number)
+    except PolicyVersion.DoesNotExist:
+        raise LookupError(f"{server.slug} has no policy version {number}") from None
+    return apply(server, old.document, grant=grant, user=user, actor=actor, summary_prefix=f"rollback to v{number}: ")
+
+
+def unknown_tool_warnings(server: Server, doc: dict) -> list[str]:
+    """Exact tool names in the policy that the catalogue does not list (a typo allows or denies nothing)."""
+    names = set(Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", flat=True))
+    if not names:
+        return []
+    exact = [key for key in doc.get("tools", {}) if not any(ch in key for ch in "*?[")]
+    exact += [entry for entry in doc.get("hide", []) if not any(ch in entry for ch in "*?[")]
+    return [f"{name!r} is not a tool of {server.slug} (yet): the rule matches nothing" for name in exact
+            if name not in names]

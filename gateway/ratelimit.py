@@ -1,0 +1,75 @@
+"""Rate-limit counters, reserved atomically across processes in the database.
+
+Every counter of one call is reserved in one transaction, in sorted key order (so two calls never wait on
+each other's rows in opposite orders), each with a conditional upsert that only counts while n < max. If
+any counter is full, the transaction rolls back and nothing is consumed. When the upstream call fails, the
+gateway gives the reservation back (release). Why a table and not Redis: see docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from django.db import connection, transaction
+
+from gateway.models import Counter
+
+# The same statement works on SQLite (>= 3.35) and PostgreSQL: insert the first use of a window, or add one
+# only while the count is below the limit. RETURNING yields no row when the WHERE refuses.
+_RESERVE_SQL = (
+    f"INSERT INTO {Counter._meta.db_table} (key, n, window_end) VALUES (%s, 1, %s) "
+    f"ON CONFLICT (key) DO UPDATE SET n = {Counter._meta.db_table}.n + 1 "
+    f"WHERE {Counter._meta.db_table}.n < %s RETURNING n"
+)
+_RELEASE_SQL = f"UPDATE {Counter._meta.db_table} SET n = n - 1 WHERE key = %s AND n > 0"
+
+
+class Reservable(Protocol):
+    key: str
+    max: int
+    window_end: int
+
+
+class _Full(Exception):
+    def __init__(self, reservation: Reservable) -> None:
+        self.reservation = reservation
+
+
+def reserve(reservations: Sequence[Reservable]) -> Reservable | None:
+    """Reserve one unit of every counter, all or nothing. Returns None on success, else the full counter."""
+    if not reservations:
+        return None
+    ordered = sorted(reservations, key=lambda r: r.key)
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                for res in ordered:
+                    cursor.execute(_RESERVE_SQL, [res.key, res.window_end, res.max])
+                    if cursor.fetchone() is None:
+                        raise _Full(res)
+    except _Full as full:
+        return full.reservation
+    return None
+
+
+def release(reservations: Sequence[Reservable]) -> None:
+    """Give back what reserve() took (the upstream call failed). Never goes below zero."""
+    if not reservations:
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        for res in sorted(reservations, key=lambda r: r.key):
+            cursor.execute(_RELEASE_SQL, [res.key])
+
+
+def current(keys: Sequence[str]) -> dict[str, int]:
+    """The counts the policy engine reads before deciding (a hint; reserve() is the authority)."""
+    if not keys:
+        return {}
+    return dict(Counter.objects.filter(key__in=list(keys)).values_list("key", "n"))
+
+
+def sweep(now: int) -> int:
+    """Delete windows that have ended; returns how many rows went."""
+    deleted, _ = Counter.objects.filter(window_end__lte=now).delete()
+    return deleted

@@ -1,0 +1,55 @@
+"""How to reach a registered upstream with the `mcp` SDK client, per transport (stdio, Streamable HTTP, SSE).
+
+Only the server's own configured env and headers go upstream: never the agent's token, the gateway's
+secrets or its environment beyond an allow-list.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from typing import IO, Any
+
+import httpx2
+from django.conf import settings
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from gateway.models import Server
+
+
+class UpstreamError(RuntimeError):
+    """The upstream could not be reached or answered badly; the message is redacted and says what to check."""
+
+
+def stdio_environment(server: Server) -> dict[str, str]:
+    inherited = {k: os.environ[k] for k in settings.PORTCULLIS_STDIO_ENV_ALLOW if k in os.environ}
+    return inherited | server.env
+
+
+def stdio_parameters(server: Server) -> StdioServerParameters:
+    if not server.command:
+        raise UpstreamError(f"server {server.slug!r} has no command to start")
+    return StdioServerParameters(command=server.command[0], args=list(server.command[1:]),
+                                 env=stdio_environment(server))
+
+
+@asynccontextmanager
+async def open_transport(server: Server, errlog: IO[str] | None = None, timeout: float | None = None):
+    """Yield the SDK transport streams for one upstream connection."""
+    timeout = timeout or server.timeout_seconds
+    if server.transport == Server.Transport.STDIO:
+        params = stdio_parameters(server)
+        kwargs: dict[str, Any] = {"errlog": errlog} if errlog is not None else {}
+        async with stdio_client(params, **kwargs) as streams:
+            yield streams
+    elif server.transport == Server.Transport.HTTP:
+        client = httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(timeout))
+        async with client, streamable_http_client(server.url, http_client=client) as streams:
+            yield streams
+    elif server.transport == Server.Transport.SSE:
+        async with sse_client(server.url, headers=server.headers, timeout=timeout) as streams:
+            yield streams
+    else:
+        raise UpstreamError(f"server {server.slug!r} has an unknown transport {server.transport!r}")

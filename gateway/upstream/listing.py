@@ -1,0 +1,60 @@
+"""List an upstream's tools over MCP (all pages), for refresh_tools and the dashboard's refresh button."""
+
+from __future__ import annotations
+
+import tempfile
+
+import anyio
+from mcp import Client
+
+from gateway.models import Server
+from gateway.redaction import redact_text
+from gateway.upstream.connect import UpstreamError, open_transport
+
+MAX_PAGES = 1000  # an upstream that keeps returning cursors is broken, not large
+STDERR_TAIL_BYTES = 2000  # how much of a failing stdio server's stderr goes into the error
+
+
+async def fetch_tool_definitions(server: Server) -> list[dict]:
+    """Every tool definition the upstream lists, in its order, as JSON dicts exactly as sent."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
+        try:
+            with anyio.fail_after(server.timeout_seconds):
+                return await _list_all(server, errlog)
+        except UpstreamError:
+            raise
+        except TimeoutError:
+            raise UpstreamError(_explain(server, f"no answer within {server.timeout_seconds} s", errlog)) from None
+        except Exception as exc:  # any transport, protocol or spawn failure: report it, redacted
+            raise UpstreamError(_explain(server, _describe(exc), errlog)) from None
+
+
+async def _list_all(server: Server, errlog) -> list[dict]:
+    async with Client(open_transport(server, errlog=errlog), mode="auto", cache=None) as client:
+        definitions: list[dict] = []
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            page = await client.list_tools(cursor=cursor)
+            definitions.extend(t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                return definitions
+        raise UpstreamError(f"server {server.slug!r} returned more than {MAX_PAGES} pages of tools")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _explain(server: Server, what: str, errlog) -> str:
+    message = f"could not list the tools of {server.slug!r} ({server.target_display()}): {what}"
+    if server.transport == Server.Transport.STDIO:
+        errlog.flush()
+        errlog.seek(0)
+        tail = errlog.read()[-STDERR_TAIL_BYTES:].strip()
+        if tail:
+            message += f"\nlast lines the server wrote to stderr:\n{tail}"
+    return redact_text(message)
