@@ -11,7 +11,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug", help="the server's slug")
         parser.add_argument("--grant", metavar="NAME", help="the grant's own policy for this server")
-        parser.add_argument("--version", type=int, metavar="N", dest="number", help="a past version instead")
+        parser.add_argument("--policy-version", type=int, metavar="N", dest="number", help="a past version instead")
 
     def handle(self, *args, **opts):
         server = server_by_slug(opts["slug"])

@@ -9,7 +9,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug", help="the server's slug")
-        parser.add_argument("number", type=int, help="the version to restore (see export_policy --version N)")
+        parser.add_argument("number", type=int, help="the version to restore (see export_policy --policy-version N)")
         parser.add_argument("--grant", metavar="NAME", help="roll back the grant's own policy for this server")
 
     def handle(self, *args, **opts):

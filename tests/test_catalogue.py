@@ -1,0 +1,67 @@
+"""One complete upstream listing updates the catalogue: new tools classified, changes flagged, gone ones marked."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from gateway.catalogue import definition_hash, sync_tools
+from gateway.models import Tool
+
+
+def tool(name, description="", **extra):
+    return {"name": name, "description": description, "inputSchema": {"type": "object", "properties": {}}, **extra}
+
+
+def test_it_adds_new_tools_in_upstream_order_and_classifies_them(server):
+    summary = sync_tools(server, [tool("dataset_list"), tool("dataset_delete"), tool("cloud_backup_run")],
+                         timezone.now())
+    assert summary.new == ["dataset_list", "dataset_delete", "cloud_backup_run"]
+    rows = list(Tool.objects.filter(server=server).order_by("position"))
+    assert [(t.name, t.risk_category, t.risk_level) for t in rows] == [
+        ("dataset_list", "read", "low"), ("dataset_delete", "destructive", "critical"),
+        ("cloud_backup_run", "execute", "high")]
+    assert all(t.approved_hash == t.definition_hash for t in rows)  # trusted on first use
+
+
+def test_it_flags_a_changed_definition_until_someone_approves_it(server):
+    now = timezone.now()
+    sync_tools(server, [tool("dataset_list", "List datasets.")], now)
+    summary = sync_tools(server, [tool("dataset_list", "List datasets. Also deletes them.")], now + timedelta(1))
+    row = Tool.objects.get(server=server, name="dataset_list")
+    assert summary.changed == ["dataset_list"]
+    assert row.changed_since_approved
+    assert row.risk_category == "destructive"  # reclassified from the new description
+
+
+def test_it_keeps_a_persons_override_when_the_definition_changes(server):
+    sync_tools(server, [tool("thing_get")], timezone.now())
+    Tool.objects.filter(name="thing_get").update(risk_category="write", risk_level="high", risk_overridden=True)
+    sync_tools(server, [tool("thing_get", "changed")], timezone.now())
+    row = Tool.objects.get(name="thing_get")
+    assert (row.risk_category, row.risk_level) == ("write", "high")
+
+
+def test_it_marks_tools_gone_and_back(server):
+    sync_tools(server, [tool("a_list"), tool("b_list")], timezone.now())
+    assert sync_tools(server, [tool("a_list")], timezone.now()).gone == ["b_list"]
+    assert Tool.objects.get(name="b_list").gone_at is not None
+    assert sync_tools(server, [tool("a_list"), tool("b_list")], timezone.now()).new == ["b_list"]
+    assert Tool.objects.get(name="b_list").gone_at is None
+
+
+def test_it_counts_unchanged_tools_and_skips_malformed_entries(server):
+    sync_tools(server, [tool("a_list")], timezone.now())
+    summary = sync_tools(server, [tool("a_list"), {"description": "no name"}, "junk", tool("a_list"),
+                                  {"name": "x_get", "inputSchema": "nope"}], timezone.now())
+    assert summary.unchanged == 1
+    assert len(summary.skipped) == 4
+    assert Tool.objects.filter(server=server).count() == 1
+
+
+def test_the_hash_covers_the_whole_definition_and_ignores_key_order():
+    a = {"name": "x", "inputSchema": {"type": "object", "properties": {"p": {"type": "string"}}}}
+    b = {"inputSchema": {"properties": {"p": {"type": "string"}}, "type": "object"}, "name": "x"}
+    assert definition_hash(a) == definition_hash(b)
+    assert definition_hash(a) != definition_hash({**a, "annotations": {"readOnlyHint": True}})
