@@ -85,8 +85,10 @@ def test_it_refuses_to_overwrite_a_server_without_update(server):
     assert Server.objects.get(slug="files").command == ["other"]
 
 
-def test_unknown_slugs_fail_with_exit_1_and_the_known_ones():
-    proc = manage("export_policy", "nope")
+def test_unknown_slugs_fail_with_exit_1_and_the_known_ones(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/cli.sqlite3"}
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    proc = manage("export_policy", "nope", env=env)
     assert proc.returncode == 1
     assert "no server with slug 'nope'" in proc.stderr
 
@@ -223,8 +225,12 @@ def test_a_bad_policy_file_exits_1_naming_the_place_and_applies_nothing(server, 
 
 
 def test_apply_policy_exits_1_from_the_shell_for_a_bad_file(tmp_path):
-    proc = manage("apply_policy", "nosuch", write(tmp_path, "p.json", SEED_EXAMPLE))
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/cli.sqlite3"}
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    assert manage("register_server", "files", "--stdio", "x", env=env).returncode == 0
+    proc = manage("apply_policy", "files", write(tmp_path, "p.json", {"version": "2"}), env=env)
     assert proc.returncode == 1
+    assert "/version" in proc.stderr and "/default" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_apply_policy_warns_about_rules_naming_unknown_tools(server, tmp_path):

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gateway.management.lookup import grant_by_name, server_by_slug
 from gateway.models import PolicyVersion
-from gateway.policy import canonical_json
+from gateway.policy import canonical_json, export_policy, parse_policy
 
 
 class Command(BaseCommand):
@@ -23,4 +23,5 @@ class Command(BaseCommand):
         if version is None:
             what = f"version {opts['number']}" if opts["number"] else "an active policy"
             raise CommandError(f"{owner} has no {what}; apply one with apply_policy")
-        self.stdout.write(canonical_json(version.document), ending="")
+        # Re-export rather than dump the stored JSON: PostgreSQL's jsonb does not keep key order.
+        self.stdout.write(canonical_json(export_policy(parse_policy(version.document))), ending="")
