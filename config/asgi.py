@@ -1,4 +1,4 @@
-"""ASGI entry point served by daphne: HTTP goes to Django (and, later, the MCP endpoint); websockets to the dashboard."""
+"""ASGI entry point served by daphne: HTTP to Django (and the MCP endpoint), websockets to the dashboard."""
 
 import os
 

@@ -7,7 +7,7 @@ import shlex
 
 from django.conf import settings
 
-TOKEN_PLACEHOLDER = "<grant token>"
+TOKEN_PLACEHOLDER = "<grant token>"  # noqa: S105 - a placeholder shown in docs, not a secret
 
 
 def gateway_url(slug: str, base_url: str | None = None) -> str:

@@ -23,7 +23,8 @@ def parse_duration(text: str) -> timedelta:
     """'90m', '12h', '30d', '2w' → timedelta."""
     match = _DURATION.match(text or "")
     if not match or int(match.group(1)) == 0:
-        raise GrantError(f"expiry {text!r} is not a duration: write a positive number and a unit, e.g. 90m, 12h, 30d, 2w")
+        raise GrantError(f"expiry {text!r} is not a duration: "
+                         "write a positive number and a unit, e.g. 90m, 12h, 30d, 2w")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 

@@ -8,7 +8,7 @@ import secrets
 
 from django.conf import settings
 
-TOKEN_PREFIX = "pcl_"
+TOKEN_PREFIX = "pcl_"  # noqa: S105 - the public marker of our tokens, not a secret
 PREFIX_LENGTH = len(TOKEN_PREFIX) + 8  # "pcl_" + 8 characters: indexed lookup key, safe to show
 
 

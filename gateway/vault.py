@@ -18,7 +18,8 @@ def _fernet() -> Fernet:
     try:
         return Fernet(settings.PORTCULLIS_SECRETS_KEY.encode())
     except (ValueError, TypeError):
-        raise VaultError("PORTCULLIS_SECRETS_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes)") from None
+        raise VaultError(
+            "PORTCULLIS_SECRETS_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes)") from None
 
 
 def seal(mapping: dict[str, str]) -> str:

@@ -32,7 +32,7 @@ def test_it_masks_secrets_to_at_most_the_last_four_characters(value, shown):
 def test_it_explains_what_to_do_when_the_key_changed(server, settings):
     settings.PORTCULLIS_SECRETS_KEY = "A" * 43 + "="
     with pytest.raises(vault.VaultError, match="PORTCULLIS_SECRETS_KEY changed"):
-        Server.objects.get(slug="files").env
+        _ = Server.objects.get(slug="files").env
 
 
 def test_it_stores_only_a_prefix_and_a_keyed_digest_of_the_token(grant_that_may):

@@ -19,7 +19,8 @@ def grant_by_name(name: str) -> Grant:
     try:
         return Grant.objects.get(name=name)
     except Grant.DoesNotExist:
-        raise CommandError(f"no grant named {name!r}; list them in the dashboard or create one with create_grant") from None
+        raise CommandError(
+            f"no grant named {name!r}; list them in the dashboard or create one with create_grant") from None
 
 
 def key_values(pairs: list[str], option: str) -> dict[str, str]:

@@ -16,7 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("name", help="grant name, e.g. claude-laptop (lowercase letters, digits, hyphens)")
         parser.add_argument("--server", action="append", required=True, metavar="SLUG",
                             help="a server this grant may use (repeatable)")
-        parser.add_argument("--expires", metavar="DURATION", help="expiry from now: 90m, 12h, 30d or 2w (default never)")
+        parser.add_argument("--expires", metavar="DURATION",
+                            help="expiry from now: 90m, 12h, 30d or 2w (default never)")
 
     def handle(self, *args, **opts):
         servers = [server_by_slug(slug) for slug in dict.fromkeys(opts["server"])]
@@ -31,7 +32,8 @@ class Command(BaseCommand):
 
 
 def write_grant(out, grant, token, servers) -> None:
-    out.write(f"created grant {grant.name!r}" + (f", expires {grant.expires_at:%Y-%m-%d %H:%M} UTC" if grant.expires_at else ""))
+    expiry = f", expires {grant.expires_at:%Y-%m-%d %H:%M} UTC" if grant.expires_at else ""
+    out.write(f"created grant {grant.name!r}{expiry}")
     out.write(f"token (shown once, store it now): {token}")
     for server in servers:
         out.write(f"\n## {server.slug}\n")

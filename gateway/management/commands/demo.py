@@ -33,7 +33,8 @@ class Command(BaseCommand):
         self.stdout.write(f"tools of {DEMO_SLUG}: {summary.lines()[0]}")
         seed = json.loads(resources.files("gateway").joinpath("seed/truenas-policy.json").read_text())
         result = policies.apply(server, seed, actor="cli:demo")
-        self.stdout.write(f"seed policy: {'activated v%d' % result.version.number if result.created else 'already active'}")
+        state = f"activated v{result.version.number}" if result.created else "already active"
+        self.stdout.write(f"seed policy: {state}")
         self._admin()
         self._grant(server)
 

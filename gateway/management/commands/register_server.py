@@ -50,7 +50,8 @@ class Command(BaseCommand):
         try:
             server.full_clean()
         except ValidationError as exc:
-            raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())) from None
+            problems = (f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+            raise CommandError("; ".join(problems)) from None
         server.save()
         self.stdout.write(self.style.SUCCESS(f"{'updated' if opts['update'] else 'registered'} server {slug!r}"))
         self.stdout.write(f"  upstream:    {server.get_transport_display()} {server.target_display()}")
