@@ -19,8 +19,9 @@ import fnmatch
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 ACTIONS = ("allow", "deny", "hide", "approve")
 DEFAULTS = ("allow", "deny")
@@ -178,7 +179,7 @@ class Rule:
 class _Index:
     """Lookup tables built once per policy so evaluate() stays O(rules)."""
 
-    __slots__ = ("exact", "globs", "risk", "hide_exact", "hide_globs", "default_rule")
+    __slots__ = ("exact", "globs", "categories", "levels", "hide_exact", "hide_globs", "default_rule")
 
     def __init__(self, policy: Policy) -> None:
         self.exact = {r.key: r for r in policy.tools if not _is_glob(r.key)}
@@ -186,7 +187,9 @@ class _Index:
         # Most specific glob first: longest pattern, then lexicographic for ties.
         globs.sort(key=lambda r: (-len(r.key), r.key))
         self.globs = tuple((_glob_matcher(r.key), r) for r in globs)
-        self.risk = {r.key: r for r in policy.risk}
+        # Separate tables so a category only ever matches a category key (and a level a level key).
+        self.categories = {r.key: r for r in policy.risk if r.key in RISK_CATEGORIES}
+        self.levels = {r.key: r for r in policy.risk if r.key in RISK_LEVELS}
         self.hide_exact: dict[str, int] = {}
         hide_globs = []
         for i, entry in enumerate(policy.hide):
@@ -926,7 +929,7 @@ def select_rule(facts: Facts, policy: Policy) -> Rule:
     for match, candidate in index.globs:
         if match(facts.tool):
             return candidate
-    return index.risk.get(facts.risk_category) or index.risk.get(facts.risk_level) or index.default_rule
+    return index.categories.get(facts.risk_category) or index.levels.get(facts.risk_level) or index.default_rule
 
 
 def _rule_refusal(rule: Rule, tool: str, policy: Policy) -> Decision | None:
@@ -1039,16 +1042,24 @@ def predicate_holds(pred: Predicate, args: Any) -> bool:
 _REQUIRE_TEXT = {
     "eq": "must equal {v}", "neq": "must not equal {v}", "in": "must be one of {v}",
     "not_in": "must not be one of {v}", "lt": "must be less than {v}", "lte": "must be at most {v}",
-    "gt": "must be greater than {v}", "gte": "must be at least {v}", "regex": "must match {r}",
+    "gt": "must be greater than {v}", "gte": "must be at least {v}", "regex": "must match {v}",
     "contains": "must contain {v}",
 }
+
+
+MAX_VALUE_TEXT = 500  # a huge operand would drown the message an agent has to act on
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_VALUE_TEXT else text[: MAX_VALUE_TEXT - 1] + "…"
 
 
 def describe_requirement(pred: Predicate) -> str:
     """Why a `require` predicate failed, e.g. 'args.reason must exist'."""
     if pred.op == "exists":
         return f"{pred.path} must {'exist' if pred.value else 'not exist'}"
-    return f"{pred.path} " + _REQUIRE_TEXT[pred.op].format(v=pred.value_json, r=pred.value)
+    value = pred.value if pred.op == "regex" else pred.value_json  # a pattern reads better unquoted
+    return f"{pred.path} " + _REQUIRE_TEXT[pred.op].format(v=_short(value))
 
 
 def describe_condition(pred: Predicate) -> str:
@@ -1056,7 +1067,7 @@ def describe_condition(pred: Predicate) -> str:
     if pred.op == "exists":
         return f"{pred.path} {'exists' if pred.value else 'is missing'}"
     value = pred.value if pred.op == "regex" else pred.value_json
-    return f"{pred.path} {pred.op} {value}"
+    return f"{pred.path} {pred.op} {_short(value)}"
 
 
 # ---------------------------------------------------------------- arguments schema
