@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import math
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -743,16 +742,3 @@ def test_it_imports_only_the_standard_library(module: str) -> None:
     assert not names & FORBIDDEN_MODULES
     assert names <= set(sys.stdlib_module_names) | {"__future__"}, names - set(sys.stdlib_module_names)
 
-
-def test_it_evaluates_in_a_few_microseconds() -> None:
-    policy = parse_policy(doc(hide=["pool_*", "a"], all_tools={"limits": [limit("all")]},
-                              risk={"destructive": DENY},
-                              tools={"dataset_*": {"arguments": {"properties": {"path": {"pattern": "^/mnt/"}}}},
-                                     "cloud_backup_run": {"limits": [limit("r")]}}))
-    call = facts("dataset_list", {"path": "/mnt/tank"})
-    rounds = 20_000
-    start = time.perf_counter()
-    for _ in range(rounds):
-        evaluate(call, policy, {}, NOW)
-    per_call = (time.perf_counter() - start) / rounds
-    assert per_call < 100e-6  # generous for slow CI; typically ~5 µs
