@@ -1,13 +1,18 @@
-"""Channels routes. The MCP endpoint and the dashboard's websocket register here as their issues land."""
+"""Channels routes: the MCP endpoint and Django (dashboard, static files); websockets for the dashboard."""
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.urls import re_path
 
+from gateway.endpoint import McpEndpoint
+
 
 def http_routes(django_app):
-    # Static files are served by Django itself (a handful of small files for the dashboard): no second
-    # server to run. The catch-all must be re_path(r"^"): in a Channels URLRouter path("") only matches "".
-    return [re_path(r"^", ASGIStaticFilesHandler(django_app))]
+    return [
+        re_path(r"^mcp/(?P<slug>[a-z0-9][a-z0-9-]{0,49})/?$", McpEndpoint()),
+        # Static files are served by Django itself (a handful of small files): no second server to run.
+        # The catch-all must be re_path(r"^"): in a Channels URLRouter path("") only matches "".
+        re_path(r"^", ASGIStaticFilesHandler(django_app)),
+    ]
 
 
 def websocket_routes():

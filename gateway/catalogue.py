@@ -65,8 +65,11 @@ def _classify_into(tool: Tool) -> None:
 
 
 @transaction.atomic
-def sync_tools(server: Server, definitions: list, now: datetime) -> RefreshSummary:
-    """Bring the catalogue in line with one complete listing. New tools are classified; changed ones flagged."""
+def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bool = True) -> RefreshSummary:
+    """Bring the catalogue in line with a listing. New tools are classified; changed ones flagged.
+
+    Only a complete listing (every page) can say a tool is gone or give positions; one page of a paginated
+    tools/list relayed to an agent (complete=False) only adds and updates."""
     summary = RefreshSummary()
     existing = {tool.name: tool for tool in Tool.objects.select_for_update().filter(server=server)}
     seen: set[str] = set()
@@ -78,7 +81,9 @@ def sync_tools(server: Server, definitions: list, now: datetime) -> RefreshSumma
             summary.skipped.append(problem)
             continue
         seen.add(definition["name"])
-        _upsert(server, existing.get(definition["name"]), definition, position, now, summary)
+        _upsert(server, existing.get(definition["name"]), definition, position, now, summary, complete)
+    if not complete:
+        return summary
     for name, tool in existing.items():
         if name not in seen and tool.gone_at is None:
             tool.gone_at = now
@@ -88,7 +93,7 @@ def sync_tools(server: Server, definitions: list, now: datetime) -> RefreshSumma
 
 
 def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, now: datetime,
-            summary: RefreshSummary) -> None:
+            summary: RefreshSummary, complete: bool = True) -> None:
     digest = definition_hash(definition)
     if tool is None:
         # Trust on first use: the first definition seen is the baseline that later changes are compared to.
@@ -102,7 +107,9 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
     returned = tool.gone_at is not None
     for key, value in _fields(definition).items():
         setattr(tool, key, value)
-    tool.definition_hash, tool.position, tool.last_seen_at, tool.gone_at = digest, position, now, None
+    tool.definition_hash, tool.last_seen_at, tool.gone_at = digest, now, None
+    if complete:
+        tool.position = position
     if changed and not tool.risk_overridden:
         _classify_into(tool)
     tool.save()

@@ -1,0 +1,101 @@
+"""Agent sessions (session era) and the shared upstream links that stateless-era agents use.
+
+Each session-era agent session gets its own upstream session (link): server→client requests and progress
+can then only belong to that agent. Stateless-era agents share one link per server. Both live in this
+process's memory; a session id is bound to the grant whose token opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from gateway import tokens
+from gateway.models import Server
+from gateway.upstream.link import UpstreamLink
+
+IDLE_SESSION_S = 30 * 60  # a session nobody used for this long is closed, with its upstream
+MAX_SESSIONS = 1000  # per process; beyond it the oldest idle sessions are closed first
+
+
+@dataclass
+class AgentSession:
+    id: str
+    grant_id: int
+    token_digest: str
+    server_id: int
+    slug: str
+    protocol_version: str
+    link: UpstreamLink
+    last_used: float = field(default_factory=time.monotonic)
+    inflight: dict[object, asyncio.Task] = field(default_factory=dict)
+
+    def owned_by(self, token: str) -> bool:
+        return tokens.matches(token, self.token_digest)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.sessions: dict[str, AgentSession] = {}
+        self.shared: dict[int, UpstreamLink] = {}
+        self._shared_locks: dict[int, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task | None = None
+
+    def new_id(self) -> str:
+        return secrets.token_urlsafe(24)
+
+    def get(self, session_id: str, slug: str) -> AgentSession | None:
+        session = self.sessions.get(session_id)
+        if session is None or session.slug != slug:
+            return None
+        session.last_used = time.monotonic()
+        return session
+
+    async def add(self, session: AgentSession) -> None:
+        self._ensure_sweeper()
+        if len(self.sessions) >= MAX_SESSIONS:
+            oldest = min(self.sessions.values(), key=lambda s: s.last_used)
+            await self.end(oldest.id)
+        self.sessions[session.id] = session
+
+    async def end(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        for task in list(session.inflight.values()):
+            task.cancel()
+        await session.link.close()
+        return True
+
+    async def shared_link(self, server: Server) -> UpstreamLink:
+        """The link stateless-era agents share for one server; (re)started on demand."""
+        lock = self._shared_locks.setdefault(server.pk, asyncio.Lock())
+        async with lock:
+            link = self.shared.get(server.pk)
+            if link is None or _config_changed(link.server, server):
+                if link is not None:
+                    await link.close()
+                link = self.shared[server.pk] = UpstreamLink(server)
+            await link.ensure()
+            return link
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep(), name="portcullis:session-sweeper")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            cutoff = time.monotonic() - IDLE_SESSION_S
+            for session_id in [s.id for s in self.sessions.values() if s.last_used < cutoff and not s.inflight]:
+                await self.end(session_id)
+
+
+def _config_changed(old: Server, new: Server) -> bool:
+    return (old.transport, old.command, old.url, old.env_sealed, old.headers_sealed, old.updated_at) != (
+        new.transport, new.command, new.url, new.env_sealed, new.headers_sealed, new.updated_at)
+
+
+REGISTRY = Registry()

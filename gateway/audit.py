@@ -1,0 +1,76 @@
+"""The audit log: one Call row per tools/call, committed before the upstream sees the request.
+
+Rows carry redacted arguments only. A row left `pending` by a process that died is marked
+`interrupted: outcome unknown` when a gateway process starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+
+from gateway.models import Call
+from gateway.redaction import redact, redact_text
+
+# Identifies this process on the rows it leaves pending: host, pid, and a boot id so a reused pid differs.
+WORKER_ID = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+# A pending row older than this belongs to a call that cannot still be running anywhere.
+STALE_AFTER = timedelta(hours=2)
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit row could not be written: the call must not be forwarded."""
+
+
+def argument_hash(arguments: object) -> str:
+    """sha256 of the canonical JSON of the arguments (before redaction): binds approvals to exact calls."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def open_row(**fields) -> Call:
+    """Insert the row; raises AuditUnavailable on any database failure."""
+    fields["arguments"] = redact(fields.get("arguments") or {})
+    fields["reason"] = redact_text(fields.get("reason", ""))
+    try:
+        return Call.objects.create(worker=WORKER_ID, **fields)
+    except Exception as exc:  # the database is the audit log: without it nothing is forwarded
+        raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+
+
+def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int | None = None,
+              error: str = "", now: datetime) -> None:
+    Call.objects.filter(pk=call_id).update(outcome=outcome, latency_ms=latency_ms, result_size=result_size,
+                                           error=redact_text(error)[:4000], finished_at=now)
+
+
+def _alive_here(worker: str) -> bool:
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:60] or not pid.isdigit():
+        return True  # another host's process: only the staleness rule applies
+    if worker == WORKER_ID:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # The pid exists, but may have been reused by another program; a different boot id means a new process.
+    return False if int(pid) == os.getpid() else True
+
+
+def mark_interrupted(now: datetime) -> int:
+    """Rows pending from dead processes (this host) or too old to be running → interrupted. Returns the count."""
+    pending = Call.objects.filter(outcome=Call.Outcome.PENDING).exclude(worker=WORKER_ID)
+    dead = [w for w in pending.values_list("worker", flat=True).distinct() if not _alive_here(w)]
+    return pending.filter(Q(worker__in=dead) | Q(created_at__lt=now - STALE_AFTER)).update(
+        outcome=Call.Outcome.INTERRUPTED, error="interrupted: outcome unknown (the gateway process ended)",
+        finished_at=now)

@@ -1,0 +1,111 @@
+"""The decision half of a tools/call, run in one database round trip before anything is forwarded.
+
+Order (docs/ARCHITECTURE.md): authenticate → look the tool up → evaluate the policy → reserve counters →
+write the audit row. `admit()` does all of it in one synchronous function (one thread hop from the async
+endpoint); `settle()` records the outcome and gives reservations back when the upstream call failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+
+from gateway import audit, ratelimit
+from gateway.grants import authenticate
+from gateway.models import Call, Grant, PolicyVersion, Server, Tool
+from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
+
+APPROVALS_DISABLED = "approval required: approvals are not enabled on this gateway"
+
+
+@dataclass
+class Admission:
+    """What the endpoint needs to answer or forward one call."""
+
+    call_id: int | None
+    forward: bool
+    message: str = ""  # the refusal text the agent reads (isError result) when not forwarded
+    reservations: tuple[Reservation, ...] = field(default_factory=tuple)
+    grant_id: int | None = None
+
+
+_PARSED: dict[int, Policy] = {}  # version id → parsed policy; versions are immutable rows
+_PARSED_MAX = 512
+
+
+def policy_for(server: Server, grant: Grant) -> tuple[PolicyVersion | None, Policy | None]:
+    version = server.active_policy(grant)
+    if version is None:
+        return None, None
+    policy = _PARSED.get(version.pk)
+    if policy is None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        policy = _PARSED[version.pk] = parse_policy(version.document)
+    return version, policy
+
+
+def facts_for(grant: Grant, server: Server, tool: Tool, arguments: object) -> Facts:
+    return Facts(grant=str(grant.pk), server=server.slug, tool=tool.name, risk_category=tool.risk_category,
+                 risk_level=tool.risk_level, arguments=arguments)
+
+
+def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime) -> Admission:
+    """Decide, reserve and audit one call. Raises grants.AuthFailure (nothing audited: no grant is known)."""
+    grant = authenticate(token, server, now)
+    Grant.objects.filter(pk=grant.pk).update(last_used_at=now)
+    base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
+            "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
+            "argument_hash": audit.argument_hash(arguments), "created_at": now}
+    tool = Tool.objects.filter(server=server, name=tool_name, gone_at__isnull=True).first()
+    if tool is None:
+        message = f"unknown tool {tool_name!r}: it is not in this server's catalogue (names are case-sensitive)"
+        return _refuse(base, Call.Decision.DENY, "unknown_tool", message, "", None, grant)
+    version, policy = policy_for(server, grant)
+    decision = evaluate(facts_for(grant, server, tool, arguments), policy, {}, now.timestamp())
+    if decision.action == "approve" and decision.refusal is None:
+        return _refuse(base, Call.Decision.APPROVE, "approval", APPROVALS_DISABLED, decision.rule, version, grant)
+    if not decision.allowed:
+        return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
+                       version, grant)
+    return _reserve_and_open(base, decision, version, grant, now)
+
+
+def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now: datetime) -> Admission:
+    full = ratelimit.reserve(decision.reservations)
+    if full is not None:
+        message = limit_message(full, now.timestamp())
+        return _refuse(base, Call.Decision.DENY, "limit", message, full.rule, version, grant,
+                       counters=[full.key])
+    try:
+        row = audit.open_row(**base, decision=Call.Decision.ALLOW, rule=decision.rule, policy_version=version,
+                             counters=[r.key for r in decision.reservations], outcome=Call.Outcome.PENDING)
+    except audit.AuditUnavailable as exc:
+        ratelimit.release(decision.reservations)  # nothing was forwarded, so nothing is consumed
+        return Admission(None, False, str(exc), grant_id=grant.pk)
+    return Admission(row.pk, True, "", decision.reservations, grant.pk)
+
+
+def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, version, grant: Grant,
+            counters: list[str] | None = None) -> Admission:
+    try:
+        row = audit.open_row(**base, decision=decision, refusal=refusal, reason=message, rule=rule,
+                             policy_version=version, counters=counters or [], outcome=Call.Outcome.REFUSED)
+    except audit.AuditUnavailable as exc:
+        return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk)
+    return Admission(row.pk, False, message, (), grant.pk)
+
+
+def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size: int | None, error: str,
+           now: datetime) -> None:
+    """Record the upstream outcome. A call the upstream refused with a protocol error (so the tool did not run)
+    gives its reservations back, as PolicyLayer does; a tool error, a timeout or an interruption keeps them,
+    because the tool may have run — an agent must not get past a limit by making calls time out."""
+    with transaction.atomic():
+        if outcome == Call.Outcome.PROTOCOL_ERROR:
+            ratelimit.release(admission.reservations)
+        if admission.call_id is not None:
+            audit.close_row(admission.call_id, outcome=outcome, latency_ms=latency_ms, result_size=result_size,
+                            error=error, now=now)

@@ -1,0 +1,177 @@
+"""The agent-facing MCP endpoint, /mcp/<slug>/: a plain ASGI app under Channels' URLRouter.
+
+It owns the HTTP concerns the MCP transports leave to the server: Host and Origin checks (Django's
+ALLOWED_HOSTS and Channels' origin validator do not cover a raw HTTP app), the bearer token (never from
+the query string), content types, the body size limit and read deadline. Protocol work is in relay.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import parse_qsl
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+from django.utils import timezone
+
+from gateway import jsonrpc, relay
+from gateway.audit import mark_interrupted
+from gateway.jsonrpc import RpcError
+
+log = logging.getLogger("portcullis.endpoint")
+
+BODY_DEADLINE_S = 30  # a body that has not fully arrived by then is cut off (slow-loris uploads)
+TOKEN_QUERY_KEYS = frozenset({"token", "access_token", "auth", "authorization", "api_key", "apikey", "key"})
+_started = False
+
+
+async def _on_first_request() -> None:
+    """daphne sends no lifespan events, so process start-up work runs before the first MCP request."""
+    global _started
+    if _started:
+        return
+    _started = True
+    count = await sync_to_async(mark_interrupted, thread_sensitive=True)(timezone.now())
+    if count:
+        log.warning("marked %d audit rows left in flight by dead gateway processes as interrupted", count)
+
+
+class McpEndpoint:
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        await _on_first_request()
+        headers = _headers(scope)
+        early = _check_http(scope, headers)
+        if early is not None:
+            await _send(send, *early)
+            return
+        slug = scope["url_route"]["kwargs"]["slug"]
+        token = _bearer(headers)
+        req = relay.Request(slug=slug, token=token, headers=headers, session_id=headers.get("mcp-session-id"))
+        method = scope["method"]
+        if method == "POST":
+            await self._post(req, headers, receive, send)
+        elif method == "DELETE":
+            reply = await _guarded(relay.end_session(req), None)
+            await _send_reply(send, reply)
+        elif method == "GET":
+            # No server-initiated stream yet: 405 tells clients to go on without one (spec: GET stream).
+            await _send(send, 405, {"error": "this gateway offers no GET stream; use POST"}, [("allow", "POST, DELETE")])
+        else:
+            await _send(send, 405, {"error": f"method {method} not allowed"}, [("allow", "POST, GET, DELETE")])
+
+    async def _post(self, req, headers, receive, send) -> None:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            await _send(send, 415, RpcError(jsonrpc.INVALID_REQUEST, "Content-Type must be application/json").body())
+            return
+        accept = headers.get("accept", "")
+        if accept and "application/json" not in accept and "*/*" not in accept:
+            await _send(send, 406, RpcError(jsonrpc.INVALID_REQUEST,
+                                            "Accept must include application/json").body())
+            return
+        body = await _read_body(headers, receive)
+        if isinstance(body, tuple):
+            await _send(send, *body)
+            return
+        try:
+            msg = jsonrpc.parse(body)
+        except RpcError as err:
+            await _send(send, err.http_status, err.body())
+            return
+        if not req.token:
+            err = RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token: send Authorization: Bearer <grant token>",
+                           id=msg.id)
+            await _send(send, 401, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])
+            return
+        reply = await _guarded(relay.handle(req, msg), msg.id)
+        await _send_reply(send, reply)
+
+
+async def _guarded(coro, msg_id) -> relay.Reply:
+    try:
+        return await coro
+    except RpcError as err:
+        return relay.error_reply(RpcError(err.code, err.message, err.data, msg_id))
+    except Exception:
+        log.exception("internal error in the MCP endpoint")
+        return relay.Reply(500, RpcError(jsonrpc.INTERNAL_ERROR, "internal gateway error; see the gateway log",
+                                         id=msg_id).body())
+
+
+def _headers(scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name in out and name in ("authorization", "mcp-session-id", "mcp-method", "mcp-name",
+                                    "mcp-protocol-version", "host", "origin", "content-length"):
+            out[name] = "\x00duplicate"  # two copies of a routing or auth header: neither is trusted
+        else:
+            out[name] = value
+    return out
+
+
+def _check_http(scope, headers) -> tuple | None:
+    host = headers.get("host", "")
+    domain, _port = split_domain_port(host)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return 421, {"error": f"unknown Host {host[:100]!r}"}
+    origin = headers.get("origin")
+    if origin is not None and origin not in settings.PORTCULLIS_ALLOWED_ORIGINS:
+        # DNS rebinding / cross-site requests from a browser: refused before anything else (spec: 403).
+        return 403, RpcError(jsonrpc.FORBIDDEN, "Origin not allowed").body()
+    query = scope.get("query_string", b"").decode("latin-1")
+    if query and any(key.lower() in TOKEN_QUERY_KEYS for key, _ in parse_qsl(query, keep_blank_values=True)):
+        # Tokens in URLs end up in logs and browser history; the value is never read or logged.
+        return 400, RpcError(jsonrpc.INVALID_REQUEST,
+                             "a token in the query string is refused: send Authorization: Bearer <token>").body()
+    if headers.get("authorization", "").startswith("\x00") or headers.get("mcp-session-id", "").startswith("\x00"):
+        return 400, RpcError(jsonrpc.INVALID_REQUEST, "duplicated Authorization or Mcp-Session-Id header").body()
+    return None
+
+
+def _bearer(headers) -> str:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _read_body(headers, receive) -> bytes | tuple:
+    limit = settings.PORTCULLIS_MAX_BODY_BYTES
+    declared = headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return 413, RpcError(jsonrpc.PAYLOAD_TOO_LARGE, f"body larger than {limit} bytes").body()
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(BODY_DEADLINE_S):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return 400, {"error": "client disconnected"}
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:  # chunked uploads: stop reading at the limit
+                    return 413, RpcError(jsonrpc.PAYLOAD_TOO_LARGE, f"body larger than {limit} bytes").body()
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(chunks)
+    except TimeoutError:
+        return 408, RpcError(jsonrpc.INVALID_REQUEST, f"body not received within {BODY_DEADLINE_S} s").body()
+
+
+async def _send_reply(send, reply: relay.Reply) -> None:
+    await _send(send, reply.status, reply.body, reply.headers)
+
+
+async def _send(send, status: int, body: dict | None, headers: list[tuple[str, str]] | None = None) -> None:
+    payload = jsonrpc.dumps(body) if body is not None else b""
+    raw_headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")] if body is not None else []
+    raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or [])]
+    raw_headers.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})
+

@@ -1,0 +1,167 @@
+"""Strict JSON-RPC 2.0 message parsing for the agent-facing endpoint, and the error → HTTP status table.
+
+Stricter than json.loads: duplicate keys, NaN/Infinity, lone surrogates, invalid UTF-8, batches and absurd
+nesting are refused, because a policy gateway and its upstream must never read the same bytes differently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+HEADER_MISMATCH = -32020  # 2026-07-28: Mcp-Method / Mcp-Name / MCP-Protocol-Version disagree with the body
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+# Gateway-specific codes (the -32000..-32099 server range).
+UNAUTHORIZED = -32001
+FORBIDDEN = -32003
+SESSION_NOT_FOUND = -32004
+PAYLOAD_TOO_LARGE = -32005
+UPSTREAM_UNAVAILABLE = -32010
+UPSTREAM_TIMEOUT = -32011
+
+# One table maps every JSON-RPC error the gateway produces to its HTTP status.
+HTTP_STATUS = {
+    PARSE_ERROR: 400,
+    INVALID_REQUEST: 400,
+    INVALID_PARAMS: 400,
+    HEADER_MISMATCH: 400,
+    UNSUPPORTED_PROTOCOL_VERSION: 400,
+    METHOD_NOT_FOUND: 404,
+    UNAUTHORIZED: 401,
+    FORBIDDEN: 403,
+    SESSION_NOT_FOUND: 404,
+    PAYLOAD_TOO_LARGE: 413,
+}
+
+MAX_DEPTH = 64  # deeper JSON is refused: no MCP message needs it, and deep values cost stack everywhere
+
+
+@dataclass(frozen=True)
+class RpcError(Exception):
+    code: int
+    message: str
+    data: Any = None
+    id: Any = None
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 200)
+
+    def body(self) -> dict:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return {"jsonrpc": "2.0", "id": self.id, "error": error}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A request (id set), a notification (no id) or a response (result/error) from the agent."""
+
+    raw: dict
+    id: Any
+    method: str | None
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None and "id" in self.raw
+
+    @property
+    def is_notification(self) -> bool:
+        return self.method is not None and "id" not in self.raw
+
+    @property
+    def params(self) -> dict:
+        return self.raw.get("params") or {}
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise RpcError(PARSE_ERROR, f"duplicate key {key!r} in JSON object")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise RpcError(PARSE_ERROR, f"{name} is not valid JSON")
+
+
+def _check_tree(value: Any) -> None:
+    """Depth limit and lone-surrogate check in one iterative walk (keys included)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_text(node)
+        elif isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise RpcError(INVALID_REQUEST, f"JSON nested deeper than {MAX_DEPTH} levels")
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    _check_text(key)
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in node)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RpcError(PARSE_ERROR, "string contains a lone surrogate (\\ud800-\\udfff escape)") from None
+
+
+def parse(body: bytes) -> Message:
+    """Parse one JSON-RPC message from an HTTP body, or raise RpcError."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RpcError(PARSE_ERROR, "body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except RpcError:
+        raise
+    except RecursionError:
+        raise RpcError(INVALID_REQUEST, f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise RpcError(PARSE_ERROR, f"invalid JSON: {exc}") from None
+    if isinstance(value, list):
+        raise RpcError(INVALID_REQUEST, "JSON-RPC batches are not supported (removed in protocol 2025-06-18)")
+    if not isinstance(value, dict):
+        raise RpcError(INVALID_REQUEST, "a JSON-RPC message must be a JSON object")
+    _check_tree(value)
+    return _envelope(value)
+
+
+def _envelope(value: dict) -> Message:
+    msg_id = value.get("id")
+    if "id" in value and (isinstance(msg_id, bool) or not isinstance(msg_id, (str, int))):
+        raise RpcError(INVALID_REQUEST, "id must be a string or an integer")
+    if value.get("jsonrpc") != "2.0":
+        raise RpcError(INVALID_REQUEST, 'jsonrpc must be "2.0"', id=msg_id)
+    method = value.get("method")
+    if method is None:
+        if "id" not in value or ("result" in value) == ("error" in value):
+            raise RpcError(INVALID_REQUEST, "a message needs a method, or an id with exactly one of result/error")
+        return Message(value, msg_id, None)
+    if not isinstance(method, str) or not method:
+        raise RpcError(INVALID_REQUEST, "method must be a non-empty string", id=msg_id)
+    if "params" in value and not isinstance(value["params"], dict):
+        raise RpcError(INVALID_PARAMS, "params must be a JSON object", id=msg_id)
+    return Message(value, msg_id, method)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def result(msg_id: Any, value: dict) -> dict:
+    return {"jsonrpc": "2.0", "id": msg_id, "result": value}

@@ -1,0 +1,343 @@
+"""The MCP side of the agent endpoint: which era, which session, and what each method does.
+
+HTTP concerns (Host, Origin, sizes, content types) stay in gateway/endpoint.py; this module takes one
+parsed JSON-RPC message from an authenticated-looking request and returns one reply. Every request is
+authorised against the database (a revoked grant stops on its next call); `tools/call` goes through
+gateway/calls.py; every other known method is relayed faithfully to the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
+from mcp_types import CONNECTION_CLOSED, PROTOCOL_VERSION_META_KEY, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+
+from gateway import calls, jsonrpc, tokens
+from gateway.agent_sessions import REGISTRY, AgentSession
+from gateway.catalogue import definition_hash, sync_tools
+from gateway.grants import AuthFailure, authenticate
+from gateway.jsonrpc import RpcError
+from gateway.models import Call, Server, Tool
+from gateway.policy import visibility
+from gateway.upstream.connect import UpstreamError
+from gateway.upstream.link import UpstreamLink
+
+GATEWAY_INFO = {"name": "portcullis", "title": "Portcullis MCP policy gateway", "version": "0.1.0"}
+
+# Methods an agent may send; anything else is refused here and never reaches an upstream.
+RELAYED_REQUESTS = frozenset({
+    "resources/list", "resources/templates/list", "resources/read", "resources/subscribe",
+    "resources/unsubscribe", "prompts/list", "prompts/get", "completion/complete", "logging/setLevel",
+})
+LOCAL_NOTIFICATIONS = frozenset({"notifications/initialized"})
+RELAYED_NOTIFICATIONS = frozenset({"notifications/roots/list_changed", "notifications/progress"})
+# The envelope keys of the agent's own era: the upstream link stamps its own.
+ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, "io.modelcontextprotocol/clientInfo",
+                           "io.modelcontextprotocol/clientCapabilities"})
+
+
+@dataclass
+class Request:
+    slug: str
+    token: str
+    headers: dict[str, str]
+    session_id: str | None = None
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: dict | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def error_reply(err: RpcError, extra_headers: list[tuple[str, str]] | None = None) -> Reply:
+    return Reply(err.http_status, err.body(), extra_headers or [])
+
+
+# --- database work, each in one thread hop ---
+
+def _load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
+    server = Server.objects.filter(slug=slug).first()
+    if server is None:
+        raise RpcError(jsonrpc.SESSION_NOT_FOUND, f"no MCP server {slug!r} on this gateway")
+    grant = authenticate(token, server, timezone.now())
+    if not server.enabled:
+        raise RpcError(jsonrpc.FORBIDDEN, f"server {slug!r} is disabled by an operator")
+    server.env, server.headers  # noqa: B018 - decrypt now, in the sync world, so the link never touches the ORM
+    return server, grant.pk
+
+
+_authorise = sync_to_async(_load_and_authorise, thread_sensitive=True)
+
+_KNOWN_HASHES: dict[int, dict[str, str]] = {}  # server id → {tool name: definition hash} last synced
+
+
+def _visible_tools(server: Server, token: str, listed: list, complete: bool) -> list:
+    grant = authenticate(token, server, timezone.now())
+    hashes = {d["name"]: definition_hash(d) for d in listed if isinstance(d, dict) and isinstance(d.get("name"), str)}
+    known = _KNOWN_HASHES.setdefault(server.pk, dict(
+        Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", "definition_hash")))
+    if any(known.get(name) != digest for name, digest in hashes.items()):
+        sync_tools(server, listed, timezone.now(), complete=complete)  # new tools get classified before use
+        known.update(hashes)
+    catalogue = {t.name: t for t in Tool.objects.filter(server=server, name__in=list(hashes), gone_at__isnull=True)}
+    version, policy = calls.policy_for(server, grant)
+    shown = []
+    for definition in listed:
+        tool = catalogue.get(definition.get("name")) if isinstance(definition, dict) else None
+        if tool is not None and visibility(calls.facts_for(grant, server, tool, {}), policy).allowed:
+            shown.append(definition)
+    return shown
+
+
+_filter_tools = sync_to_async(_visible_tools, thread_sensitive=True)
+
+
+def _admit(token: str, server: Server, name: str, arguments: object) -> calls.Admission:
+    return calls.admit(token, server, name, arguments, timezone.now())
+
+
+_admit_async = sync_to_async(_admit, thread_sensitive=True)
+_settle_async = sync_to_async(calls.settle, thread_sensitive=True)
+
+
+# --- entry point ---
+
+async def handle(req: Request, msg: jsonrpc.Message) -> Reply:
+    try:
+        if msg.method == "initialize":
+            return await _initialize(req, msg)
+        if req.session_id is None and _is_modern(msg):
+            return await _modern(req, msg)
+        return await _legacy(req, msg)
+    except AuthFailure as exc:
+        code = jsonrpc.UNAUTHORIZED if exc.status == 401 else jsonrpc.FORBIDDEN
+        headers = [("www-authenticate", 'Bearer realm="portcullis"')] if exc.status == 401 else []
+        return error_reply(RpcError(code, str(exc), id=msg.id), headers)
+    except RpcError as err:
+        return error_reply(RpcError(err.code, err.message, err.data, msg.id))
+
+
+def _is_modern(msg: jsonrpc.Message) -> bool:
+    meta = msg.params.get("_meta")
+    return msg.method == "server/discover" or (isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta)
+
+
+# --- session era ---
+
+async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
+    if req.session_id is not None:
+        raise RpcError(jsonrpc.INVALID_REQUEST, "initialize must not carry an Mcp-Session-Id")
+    server, grant_id = await _authorise(req.slug, req.token)
+    requested = msg.params.get("protocolVersion")
+    version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+    link = UpstreamLink(server)
+    try:
+        await link.start()
+    except UpstreamError as exc:
+        await link.close()
+        raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
+    session = AgentSession(id=REGISTRY.new_id(), grant_id=grant_id, token_digest=tokens.digest(req.token),
+                           server_id=server.pk, slug=server.slug, protocol_version=version, link=link)
+    await REGISTRY.add(session)
+    result = {"protocolVersion": version, "capabilities": _capabilities(link), "serverInfo": GATEWAY_INFO}
+    if link.instructions():
+        result["instructions"] = link.instructions()
+    return Reply(200, jsonrpc.result(msg.id, result), [("mcp-session-id", session.id)])
+
+
+def _capabilities(link: UpstreamLink) -> dict:
+    caps = link.capabilities()
+    caps.pop("experimental", None)  # unknown extensions are not relayed: the gateway cannot police them
+    return caps
+
+
+async def _legacy(req: Request, msg: jsonrpc.Message) -> Reply:
+    if req.session_id is None:
+        raise RpcError(jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header: send initialize first")
+    session = REGISTRY.get(req.session_id, req.slug)
+    # Another grant's token with this session id gets the same answer as an unknown session.
+    if session is None or not session.owned_by(req.token):
+        raise RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended session: initialize again")
+    version_header = req.headers.get("mcp-protocol-version")
+    if version_header is not None and version_header not in HANDSHAKE_PROTOCOL_VERSIONS:
+        raise RpcError(jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version_header!r}")
+    server, _ = await _authorise(req.slug, req.token)
+    try:
+        await session.link.ensure()  # a dead upstream is restarted (with backoff) on the next call
+    except UpstreamError as exc:
+        raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
+    return await _dispatch(req, msg, server, session.link, modern=False, session=session)
+
+
+async def end_session(req: Request) -> Reply:
+    session = REGISTRY.get(req.session_id or "", req.slug)
+    if session is None or not session.owned_by(req.token):
+        raise RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended session")
+    await _authorise(req.slug, req.token)
+    await REGISTRY.end(session.id)
+    return Reply(200, None)
+
+
+# --- stateless era ---
+
+async def _modern(req: Request, msg: jsonrpc.Message) -> Reply:
+    if msg.method != "server/discover" or PROTOCOL_VERSION_META_KEY in (msg.params.get("_meta") or {}):
+        route = classify_inbound_request(msg.raw, headers=req.headers)
+        if isinstance(route, InboundLadderRejection):
+            raise RpcError(route.code, route.message, route.data)
+    server, _ = await _authorise(req.slug, req.token)
+    try:
+        link = await REGISTRY.shared_link(server)
+    except UpstreamError as exc:
+        raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
+    if msg.method == "server/discover":
+        result = {"supportedVersions": list(MODERN_PROTOCOL_VERSIONS), "capabilities": _capabilities(link),
+                  "_meta": {SERVER_INFO_META_KEY: GATEWAY_INFO}, "cacheScope": "private", "ttlMs": 0,
+                  "resultType": "complete"}
+        if link.instructions():
+            result["instructions"] = link.instructions()
+        return Reply(200, jsonrpc.result(msg.id, result))
+    return await _dispatch(req, msg, server, link, modern=True, session=None)
+
+
+# --- methods ---
+
+async def _dispatch(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, *, modern: bool,
+                    session: AgentSession | None) -> Reply:
+    method = msg.method
+    if msg.method is None:  # a response from the agent (to a server→client request): not relayed yet
+        return Reply(202, None)
+    if msg.is_notification:
+        if method in RELAYED_NOTIFICATIONS:
+            await link.notify(method, _upstream_params(msg.params))
+        elif method == "notifications/cancelled" and session is not None:
+            task = session.inflight.get(msg.params.get("requestId"))
+            if task is not None:
+                task.cancel()  # the SDK then tells the upstream (notifications/cancelled with its own id)
+        return Reply(202, None)
+    if method == "ping":
+        return _ok(msg, {}, modern)
+    if method == "tools/list":
+        return await _tools_list(req, msg, server, link, modern)
+    if method == "tools/call":
+        return await _tools_call(req, msg, server, link, modern, session)
+    if method in RELAYED_REQUESTS:
+        return await _relay(msg, server, link, modern)
+    raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"method {method!r} is not supported by this gateway")
+
+
+def _upstream_params(params: dict) -> dict:
+    """The agent's params minus its era's envelope (the link stamps the upstream's)."""
+    meta = params.get("_meta")
+    if not isinstance(meta, dict) or not (ENVELOPE_KEYS & meta.keys()):
+        return params
+    kept = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
+    out = {k: v for k, v in params.items() if k != "_meta"}
+    if kept:
+        out["_meta"] = kept
+    return out
+
+
+def _shape(result: dict, modern: bool) -> dict:
+    """Results speak the agent's era, whichever era the upstream spoke."""
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
+        meta = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
+        result = {**result, "_meta": meta} if meta else {k: v for k, v in result.items() if k != "_meta"}
+    if modern:
+        return result if "resultType" in result else {**result, "resultType": "complete"}
+    return {k: v for k, v in result.items() if k not in ("resultType", "ttlMs", "cacheScope")}
+
+
+def _ok(msg: jsonrpc.Message, result: dict, modern: bool) -> Reply:
+    return Reply(200, jsonrpc.result(msg.id, _shape(result, modern)))
+
+
+async def _relay(msg: jsonrpc.Message, server: Server, link: UpstreamLink, modern: bool) -> Reply:
+    try:
+        result = await link.request(msg.method, _upstream_params(msg.params), timeout=server.timeout_seconds)
+    except MCPError as exc:
+        raise RpcError(exc.code, exc.message, exc.error.data) from None
+    except UpstreamError as exc:
+        raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
+    return _ok(msg, result, modern)
+
+
+async def _tools_list(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink,
+                      modern: bool) -> Reply:
+    try:
+        result = await link.request("tools/list", _upstream_params(msg.params), timeout=server.timeout_seconds)
+    except MCPError as exc:
+        raise RpcError(exc.code, exc.message, exc.error.data) from None
+    except UpstreamError as exc:
+        raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
+    listed = result.get("tools")
+    if not isinstance(listed, list):  # an unparseable list is refused, never passed through
+        raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, f"upstream {server.slug!r} sent a tools/list without tools")
+    complete = "cursor" not in msg.params and not result.get("nextCursor")
+    shown = await _filter_tools(server, req.token, listed, complete)
+    out = {**result, "tools": shown}
+    if modern:
+        out.update(cacheScope="private", ttlMs=0)  # filtered per grant, and the policy can change at any time
+    return _ok(msg, out, modern)
+
+
+def _refusal(msg: jsonrpc.Message, text: str, modern: bool) -> Reply:
+    return _ok(msg, {"content": [{"type": "text", "text": text}], "isError": True}, modern)
+
+
+async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, modern: bool,
+                      session: AgentSession | None) -> Reply:
+    name, arguments = msg.params.get("name"), msg.params.get("arguments", {})
+    if not isinstance(name, str) or not name:
+        raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call needs params.name (a string)")
+    if not isinstance(arguments, dict):
+        raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call params.arguments must be a JSON object")
+    admission = await _admit_async(req.token, server, name, arguments)
+    if not admission.forward:
+        return _refusal(msg, admission.message, modern)
+    started = time.perf_counter()
+    outcome, error, result, reply = Call.Outcome.OK, "", None, None
+    if session is not None and (task := asyncio.current_task()) is not None:
+        session.inflight[msg.id] = task  # so notifications/cancelled from the agent can cancel it
+    try:
+        result = await link.request("tools/call", _upstream_params(msg.params), timeout=server.timeout_seconds)
+        outcome = Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK
+        reply = _ok(msg, result, modern)
+    except MCPError as exc:
+        outcome, error, reply = _upstream_failure(msg, server, exc, modern)
+    except UpstreamError as exc:
+        outcome, error = Call.Outcome.INTERRUPTED, str(exc)
+        reply = _refusal(msg, f"upstream unavailable: {exc}; the call's outcome is unknown", modern)
+    except asyncio.CancelledError:
+        outcome, error = Call.Outcome.INTERRUPTED, "cancelled by the agent or its disconnect"
+        raise
+    finally:
+        if session is not None:
+            session.inflight.pop(msg.id, None)
+        latency = (time.perf_counter() - started) * 1000
+        size = len(jsonrpc.dumps(result)) if result is not None else None
+        await _settle_async(admission, outcome=outcome, latency_ms=latency, result_size=size, error=error,
+                            now=timezone.now())
+    return reply
+
+
+def _upstream_failure(msg, server: Server, exc: MCPError, modern: bool) -> tuple[str, str, Reply]:
+    if exc.code == REQUEST_TIMEOUT:
+        text = (f"upstream timeout: {server.slug} did not answer within {server.timeout_seconds} s; "
+                "the call was cancelled upstream and its outcome is unknown")
+        return Call.Outcome.TIMEOUT, text, _refusal(msg, text, modern)
+    if exc.code == CONNECTION_CLOSED:
+        text = f"upstream connection lost during the call; its outcome is unknown ({exc.message})"
+        return Call.Outcome.INTERRUPTED, text, _refusal(msg, text, modern)
+    reply = error_reply(RpcError(exc.code, exc.message, exc.error.data, msg.id))
+    return Call.Outcome.PROTOCOL_ERROR, f"{exc.code}: {exc.message}", reply

@@ -1,0 +1,169 @@
+"""One live MCP connection to an upstream, owned by one long-lived task.
+
+anyio cancel scopes must exit in the task that entered them, so the SDK `Client` is entered and exited by
+the link's own task; request handlers in other tasks send through its dispatcher concurrently. The link
+speaks whichever era the upstream speaks (the SDK probes `server/discover` and falls back to `initialize`),
+which is how agents of either era reach upstreams of either era.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from gateway.models import Server
+from gateway.redaction import redact_text
+from gateway.upstream.connect import UpstreamError, open_transport
+
+log = logging.getLogger("portcullis.upstream")
+
+CONNECT_TIMEOUT_S = 30  # spawning a stdio server (npx, uvx) can take a while on first use
+RESTART_BACKOFF_S = (0.0, 0.5, 1, 2, 5, 10, 30)  # delay before the n-th consecutive restart
+STDERR_TAIL_BYTES = 2000
+
+NotificationHandler = Callable[[dict], Awaitable[None]]
+
+
+class UpstreamLink:
+    def __init__(self, server: Server, on_notification: NotificationHandler | None = None) -> None:
+        # `server` is a detached snapshot (env/headers decrypted in the sync world); no ORM use in here.
+        self.server = server
+        self.on_notification = on_notification
+        self._client: Client | None = None
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._error: BaseException | None = None
+        self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self.failures = 0
+        self.started_at = 0.0
+
+    # --- lifecycle ---
+    async def start(self) -> None:
+        self._ready.clear()
+        self._stop.clear()
+        self._error = None
+        self.started_at = time.monotonic()
+        self._task = asyncio.create_task(self._own(), name=f"upstream:{self.server.slug}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            await self.close()
+            raise UpstreamError(f"{self.server.slug}: no handshake within {CONNECT_TIMEOUT_S} s") from None
+        if self._client is None:
+            raise UpstreamError(self.death_report())
+
+    async def _own(self) -> None:
+        try:
+            async with Client(open_transport(self.server, errlog=self._errlog), mode="auto", cache=None,
+                              message_handler=self._on_message) as client:
+                self._client = client
+                self.failures = 0
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:  # noqa: BLE001 - any death is recorded and reported, never raised here
+            self._error = exc
+            log.warning("upstream %s died: %s", self.server.slug, self.death_report())
+        finally:
+            self._client = None
+            self._ready.set()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        self._errlog.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._client is not None and self._task is not None and not self._task.done()
+
+    async def ensure(self) -> None:
+        """Start, or restart after a death with backoff; raises UpstreamError when it cannot."""
+        if self.alive:
+            return
+        if self._task is not None:
+            self.failures += 1
+            await asyncio.sleep(RESTART_BACKOFF_S[min(self.failures, len(RESTART_BACKOFF_S) - 1)])
+        await self.start()
+
+    def death_report(self) -> str:
+        what = _describe(self._error) if self._error else "connection closed"
+        message = f"upstream {self.server.slug!r} ({self.server.target_display()}) is unavailable: {what}"
+        try:
+            self._errlog.flush()
+            self._errlog.seek(0)
+            tail = self._errlog.read()[-STDERR_TAIL_BYTES:].strip()
+            self._errlog.seek(0, 2)
+        except (OSError, ValueError):
+            tail = ""
+        if tail:
+            message += f"\nlast lines on stderr:\n{tail}"
+        return redact_text(message)
+
+    # --- what the upstream said at the handshake ---
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise UpstreamError(self.death_report())
+        return self._client
+
+    def capabilities(self) -> dict:
+        return self.client.server_capabilities.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def instructions(self) -> str | None:
+        return self.client.instructions
+
+    @property
+    def protocol_version(self) -> str:
+        return self.client.protocol_version
+
+    # --- traffic ---
+    async def request(self, method: str, params: dict | None, *, timeout: float,
+                      on_progress: Callable | None = None) -> dict:
+        """Send one request; returns the raw result dict. Raises MCPError (upstream error, timeout) or
+        UpstreamError (connection gone). On timeout the SDK sends notifications/cancelled upstream."""
+        session = self.client.session
+        data: dict[str, Any] = {"method": method, "params": dict(params or {})}
+        opts: dict[str, Any] = {"timeout": timeout}
+        if on_progress is not None:
+            opts["on_progress"] = on_progress
+        session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
+        try:
+            return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+        except MCPError:
+            raise
+        except Exception as exc:
+            raise UpstreamError(f"{self.server.slug}: {_describe(exc)}") from None
+
+    async def notify(self, method: str, params: dict | None) -> None:
+        session = self.client.session
+        data: dict[str, Any] = {"method": method, "params": dict(params or {})}
+        opts: dict[str, Any] = {}
+        session._stamp(data, opts)
+        await session._dispatcher.notify(method, data.get("params"), opts)
+
+    async def _on_message(self, message: Any) -> None:
+        if self.on_notification is None or isinstance(message, Exception):
+            return
+        try:
+            raw = message.model_dump(by_alias=True, exclude_none=True, mode="json")
+            await self.on_notification(raw)
+        except Exception:  # a listener's fault must not break the upstream connection
+            log.exception("notification handler failed for %s", self.server.slug)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
