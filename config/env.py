@@ -101,7 +101,8 @@ def _sqlite(path: Path) -> dict:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
         },
-        "TEST": {"NAME": str(path.with_name(path.stem + "-test.sqlite3"))},
+        # Per process: two test runs at once (a developer and a helper) must not share a test database.
+        "TEST": {"NAME": str(path.with_name(f"{path.stem}-test-{os.getpid()}.sqlite3"))},
     }
 
 

@@ -4,11 +4,13 @@ import secrets
 import sys
 from importlib import resources
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from gateway import policies
+from gateway.clientconfig import gateway_url
 from gateway.grants import create_grant
 from gateway.management.commands.create_grant import write_grant
 from gateway.management.commands.refresh_tools import refresh
@@ -37,6 +39,7 @@ class Command(BaseCommand):
         self.stdout.write(f"seed policy: {state}")
         self._admin()
         self._grant(server)
+        self.stdout.write(f"\ndashboard: {settings.PORTCULLIS_PUBLIC_URL}/   MCP endpoint: {gateway_url(DEMO_SLUG)}")
 
     def _server(self) -> Server:
         command = [sys.executable, "-m", "truenas_sim"]
