@@ -31,7 +31,9 @@ class Admission:
     grant_id: int | None = None
 
 
-_PARSED: dict[int, Policy] = {}  # version id → parsed policy; versions are immutable rows
+# (version id, created) → parsed policy. Versions are immutable rows; the creation time guards against a
+# reused primary key after deletions (SQLite may reuse the highest rowid).
+_PARSED: dict[tuple, Policy] = {}
 _PARSED_MAX = 512
 
 
@@ -39,11 +41,12 @@ def policy_for(server: Server, grant: Grant) -> tuple[PolicyVersion | None, Poli
     version = server.active_policy(grant)
     if version is None:
         return None, None
-    policy = _PARSED.get(version.pk)
+    key = (version.pk, version.created_at)
+    policy = _PARSED.get(key)
     if policy is None:
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()
-        policy = _PARSED[version.pk] = parse_policy(version.document)
+        policy = _PARSED[key] = parse_policy(version.document)
     return version, policy
 
 

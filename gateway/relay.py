@@ -77,13 +77,14 @@ def _load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
 
 _authorise = sync_to_async(_load_and_authorise, thread_sensitive=True)
 
-_KNOWN_HASHES: dict[int, dict[str, str]] = {}  # server id → {tool name: definition hash} last synced
+# (server id, created) → {tool name: definition hash} last synced into the catalogue.
+_KNOWN_HASHES: dict[tuple, dict[str, str]] = {}
 
 
 def _visible_tools(server: Server, token: str, listed: list, complete: bool) -> list:
     grant = authenticate(token, server, timezone.now())
     hashes = {d["name"]: definition_hash(d) for d in listed if isinstance(d, dict) and isinstance(d.get("name"), str)}
-    known = _KNOWN_HASHES.setdefault(server.pk, dict(
+    known = _KNOWN_HASHES.setdefault((server.pk, server.created_at), dict(
         Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", "definition_hash")))
     if any(known.get(name) != digest for name, digest in hashes.items()):
         sync_tools(server, listed, timezone.now(), complete=complete)  # new tools get classified before use

@@ -40,3 +40,88 @@ def revoked_grant(server):
     new = create_grant("agent-revoked", [server], None)
     revoke(new.grant, timezone.now())
     return new
+
+
+# --- a real gateway: daphne in a subprocess, on the test database ---
+
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url_for_subprocess() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}" if s["NAME"].startswith("/") else f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port: bounded by the deadline above
+    raise RuntimeError(f"nothing listened on {port} within {timeout} s")
+
+
+class Gateway:
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
+        self.proc, self.port, self.log_path = proc, port, log_path
+        self.base = f"http://127.0.0.1:{port}"
+
+    def url(self, slug: str) -> str:
+        return f"{self.base}/mcp/{slug}/"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_gateway(tmp_dir: Path, extra_env: dict | None = None) -> Gateway:
+    from django.conf import settings
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "SECRET_KEY": settings.SECRET_KEY,
+           "PORTCULLIS_SECRETS_KEY": settings.PORTCULLIS_SECRETS_KEY, "PORTCULLIS_STATE_DIR": str(tmp_dir),
+           "PORTCULLIS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
+           "TRUENAS_SIM_JOB_SECONDS": "0.3", **(extra_env or {})}
+    log_path = tmp_dir / f"daphne-{port}.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                             "config.asgi:application"], cwd=ROOT, env=env, stdout=log_file,
+                            stderr=subprocess.STDOUT)
+    wait_for_port(port, proc)
+    return Gateway(proc, port, log_path)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(django_db_setup, django_db_blocker, tmp_path_factory):
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"))
+    yield gw
+    stop(gw.proc)
