@@ -31,7 +31,7 @@ demo: migrate
 	$(PY) manage.py demo
 
 serve: install
-	$(PY) -m daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(PY) -m config.serve -b $(HOST) -p $(PORT) config.asgi:application
 
 run: demo serve
 

@@ -104,7 +104,7 @@ def start_gateway(tmp_dir: Path, extra_env: dict | None = None) -> Gateway:
            "TRUENAS_SIM_JOB_SECONDS": "0.3", **(extra_env or {})}
     log_path = tmp_dir / f"daphne-{port}.log"
     log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "config.serve", "-v", "1", "-b", "127.0.0.1", "-p", str(port),
                              "config.asgi:application"], cwd=ROOT, env=env, stdout=log_file,
                             stderr=subprocess.STDOUT)
     wait_for_port(port, proc)
