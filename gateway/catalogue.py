@@ -98,6 +98,7 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
     if tool is None:
         # Trust on first use: the first definition seen is the baseline that later changes are compared to.
         tool = Tool(server=server, name=definition["name"], first_seen_at=now, approved_hash=digest,
+                    approved_definition=definition,
                     definition_hash=digest, position=position, last_seen_at=now, **_fields(definition))
         _classify_into(tool)
         tool.save()

@@ -118,6 +118,8 @@ class Tool(models.Model):
     definition = models.JSONField(default=dict)
     definition_hash = models.CharField(max_length=64)
     approved_hash = models.CharField(max_length=64, blank=True, default="")
+    # The definition that was approved (trust on first use or a person), to review a later change side by side.
+    approved_definition = models.JSONField(null=True, blank=True)
     position = models.PositiveIntegerField(default=0)  # the upstream's listing order
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)

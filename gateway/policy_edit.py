@@ -20,7 +20,6 @@ from typing import Any
 from gateway.policy import (
     ACTIONS,
     NAMED_WINDOWS,
-    SCOPES,
     Facts,
     Policy,
     PolicyInvalid,
@@ -223,12 +222,15 @@ def _window(raw: str) -> str | int:
     return int(raw) if raw.isdigit() else raw
 
 
-def _limits_from(data: Mapping[str, list[str]], problems: list[Problem]) -> list[dict]:
+def _limits_from(data: Mapping[str, list[str]], problems: list[Problem], tool: str) -> list[dict]:
     limits = []
     for i in range(_count(data, "limit")):
         counter, window, maximum = (_one(data, f"limit-{i}-{f}") for f in ("counter", "window", "max"))
-        if not (counter or maximum):
+        if not maximum:
+            if counter and counter != alias_counter(tool):
+                problems.append(Problem(f"limit-{i}-max", "give the most calls per window, or clear the counter"))
             continue  # an empty row adds nothing
+        counter = counter or alias_counter(tool)  # the tool's own counter unless a shared one is named
         scope = _one(data, f"limit-{i}-scope") or "grant"
         parsed_max = _number(maximum, f"limit-{i}-max", problems)
         limits.append({"counter": counter, "window": _window(window or "minute"),
@@ -268,8 +270,8 @@ def _property_from(prop: SchemaProperty, data: Mapping[str, list[str]],
     return out
 
 
-def rule_from_form(data: Mapping[str, list[str]], props: list[SchemaProperty], existing: dict | None
-                   ) -> tuple[dict | None, list[Problem]]:
+def rule_from_form(data: Mapping[str, list[str]], props: list[SchemaProperty], existing: dict | None,
+                   tool: str = "") -> tuple[dict | None, list[Problem]]:
     """The exact rule for one tool from the editor's fields (None = inherit). Problems name form fields.
 
     Argument properties that the tool's schema does not list are kept from `existing`; the form cannot show them.
@@ -303,7 +305,7 @@ def rule_from_form(data: Mapping[str, list[str]], props: list[SchemaProperty], e
         rule["arguments"] = arguments
     conditions = _conditions(_one(data, "conditions"), problems)
     rule.update(conditions)
-    if limits := _limits_from(data, problems):
+    if limits := _limits_from(data, problems, tool):
         rule["limits"] = limits
     return rule, problems
 
@@ -387,7 +389,3 @@ def text_diff(old: dict | None, new: dict | None, context: int = 3) -> list[Diff
         kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
         lines.append(DiffLine(kind, line))
     return lines
-
-
-def valid_scope(scope: str) -> bool:
-    return scope in SCOPES

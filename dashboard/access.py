@@ -1,0 +1,26 @@
+"""Who may do what on the dashboard: every signed-in user reads, staff users change things."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+
+
+def can_manage(user) -> bool:
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
+def staff_required(view):
+    """For every view that changes something (and the pages that only exist to change something): 403 otherwise."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not can_manage(request.user):
+            raise PermissionDenied("only staff users can change settings; ask an administrator")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+

@@ -1,0 +1,187 @@
+"""Dashboard forms: each one validates what a person typed and says which field to change and how."""
+
+from __future__ import annotations
+
+import shlex
+from urllib.parse import urlsplit
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from gateway.grants import GrantError, parse_duration
+from gateway.models import SLUG_VALIDATOR, Call, Server, Tool
+from gateway.policy import RISK_CATEGORIES, RISK_LEVELS, SCOPES
+
+
+class WriteOnlyLines(forms.Textarea):
+    """A secrets box: whatever was typed (or stored) is never sent back to the browser, not even after an error."""
+
+    def format_value(self, value):
+        return ""
+
+
+def _key_values(text: str, field: str) -> dict[str, str]:
+    pairs = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"line {number}: write KEY=VALUE (one per line)", code=field)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+class ServerForm(forms.Form):
+    slug = forms.CharField(max_length=50, validators=[SLUG_VALIDATOR],
+                           help_text="used in the gateway URL: /mcp/<slug>/")
+    name = forms.CharField(max_length=200, required=False, help_text="display name (default: the slug)")
+    transport = forms.ChoiceField(choices=Server.Transport.choices, widget=forms.RadioSelect)
+    command = forms.CharField(required=False, max_length=4000, label="Command line (stdio)",
+                              help_text="split like a shell would; no shell runs it, "
+                                        "e.g. mcp-server-time --local-timezone UTC")
+    url = forms.CharField(required=False, max_length=2000, label="URL (Streamable HTTP or SSE)",
+                          help_text="e.g. http://127.0.0.1:3001/mcp; put credentials in the headers, not here")
+    env = forms.CharField(required=False, widget=WriteOnlyLines(attrs={"rows": 3, "autocomplete": "off"}),
+                          label="Environment (stdio)", help_text="KEY=VALUE per line; stored encrypted, never shown")
+    headers = forms.CharField(required=False, widget=WriteOnlyLines(attrs={"rows": 3, "autocomplete": "off"}),
+                              label="Headers (HTTP/SSE)",
+                              help_text="Name=value per line; stored encrypted, never shown")
+    clear_secrets = forms.BooleanField(required=False, label="Remove the stored environment and headers")
+    timeout_seconds = forms.IntegerField(min_value=1, max_value=3600, initial=60, label="Timeout (seconds)")
+    enabled = forms.BooleanField(required=False, initial=True, help_text="disabled servers refuse every call")
+
+    def __init__(self, *args, instance: Server | None = None, **kwargs):
+        self.instance = instance
+        if instance is not None:
+            kwargs.setdefault("initial", {
+                "slug": instance.slug, "name": instance.name, "transport": instance.transport,
+                "command": shlex.join(instance.command) if instance.command else "", "url": instance.url,
+                "timeout_seconds": instance.timeout_seconds, "enabled": instance.enabled})
+        super().__init__(*args, **kwargs)
+        if instance is not None:
+            self.fields["slug"].disabled = True
+            self.fields["env"].help_text = "KEY=VALUE per line; leave empty to keep what is stored"
+            self.fields["headers"].help_text = "Name=value per line; leave empty to keep what is stored"
+
+    def clean_slug(self):
+        slug = self.cleaned_data["slug"]
+        if self.instance is None and Server.objects.filter(slug=slug).exists():
+            raise ValidationError(f"a server called {slug!r} exists already; pick another slug or edit that one")
+        return slug
+
+    def clean_command(self):
+        try:
+            return shlex.split(self.cleaned_data["command"])
+        except ValueError as exc:
+            raise ValidationError(f"cannot split the command line ({exc}); check the quotes") from None
+
+    def clean_env(self):
+        return _key_values(self.cleaned_data["env"], "env")
+
+    def clean_headers(self):
+        return _key_values(self.cleaned_data["headers"], "headers")
+
+    def clean(self):
+        data = super().clean()
+        transport = data.get("transport")
+        if transport == Server.Transport.STDIO:
+            if not data.get("command"):
+                self.add_error("command", "a stdio server needs the command that starts it")
+            if data.get("headers"):
+                self.add_error("headers", "headers are for HTTP/SSE servers; a stdio server takes environment values")
+        elif transport in (Server.Transport.HTTP, Server.Transport.SSE):
+            self._clean_url(data)
+            if data.get("env"):
+                self.add_error("env", "environment values are for stdio servers; an HTTP server takes headers")
+        return data
+
+    def _clean_url(self, data) -> None:
+        parts = urlsplit(data.get("url", ""))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.add_error("url", "write an http:// or https:// URL, e.g. http://127.0.0.1:3001/mcp")
+        elif parts.username or parts.password:
+            self.add_error("url", "put credentials in the headers, not in the URL (URLs are shown on pages and logs)")
+
+    def save(self) -> Server:
+        data = self.cleaned_data
+        server = self.instance or Server(slug=data["slug"])
+        server.name = data["name"] or server.name or server.slug
+        server.transport, server.timeout_seconds, server.enabled = (
+            data["transport"], data["timeout_seconds"], data["enabled"])
+        stdio = data["transport"] == Server.Transport.STDIO
+        server.command, server.url = (data["command"], "") if stdio else ([], data["url"])
+        if data["clear_secrets"]:
+            server.env, server.headers = {}, {}
+        if stdio:
+            server.headers = {}
+            if data["env"]:
+                server.env = data["env"]
+        else:
+            server.env = {}
+            if data["headers"]:
+                server.headers = data["headers"]
+        server.full_clean()
+        server.save()
+        return server
+
+
+class CatalogueFilter(forms.Form):
+    q = forms.CharField(required=False, label="Search")
+    category = forms.ChoiceField(required=False, choices=[("", "any category")] + [(c, c) for c in RISK_CATEGORIES])
+    level = forms.ChoiceField(required=False, choices=[("", "any level")] + [(c, c) for c in RISK_LEVELS])
+    action = forms.ChoiceField(required=False, choices=[("", "any action")] + [
+        (a, a) for a in ("allow", "limited", "approve", "deny", "hide")])
+    changed = forms.BooleanField(required=False, label="changed since approved")
+
+
+class OverrideForm(forms.Form):
+    category = forms.ChoiceField(choices=Tool.Category.choices)
+    level = forms.ChoiceField(choices=Tool.Level.choices)
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
+                             help_text="why a person knows better than the classifier")
+
+
+WINDOW_CHOICES = [("minute", "minute"), ("hour", "hour"), ("day", "day")]
+
+
+class BulkLimitForm(forms.Form):
+    max = forms.IntegerField(min_value=1, max_value=1_000_000, initial=30)
+    window = forms.ChoiceField(choices=WINDOW_CHOICES, initial="minute")
+    scope = forms.ChoiceField(choices=[(s, f"per {s}") for s in SCOPES], initial="grant")
+    counter = forms.CharField(required=False, max_length=64,
+                              widget=forms.TextInput(attrs={"placeholder": "shared counter (optional)",
+                                                            "aria-label": "shared counter name"}),
+                              help_text="one shared counter for all of them; empty: each tool its own")
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="a policy JSON file, as export_policy prints or PolicyLayer writes")
+
+
+class GrantForm(forms.Form):
+    name = forms.CharField(max_length=100, validators=[SLUG_VALIDATOR],
+                           help_text="lowercase letters, digits and hyphens, e.g. build-agent")
+    servers = forms.ModelMultipleChoiceField(queryset=Server.objects.all(), widget=forms.CheckboxSelectMultiple,
+                                             help_text="the servers this agent may call through the gateway")
+    expires = forms.CharField(required=False, max_length=20, label="Expires after",
+                              help_text="e.g. 90m, 12h, 30d, 2w; empty: never")
+
+    def clean_expires(self):
+        text = self.cleaned_data["expires"].strip()
+        if not text:
+            return None
+        try:
+            return parse_duration(text)
+        except GrantError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class CallFilterForm(forms.Form):
+    server = forms.CharField(required=False)
+    grant = forms.CharField(required=False)
+    tool = forms.CharField(required=False)
+    decision = forms.ChoiceField(required=False, choices=[("", "any decision")] + list(Call.Decision.choices))
+    outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + list(Call.Outcome.choices))
+    q = forms.CharField(required=False, label="Search")
+    before = forms.CharField(required=False, widget=forms.HiddenInput)

@@ -1,0 +1,331 @@
+"""The policy builder: a server's (or a grant's) policy edited by clicking, kept as a session draft until saved.
+
+Every edit goes through gateway.policy_edit (validated, canonical); save goes through gateway.policies.apply.
+htmx requests get the smallest partial that changed plus out-of-band status; plain requests get a redirect.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from dashboard import drafts
+from dashboard.access import staff_required
+from dashboard.effective import actions_for, filter_tools, grouped, live_tools
+from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
+from gateway import policies, policy_edit
+from gateway.models import Grant, PolicyVersion, Server, Tool
+from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text
+from gateway.policy_diff import summarize
+
+FILTER_FIELDS = ("q", "category", "level", "action", "changed")
+
+
+class Owner:
+    """Whose policy: the server's, or one grant's override for that server."""
+
+    def __init__(self, request, slug):
+        self.server = get_object_or_404(Server, slug=slug)
+        name = request.GET.get("grant") or request.POST.get("grant") or ""
+        self.grant = get_object_or_404(Grant, name=name, servers=self.server) if name else None
+        self.query = f"?grant={self.grant.name}" if self.grant else ""
+
+    def url(self, name: str, **kwargs) -> str:
+        return reverse(f"dashboard:{name}", kwargs={"slug": self.server.slug, **kwargs}) + self.query
+
+
+def _filters(source) -> dict:
+    form = CatalogueFilter(source)
+    return form.cleaned_data if form.is_valid() else {}
+
+
+def _filter_query(data: dict) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in data.items() if v})
+
+
+def _state(request, owner: Owner, draft: drafts.Draft | None = None, filters: dict | None = None) -> dict:
+    """Everything the builder's page and partials render from."""
+    draft = draft or drafts.load(request.session, owner.server, owner.grant)
+    tools = list(live_tools(owner.server, "title", "approved_hash", "definition_hash"))
+    effective = actions_for(draft.document, tools, owner.server.slug, owner.grant.name if owner.grant else "")
+    filters = _filters(request.GET) if filters is None else filters
+    shown = filter_tools(tools, effective, filters)
+    exact = draft.document.get("tools", {})
+    for tool in shown:
+        tool.effective, tool.has_rule = effective[tool.name], tool.name in exact
+    changes = summarize(draft.active.document if draft.active else None, draft.document) if draft.dirty else []
+    return {
+        "owner": owner, "server": owner.server, "grant": owner.grant, "draft": draft, "changes": changes,
+        "groups": grouped(shown), "shown": len(shown), "total": len(tools), "filters": filters,
+        "filter_query": _filter_query(filters), "selection": drafts.selection(request.session, owner.server,
+                                                                              owner.grant),
+        "risk_rules": {key: draft.document.get("risk", {}).get(key) for key in RISK_CATEGORIES},
+        "globs": {k: v for k, v in exact.items() if any(ch in k for ch in "*?[")},
+        "choices": policy_edit.TOOL_CHOICES,
+    }
+
+
+@login_required
+def builder(request, slug):
+    owner = Owner(request, slug)
+    state = _state(request, owner)
+    if request.htmx and request.htmx.target == "tool-groups":
+        return render(request, "dashboard/builder/_groups.html", state)
+    state.update(filter_form=CatalogueFilter(request.GET), limit_form=BulkLimitForm(), import_form=ImportForm())
+    return render(request, "dashboard/builder/page.html", state)
+
+
+def _after_edit(request, owner: Owner, template: str = "dashboard/builder/_groups.html", **extra):
+    """htmx: the changed partial + out-of-band status; otherwise back to the builder with the same filters."""
+    filters = _filters(request.POST)
+    if not request.htmx:
+        return redirect(owner.url("builder") + ("&" if owner.query else "?") + _filter_query(filters))
+    state = _state(request, owner, filters=filters)
+    state.update(extra)
+    response = render(request, template, state)
+    response["HX-Trigger"] = "draft-changed"
+    return response
+
+
+def _edit(request, owner: Owner, change) -> drafts.Draft | HttpResponse:
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    try:
+        document = change(draft.document)
+    except PolicyInvalid as exc:
+        text = "; ".join(str(p) for p in exc.problems)
+        if request.htmx:
+            return HttpResponse(f"not changed: {text}", status=400, content_type="text/plain")
+        messages.error(request, f"not changed: {text}")
+        return redirect(owner.url("builder"))
+    return drafts.store(request.session, owner.server, owner.grant, draft, document)
+
+
+@require_POST
+@staff_required
+def set_action(request, slug):
+    owner = Owner(request, slug)
+    name, choice = request.POST.get("tool", ""), request.POST.get("set", "")
+    tool = get_object_or_404(Tool, server=owner.server, name=name)
+    result = _edit(request, owner, lambda doc: policy_edit.set_actions(doc, [tool.name], choice))
+    if isinstance(result, HttpResponse):
+        return result
+    if not request.htmx:
+        return _after_edit(request, owner)
+    return _row_response(request, owner, tool, result)
+
+
+def _row_response(request, owner: Owner, tool: Tool, draft: drafts.Draft | None = None):
+    """One row plus the out-of-band status and selection bar: what a click on one tool changes."""
+    state = _state(request, owner, draft=draft, filters=_filters(request.POST))
+    draft = state["draft"]
+    row = Tool.objects.filter(pk=tool.pk).only("id", "name", "title", "risk_category", "risk_level",
+                                                 "approved_hash", "definition_hash").get()
+    effective = actions_for(draft.document, [row], owner.server.slug, owner.grant.name if owner.grant else "")
+    row.effective, row.has_rule = effective[row.name], row.name in draft.document.get("tools", {})
+    state.update(tool=row, oob=True)
+    response = render(request, "dashboard/builder/_row_and_status.html", state)
+    response["HX-Trigger"] = "draft-changed"
+    return response
+
+
+@require_POST
+@staff_required
+def set_default(request, slug):
+    owner = Owner(request, slug)
+    result = _edit(request, owner, lambda doc: policy_edit.set_default(doc, request.POST.get("default", "")))
+    return result if isinstance(result, HttpResponse) else _after_edit(request, owner)
+
+
+@require_POST
+@staff_required
+def set_risk(request, slug):
+    owner = Owner(request, slug)
+    key, choice = request.POST.get("risk", ""), request.POST.get("set", "")
+    result = _edit(request, owner, lambda doc: policy_edit.set_risk_action(doc, key, choice))
+    return result if isinstance(result, HttpResponse) else _after_edit(request, owner)
+
+
+@require_POST
+@staff_required
+def select(request, slug):
+    """Change the selection: one tool on/off, everything the filter shows, or nothing."""
+    owner = Owner(request, slug)
+    chosen = drafts.selection(request.session, owner.server, owner.grant)
+    what = request.POST.get("what", "")
+    if what == "none":
+        chosen = set()
+    elif what == "matching":
+        state = _state(request, owner, filters=_filters(request.POST))
+        chosen |= {t.name for _, rows in state["groups"] for t in rows}
+    elif what == "toggle":
+        tool = get_object_or_404(Tool, server=owner.server, name=request.POST.get("tool", ""))
+        chosen ^= {tool.name}
+        drafts.set_selection(request.session, owner.server, owner.grant, chosen)
+        return _row_response(request, owner, tool) if request.htmx else _after_edit(request, owner)
+    drafts.set_selection(request.session, owner.server, owner.grant, chosen)
+    if not request.htmx:
+        return _after_edit(request, owner)
+    state = _state(request, owner, filters=_filters(request.POST))
+    return render(request, "dashboard/builder/_groups.html", state)
+
+
+@require_POST
+@staff_required
+def bulk(request, slug):
+    owner = Owner(request, slug)
+    chosen = drafts.selection(request.session, owner.server, owner.grant)
+    if not chosen:
+        return _nothing_selected(request, owner)
+    choice = request.POST.get("set", "")
+    if choice == "limit":
+        form = BulkLimitForm(request.POST)
+        if not form.is_valid():
+            text = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+            return HttpResponse(f"not changed: {text}", status=400, content_type="text/plain")
+        data = form.cleaned_data
+        result = _edit(request, owner, lambda doc: policy_edit.limit_tools(
+            doc, sorted(chosen), data["max"], data["window"], data["scope"], data["counter"]))
+    else:
+        result = _edit(request, owner, lambda doc: policy_edit.set_actions(doc, sorted(chosen), choice))
+    return result if isinstance(result, HttpResponse) else _after_edit(request, owner)
+
+
+def _nothing_selected(request, owner):
+    text = "select some tools first (tick them, or 'select all matching')"
+    if request.htmx:
+        return HttpResponse(text, status=400, content_type="text/plain")
+    messages.error(request, text)
+    return redirect(owner.url("builder"))
+
+
+@login_required
+def preview(request, slug):
+    owner = Owner(request, slug)
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    active = draft.active.document if draft.active else None
+    context = {"owner": owner, "server": owner.server, "draft": draft,
+               "text": canonical_json(draft.document), "diff": policy_edit.text_diff(active, draft.document),
+               "changes": summarize(active, draft.document) if draft.dirty else []}
+    return render(request, "dashboard/builder/_preview.html" if request.htmx else "dashboard/builder/preview.html",
+                  context)
+
+
+@require_POST
+@staff_required
+def save(request, slug):
+    owner = Owner(request, slug)
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    try:
+        result = policies.apply(owner.server, draft.document, grant=owner.grant, user=request.user)
+    except PolicyInvalid as exc:
+        messages.error(request, "not saved: " + "; ".join(str(p) for p in exc.problems))
+        return redirect(owner.url("builder"))
+    drafts.discard(request.session, owner.server, owner.grant)
+    if result.created:
+        messages.success(request, f"activated version v{result.version.number}: {result.version.summary}")
+    else:
+        messages.info(request, f"unchanged: identical to active version v{result.version.number}")
+    for warning in result.warnings:
+        messages.warning(request, warning)
+    return redirect(owner.url("builder"))
+
+
+@require_POST
+@staff_required
+def discard(request, slug):
+    owner = Owner(request, slug)
+    drafts.discard(request.session, owner.server, owner.grant)
+    messages.info(request, "draft discarded: showing the active version")
+    return redirect(owner.url("builder"))
+
+
+@require_POST
+@staff_required
+def import_policy(request, slug):
+    owner = Owner(request, slug)
+    form = ImportForm(request.POST, request.FILES)
+    problems: list[str] = []
+    if form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            document = policy_edit.normalize(load_policy_text(upload.read().decode("utf-8")))
+        except UnicodeDecodeError:
+            problems = [f"{upload.name}: (document): the file is not UTF-8 text"]
+        except PolicyInvalid as exc:
+            problems = [f"{upload.name}: {p.pointer or '(document)'}: {p.message}" for p in exc.problems]
+        else:
+            draft = drafts.load(request.session, owner.server, owner.grant)
+            drafts.store(request.session, owner.server, owner.grant, draft, document)
+            messages.success(request, f"imported {upload.name} into the draft: check the changes, then save")
+            return redirect(owner.url("builder"))
+    else:
+        problems = [f"{k}: {' '.join(v)}" for k, v in form.errors.items()]
+    state = _state(request, owner, filters={})
+    state.update(filter_form=CatalogueFilter(), limit_form=BulkLimitForm(), import_form=form,
+                 import_problems=problems)
+    return render(request, "dashboard/builder/page.html", state, status=400)
+
+
+@login_required
+def export(request, slug):
+    owner = Owner(request, slug)
+    if request.GET.get("draft"):
+        document, label = drafts.load(request.session, owner.server, owner.grant).document, "draft"
+    else:
+        version = policies.active_version(owner.server, owner.grant)
+        if version is None:
+            raise Http404("no active policy")
+        document, label = version.document, f"v{version.number}"
+    response = HttpResponse(policy_edit.text(document), content_type="application/json; charset=utf-8")
+    owner_name = owner.server.slug + (f"-{owner.grant.name}" if owner.grant else "")
+    response["Content-Disposition"] = f'attachment; filename="{owner_name}-policy-{label}.json"'
+    return response
+
+
+@login_required
+def versions(request, slug):
+    owner = Owner(request, slug)
+    rows = list(PolicyVersion.objects.filter(server=owner.server, grant=owner.grant)
+                .select_related("created_by").order_by("-number"))
+    numbers = [v.number for v in rows]
+    a, b = _pair(request, numbers)
+    diff = changes = None
+    if a and b:
+        docs = {v.number: v.document for v in rows if v.number in (a, b)}
+        diff = policy_edit.text_diff(docs[a], docs[b])
+        changes = summarize(docs[a], docs[b])
+    return render(request, "dashboard/builder/versions.html",
+                  {"owner": owner, "server": owner.server, "grant": owner.grant, "versions": rows,
+                   "a": a, "b": b, "diff": diff, "changes": changes})
+
+
+def _pair(request, numbers: list[int]) -> tuple[int | None, int | None]:
+    def pick(name, fallback):
+        raw = request.GET.get(name, "")
+        return int(raw) if raw.isdigit() and int(raw) in numbers else fallback
+
+    if len(numbers) < 2:
+        return None, None
+    return pick("a", numbers[1]), pick("b", numbers[0])
+
+
+@require_POST
+@staff_required
+def rollback(request, slug, number):
+    owner = Owner(request, slug)
+    try:
+        result = policies.rollback(owner.server, number, grant=owner.grant, user=request.user)
+    except LookupError as exc:
+        raise Http404(str(exc)) from None
+    drafts.discard(request.session, owner.server, owner.grant)
+    if result.created:
+        messages.success(request, f"rolled back: v{number} is active again as v{result.version.number}")
+    else:
+        messages.info(request, f"v{number} is already what is active (v{result.version.number})")
+    return redirect(owner.url("versions"))

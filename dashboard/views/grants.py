@@ -1,0 +1,63 @@
+"""Grants: an agent's credential. Created here with the token shown once; revoked; per-server overrides."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from dashboard.access import staff_required
+from dashboard.forms import GrantForm
+from gateway import policies
+from gateway.clientconfig import client_configs
+from gateway.grants import GrantError, create_grant, revoke
+from gateway.models import Grant
+
+
+@login_required
+def grant_list(request):
+    grants = Grant.objects.prefetch_related("servers").order_by("name")
+    return render(request, "dashboard/grants/list.html", {"grants": grants, "now": timezone.now(),
+                                                           "form": GrantForm()})
+
+
+@never_cache  # the response carries a token that must not sit in any cache
+@staff_required
+def grant_new(request):
+    form = GrantForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        expires_at = timezone.now() + data["expires"] if data["expires"] else None
+        try:
+            new = create_grant(data["name"], list(data["servers"]), expires_at, created_by=request.user)
+        except GrantError as exc:
+            form.add_error("name", str(exc))
+        else:
+            configs = [(s, [(f"cfg-{s.slug}-{i}", title, text) for i, (title, text)
+                            in enumerate(client_configs(s.slug, new.token).items())]) for s in data["servers"]]
+            # Rendered, not redirected: this response is the only place the clear token ever appears.
+            return render(request, "dashboard/grants/created.html",
+                          {"grant": new.grant, "token": new.token, "configs": configs})
+    return render(request, "dashboard/grants/form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+def grant_detail(request, name):
+    grant = get_object_or_404(Grant.objects.prefetch_related("servers"), name=name)
+    servers = [(s, policies.active_version(s, grant), policies.active_version(s)) for s in grant.servers.all()]
+    return render(request, "dashboard/grants/detail.html", {"grant": grant, "servers": servers,
+                                                             "now": timezone.now()})
+
+
+@require_POST
+@staff_required
+def grant_revoke(request, name):
+    grant = get_object_or_404(Grant, name=name)
+    if revoke(grant, timezone.now()):
+        messages.success(request, f"revoked {grant.name}: its next call is refused")
+    else:
+        messages.info(request, f"{grant.name} was already revoked")
+    return redirect("dashboard:grant", name=name)

@@ -1,0 +1,108 @@
+"""Servers: the list with health and client configurations, register, edit, disable, refresh tools."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.management.base import CommandError
+from django.db.models import Count, F, Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from dashboard.access import staff_required
+from dashboard.forms import ServerForm
+from gateway import policies
+from gateway.clientconfig import client_configs, gateway_url
+from gateway.management.commands.refresh_tools import refresh
+from gateway.models import Server, Tool
+from gateway.vault import VaultError, masked
+
+CATEGORIES = [c for c, _ in Tool.Category.choices]
+
+
+def _with_counts(qs):
+    live = Q(tools__gone_at__isnull=True)
+    return qs.annotate(tool_count=Count("tools", filter=live),
+                       changed_count=Count("tools", filter=live & ~Q(tools__approved_hash="")
+                                           & ~Q(tools__approved_hash=F("tools__definition_hash"))),
+                       **{f"n_{c}": Count("tools", filter=live & Q(tools__risk_category=c)) for c in CATEGORIES})
+
+
+def _configs(slug: str) -> list[tuple[str, str, str]]:
+    return [(f"cfg-{slug}-{i}", title, text) for i, (title, text) in enumerate(client_configs(slug).items())]
+
+
+@login_required
+def server_list(request):
+    servers = list(_with_counts(Server.objects.all()).order_by("slug"))
+    for server in servers:
+        server.by_risk = [(c, getattr(server, f"n_{c}")) for c in CATEGORIES if getattr(server, f"n_{c}")]
+        server.gateway_url = gateway_url(server.slug)
+        server.configs = _configs(server.slug)
+    return render(request, "dashboard/servers/list.html", {"servers": servers})
+
+
+def _secrets(server: Server) -> tuple[dict, str]:
+    try:
+        return {**masked(server.env), **masked(server.headers)}, ""
+    except VaultError as exc:
+        return {}, str(exc)
+
+
+@login_required
+def server_detail(request, slug):
+    server = get_object_or_404(_with_counts(Server.objects.all()), slug=slug)
+    server.by_risk = [(c, getattr(server, f"n_{c}")) for c in CATEGORIES if getattr(server, f"n_{c}")]
+    secrets, vault_error = _secrets(server)
+    return render(request, "dashboard/servers/detail.html", {
+        "server": server, "secrets": secrets, "vault_error": vault_error, "gateway_url": gateway_url(slug),
+        "configs": _configs(slug), "active": policies.active_version(server),
+        "refreshed": request.session.pop(f"refresh:{server.pk}", None)})
+
+
+@staff_required
+def server_new(request):
+    form = ServerForm(request.POST or None, initial={"transport": Server.Transport.STDIO})
+    if request.method == "POST" and form.is_valid():
+        server = form.save()
+        messages.success(request, f"registered {server.slug}: now refresh its tools to load them")
+        return redirect("dashboard:server", slug=server.slug)
+    return render(request, "dashboard/servers/form.html", {"form": form, "server": None})
+
+
+@staff_required
+def server_edit(request, slug):
+    server = get_object_or_404(Server, slug=slug)
+    form = ServerForm(request.POST or None, instance=server)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"saved {server.slug}")
+        return redirect("dashboard:server", slug=server.slug)
+    secrets, vault_error = _secrets(server)
+    return render(request, "dashboard/servers/form.html",
+                  {"form": form, "server": server, "secrets": secrets, "vault_error": vault_error})
+
+
+@require_POST
+@staff_required
+def server_toggle(request, slug):
+    server = get_object_or_404(Server, slug=slug)
+    server.enabled = request.POST.get("enabled") == "1"
+    server.save(update_fields=["enabled", "updated_at"])
+    messages.success(request, f"{server.slug} is {'enabled' if server.enabled else 'disabled: every call is refused'}")
+    return redirect("dashboard:server", slug=slug)
+
+
+@require_POST
+@staff_required
+def server_refresh(request, slug):
+    server = get_object_or_404(Server, slug=slug)
+    try:
+        summary = refresh(server)
+    except CommandError as exc:
+        messages.error(request, f"refresh failed, nothing changed: {exc}")
+        return redirect("dashboard:server", slug=slug)
+    request.session[f"refresh:{server.pk}"] = {
+        "counts": summary.lines()[0], "new": summary.new, "changed": summary.changed, "gone": summary.gone,
+        "skipped": summary.skipped}
+    return redirect("dashboard:server", slug=slug)

@@ -1,0 +1,65 @@
+"""Playwright against Debian's chromium and pytest-django's live server. A missing browser fails, never skips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CSP_MIDDLEWARE = "dashboard.middleware.ContentSecurityPolicyMiddleware"
+
+# Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are still plain sync code.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def content_security_policy():
+    """Run the browser under the dashboard's CSP, so an inline script or style the page needs would break it.
+
+    Session-scoped and autouse so it is in place before live_server builds its handler.
+    """
+    from django.conf import settings
+
+    if CSP_MIDDLEWARE not in settings.MIDDLEWARE:  # until config/settings.py lists it
+        settings.MIDDLEWARE = [*settings.MIDDLEWARE, CSP_MIDDLEWARE]
+    yield
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium); "
+                    "the browser tests never skip")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(10_000)  # every wait is bounded
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.console_errors = errors
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def shoot():
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def take(page, name: str, full_page: bool = False) -> None:
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+    return take
