@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway import tokens
 from gateway.models import Server
+from gateway.streams import Channel
 from gateway.upstream.link import UpstreamLink
 
 IDLE_SESSION_S = 30 * 60  # a session nobody used for this long is closed, with its upstream
@@ -31,9 +32,23 @@ class AgentSession:
     link: UpstreamLink
     last_used: float = field(default_factory=time.monotonic)
     inflight: dict[object, asyncio.Task] = field(default_factory=dict)
+    # Where messages for the agent go: the answers of POSTs in flight (newest last), or the GET stream.
+    channels: list[Channel] = field(default_factory=list)
+    get_stream: Channel | None = None
+    # Server→client requests relayed to the agent, waiting for its answer, by the id the gateway gave them.
+    asked: dict[str, asyncio.Future] = field(default_factory=dict)
 
     def owned_by(self, token: str) -> bool:
         return tokens.matches(token, self.token_digest)
+
+    def outlet(self) -> Channel | None:
+        """The channel a message not tied to a known request should take."""
+        live = [c for c in self.channels if not c.closed]
+        if live:
+            return live[-1]
+        if self.get_stream is not None and not self.get_stream.closed:
+            return self.get_stream
+        return None
 
 
 class Registry:
@@ -66,6 +81,10 @@ class Registry:
             return False
         for task in list(session.inflight.values()):
             task.cancel()
+        for future in session.asked.values():
+            future.cancel()
+        if session.get_stream is not None:
+            session.get_stream.close()
         await session.link.close()
         return True
 

@@ -19,10 +19,12 @@ from django.utils import timezone
 from gateway import jsonrpc, relay
 from gateway.audit import mark_interrupted
 from gateway.jsonrpc import RpcError
+from gateway.streams import KEEPALIVE, Channel, sse_event
 
 log = logging.getLogger("portcullis.endpoint")
 
 BODY_DEADLINE_S = 30  # a body that has not fully arrived by then is cut off (slow-loris uploads)
+KEEPALIVE_S = 15  # an SSE comment this often keeps idle streams open through proxies
 TOKEN_QUERY_KEYS = frozenset({"token", "access_token", "auth", "authorization", "api_key", "apikey", "key"})
 _started = False
 
@@ -58,8 +60,7 @@ class McpEndpoint:
             reply = await _guarded(relay.end_session(req), None)
             await _send_reply(send, reply)
         elif method == "GET":
-            # No server-initiated stream yet: 405 tells clients to go on without one (spec: GET stream).
-            await _send(send, 405, {"error": "this gateway offers no GET stream; use POST"}, [("allow", "POST, DELETE")])
+            await self._get(req, headers, receive, send)
         else:
             await _send(send, 405, {"error": f"method {method} not allowed"}, [("allow", "POST, GET, DELETE")])
 
@@ -87,8 +88,87 @@ class McpEndpoint:
                            id=msg.id)
             await _send(send, 401, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])
             return
-        reply = await _guarded(relay.handle(req, msg), msg.id)
-        await _send_reply(send, reply)
+        if "text/event-stream" in accept and msg.is_request:
+            req.channel = Channel()
+        await _answer(req, msg, receive, send)
+
+    async def _get(self, req, headers, receive, send) -> None:
+        """The session era's server stream: notifications and server requests not tied to a POST."""
+        if "text/event-stream" not in headers.get("accept", ""):
+            await _send(send, 406, RpcError(jsonrpc.INVALID_REQUEST, "Accept must include text/event-stream").body())
+            return
+        try:
+            if not req.token:
+                raise RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token")
+            channel = await relay.open_get_stream(req)
+        except (RpcError, relay.AuthFailure) as exc:
+            err = exc if isinstance(exc, RpcError) else relay.auth_error(exc, None)
+            await _send(send, err.http_status, err.body())
+            return
+        await _start_sse(send)
+        try:
+            await _pump(channel, receive, send, until=None)
+        finally:
+            channel.close()
+
+
+async def _answer(req, msg, receive, send) -> None:
+    """Plain JSON when the answer is all there is; SSE when something must reach the agent first."""
+    task = asyncio.create_task(_guarded(relay.handle(req, msg), msg.id))
+    if req.channel is None:
+        await _send_reply(send, await task)
+        return
+    first = asyncio.create_task(req.channel.get())
+    try:
+        done, _ = await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            await _send_reply(send, task.result())
+            return
+        await _start_sse(send)
+        await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(first.result())),
+                    "more_body": True})
+        await _pump(req.channel, receive, send, until=task)
+    finally:
+        first.cancel()
+        req.channel.close()
+
+
+async def _pump(channel, receive, send, until: asyncio.Task | None) -> None:
+    """Drain a channel onto an open SSE response until `until` finishes (or, for GET, the client leaves)."""
+    gone = asyncio.create_task(_wait_disconnect(receive))
+    try:
+        while True:
+            getter = asyncio.create_task(channel.get())
+            waiting = {getter, gone} | ({until} if until is not None else set())
+            done, _ = await asyncio.wait(waiting, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(getter.result())),
+                            "more_body": True})
+                continue
+            getter.cancel()
+            if gone in done:
+                return  # session era: a disconnect is not a cancellation; the call finishes and is audited
+            if until is not None and until in done:
+                while not channel.queue.empty():
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": sse_event(jsonrpc.dumps(channel.queue.get_nowait()))})
+                reply = until.result()
+                body = reply.body if reply.body is not None else {}
+                await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(body))})
+                return
+            await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+    finally:
+        gone.cancel()
+
+
+async def _wait_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _start_sse(send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]})
 
 
 async def _guarded(coro, msg_id) -> relay.Reply:

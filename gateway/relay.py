@@ -26,6 +26,7 @@ from gateway.grants import AuthFailure, authenticate
 from gateway.jsonrpc import RpcError
 from gateway.models import Call, Server, Tool
 from gateway.policy import visibility
+from gateway.streams import Channel
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink
 
@@ -49,6 +50,7 @@ class Request:
     token: str
     headers: dict[str, str]
     session_id: str | None = None
+    channel: Channel | None = None  # set when the agent accepts an SSE answer to this POST
 
 
 @dataclass
@@ -120,11 +122,14 @@ async def handle(req: Request, msg: jsonrpc.Message) -> Reply:
             return await _modern(req, msg)
         return await _legacy(req, msg)
     except AuthFailure as exc:
-        code = jsonrpc.UNAUTHORIZED if exc.status == 401 else jsonrpc.FORBIDDEN
         headers = [("www-authenticate", 'Bearer realm="portcullis"')] if exc.status == 401 else []
-        return error_reply(RpcError(code, str(exc), id=msg.id), headers)
+        return error_reply(auth_error(exc, msg.id), headers)
     except RpcError as err:
         return error_reply(RpcError(err.code, err.message, err.data, msg.id))
+
+
+def auth_error(exc: AuthFailure, msg_id) -> RpcError:
+    return RpcError(jsonrpc.UNAUTHORIZED if exc.status == 401 else jsonrpc.FORBIDDEN, str(exc), id=msg_id)
 
 
 def _is_modern(msg: jsonrpc.Message) -> bool:
@@ -140,13 +145,17 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
     server, grant_id = await _authorise(req.slug, req.token)
     requested = msg.params.get("protocolVersion")
     version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-    link = UpstreamLink(server)
+    session_id = REGISTRY.new_id()
+    agent_caps = msg.params.get("capabilities") if isinstance(msg.params.get("capabilities"), dict) else {}
+    link = UpstreamLink(server, on_notification=lambda raw: _from_upstream(session_id, raw),
+                        ask_agent=lambda method, params: _ask_agent(session_id, method, params),
+                        agent_capabilities=agent_caps)
     try:
         await link.start()
     except UpstreamError as exc:
         await link.close()
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
-    session = AgentSession(id=REGISTRY.new_id(), grant_id=grant_id, token_digest=tokens.digest(req.token),
+    session = AgentSession(id=session_id, grant_id=grant_id, token_digest=tokens.digest(req.token),
                            server_id=server.pk, slug=server.slug, protocol_version=version, link=link)
     await REGISTRY.add(session)
     result = {"protocolVersion": version, "capabilities": _capabilities(link), "serverInfo": GATEWAY_INFO}
@@ -164,10 +173,8 @@ def _capabilities(link: UpstreamLink) -> dict:
 async def _legacy(req: Request, msg: jsonrpc.Message) -> Reply:
     if req.session_id is None:
         raise RpcError(jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header: send initialize first")
-    session = REGISTRY.get(req.session_id, req.slug)
     # Another grant's token with this session id gets the same answer as an unknown session.
-    if session is None or not session.owned_by(req.token):
-        raise RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended session: initialize again")
+    session = session_for(req)
     version_header = req.headers.get("mcp-protocol-version")
     if version_header is not None and version_header not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise RpcError(jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version_header!r}")
@@ -176,13 +183,81 @@ async def _legacy(req: Request, msg: jsonrpc.Message) -> Reply:
         await session.link.ensure()  # a dead upstream is restarted (with backoff) on the next call
     except UpstreamError as exc:
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
-    return await _dispatch(req, msg, server, session.link, modern=False, session=session)
+    if req.channel is not None:
+        session.channels.append(req.channel)
+    try:
+        return await _dispatch(req, msg, server, session.link, modern=False, session=session)
+    finally:
+        if req.channel is not None:
+            session.channels.remove(req.channel)
+
+
+def session_for(req: Request) -> AgentSession:
+    session = REGISTRY.get(req.session_id or "", req.slug)
+    if session is None or not session.owned_by(req.token):
+        raise RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended session: initialize again")
+    return session
+
+
+async def open_get_stream(req: Request) -> Channel:
+    """The session's stream for messages not tied to a request (list_changed, logging, server requests)."""
+    session = session_for(req)
+    await _authorise(req.slug, req.token)
+    if session.get_stream is not None and not session.get_stream.closed:
+        raise RpcError(jsonrpc.INVALID_REQUEST, "this session already has a GET stream open")
+    session.get_stream = Channel()
+    return session.get_stream
+
+
+# --- from the upstream to the agent ---
+
+async def _ask_agent(session_id: str, method: str, params: dict) -> dict:
+    """Relay a server→client request (sampling, elicitation, roots) and wait for the agent's answer."""
+    session = REGISTRY.sessions.get(session_id)
+    outlet = session.outlet() if session is not None else None
+    if session is None or outlet is None:
+        raise RuntimeError("the agent has no open stream to receive the request")
+    ask_id = f"portcullis-{REGISTRY.new_id()[:12]}"
+    future = asyncio.get_running_loop().create_future()
+    session.asked[ask_id] = future
+    try:
+        await outlet.put({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params})
+        return await asyncio.wait_for(future, session.link.server.timeout_seconds)
+    finally:
+        session.asked.pop(ask_id, None)
+
+
+async def _from_upstream(session_id: str, raw: dict) -> None:
+    """An upstream notification: progress goes with its request; the rest to the agent's open stream."""
+    session = REGISTRY.sessions.get(session_id)
+    if session is None or raw.get("method") == "notifications/progress":
+        return
+    outlet = session.outlet()
+    if outlet is not None:
+        await outlet.put({"jsonrpc": "2.0", **raw})
+
+
+def _progress_relay(req: Request, msg: jsonrpc.Message):
+    """An on_progress callback that forwards upstream progress under the agent's own progress token."""
+    meta = msg.params.get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    if token is None or req.channel is None:
+        return None
+    channel = req.channel
+
+    async def forward(progress: float, total: float | None, message: str | None) -> None:
+        params = {"progressToken": token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await channel.put({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+
+    return forward
 
 
 async def end_session(req: Request) -> Reply:
-    session = REGISTRY.get(req.session_id or "", req.slug)
-    if session is None or not session.owned_by(req.token):
-        raise RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended session")
+    session = session_for(req)
     await _authorise(req.slug, req.token)
     await REGISTRY.end(session.id)
     return Reply(200, None)
@@ -215,7 +290,10 @@ async def _modern(req: Request, msg: jsonrpc.Message) -> Reply:
 async def _dispatch(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, *, modern: bool,
                     session: AgentSession | None) -> Reply:
     method = msg.method
-    if msg.method is None:  # a response from the agent (to a server→client request): not relayed yet
+    if msg.method is None:  # the agent's answer to a server→client request the gateway relayed
+        future = session.asked.get(msg.id) if session is not None else None
+        if future is not None and not future.done():
+            future.set_result(msg.raw)
         return Reply(202, None)
     if msg.is_notification:
         if method in RELAYED_NOTIFICATIONS:
@@ -232,7 +310,7 @@ async def _dispatch(req: Request, msg: jsonrpc.Message, server: Server, link: Up
     if method == "tools/call":
         return await _tools_call(req, msg, server, link, modern, session)
     if method in RELAYED_REQUESTS:
-        return await _relay(msg, server, link, modern)
+        return await _relay(req, msg, server, link, modern)
     raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"method {method!r} is not supported by this gateway")
 
 
@@ -263,9 +341,10 @@ def _ok(msg: jsonrpc.Message, result: dict, modern: bool) -> Reply:
     return Reply(200, jsonrpc.result(msg.id, _shape(result, modern)))
 
 
-async def _relay(msg: jsonrpc.Message, server: Server, link: UpstreamLink, modern: bool) -> Reply:
+async def _relay(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, modern: bool) -> Reply:
     try:
-        result = await link.request(msg.method, _upstream_params(msg.params), timeout=server.timeout_seconds)
+        result = await link.request(msg.method, _upstream_params(msg.params), timeout=server.timeout_seconds,
+                                    on_progress=_progress_relay(req, msg))
     except MCPError as exc:
         raise RpcError(exc.code, exc.message, exc.error.data) from None
     except UpstreamError as exc:
@@ -311,7 +390,8 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if session is not None and (task := asyncio.current_task()) is not None:
         session.inflight[msg.id] = task  # so notifications/cancelled from the agent can cancel it
     try:
-        result = await link.request("tools/call", _upstream_params(msg.params), timeout=server.timeout_seconds)
+        result = await link.request("tools/call", _upstream_params(msg.params), timeout=server.timeout_seconds,
+                                    on_progress=_progress_relay(req, msg))
         outcome = Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK
         reply = _ok(msg, result, modern)
     except MCPError as exc:

@@ -1,4 +1,4 @@
-"""The MCP endpoint's HTTP edge: auth, Host/Origin, sessions, and bad input — each refused clearly, nothing forwarded."""
+"""The MCP endpoint's HTTP edge: auth, Host/Origin, sessions, bad input — refused clearly, nothing forwarded."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mcp import Client
+from mcp import Client, types
 from mcp.shared.exceptions import MCPError
 
 from gateway.models import Server
@@ -29,13 +29,27 @@ RESTART_BACKOFF_S = (0.0, 0.5, 1, 2, 5, 10, 30)  # delay before the n-th consecu
 STDERR_TAIL_BYTES = 2000
 
 NotificationHandler = Callable[[dict], Awaitable[None]]
+# Relays a server→client request to the agent: (method, params) → the agent's raw JSON-RPC answer message.
+AgentAsker = Callable[[str, dict], Awaitable[dict]]
+
+# What the gateway may declare upstream on the agent's behalf, and the result type of each request.
+_SERVER_REQUESTS = {
+    "sampling": ("sampling/createMessage", types.CreateMessageResult),
+    "elicitation": ("elicitation/create", types.ElicitResult),
+    "roots": ("roots/list", types.ListRootsResult),
+}
 
 
 class UpstreamLink:
-    def __init__(self, server: Server, on_notification: NotificationHandler | None = None) -> None:
+    def __init__(self, server: Server, on_notification: NotificationHandler | None = None,
+                 ask_agent: AgentAsker | None = None, agent_capabilities: dict | None = None) -> None:
         # `server` is a detached snapshot (env/headers decrypted in the sync world); no ORM use in here.
         self.server = server
         self.on_notification = on_notification
+        self.ask_agent = ask_agent
+        # The upstream is told the agent can answer sampling/elicitation/roots only if the agent said so: what
+        # exists upstream (e.g. server-everything's sampling tools) depends on it.
+        self.agent_capabilities = agent_capabilities or {}
         self._client: Client | None = None
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -63,7 +77,7 @@ class UpstreamLink:
     async def _own(self) -> None:
         try:
             async with Client(open_transport(self.server, errlog=self._errlog), mode="auto", cache=None,
-                              message_handler=self._on_message) as client:
+                              message_handler=self._on_message, **self._callbacks()) as client:
                 self._client = client
                 self.failures = 0
                 self._ready.set()
@@ -152,6 +166,34 @@ class UpstreamLink:
         opts: dict[str, Any] = {}
         session._stamp(data, opts)
         await session._dispatcher.notify(method, data.get("params"), opts)
+
+    def _callbacks(self) -> dict:
+        if self.ask_agent is None:
+            return {}
+        out: dict[str, Any] = {}
+        if "sampling" in self.agent_capabilities:
+            out["sampling_callback"] = lambda ctx, params: self._relay_request("sampling", params)
+        if "elicitation" in self.agent_capabilities:
+            out["elicitation_callback"] = lambda ctx, params: self._relay_request("elicitation", params)
+        if "roots" in self.agent_capabilities:
+            out["list_roots_callback"] = lambda ctx: self._relay_request("roots", None)
+        return out
+
+    async def _relay_request(self, capability: str, params: Any) -> Any:
+        method, result_type = _SERVER_REQUESTS[capability]
+        raw_params = params.model_dump(by_alias=True, exclude_none=True, mode="json") if params is not None else {}
+        try:
+            answer = await self.ask_agent(method, raw_params)
+        except Exception as exc:  # no channel to the agent, a timeout: the upstream gets an error, not a hang
+            return types.ErrorData(code=types.INTERNAL_ERROR, message=f"gateway could not ask the agent: {exc}")
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            return types.ErrorData(code=int(error.get("code", types.INTERNAL_ERROR)),
+                                   message=str(error.get("message", "agent error")), data=error.get("data"))
+        try:
+            return result_type.model_validate(answer.get("result") or {}, by_name=False)
+        except Exception as exc:
+            return types.ErrorData(code=types.INVALID_PARAMS, message=f"agent answered {method} badly: {exc}")
 
     async def _on_message(self, message: Any) -> None:
         if self.on_notification is None or isinstance(message, Exception):
