@@ -57,7 +57,7 @@ class McpEndpoint:
         if method == "POST":
             await self._post(req, headers, receive, send)
         elif method == "DELETE":
-            reply = await _guarded(relay.end_session(req), None)
+            reply = await guarded(relay.end_session(req), None)
             await _send_reply(send, reply)
         elif method == "GET":
             await self._get(req, headers, receive, send)
@@ -114,7 +114,7 @@ class McpEndpoint:
 
 async def _answer(req, msg, receive, send) -> None:
     """Plain JSON when the answer is all there is; SSE when something must reach the agent first."""
-    task = asyncio.create_task(_guarded(relay.handle(req, msg), msg.id))
+    task = asyncio.create_task(guarded(relay.handle(req, msg), msg.id))
     if req.channel is None:
         await _send_reply(send, await task)
         return
@@ -171,7 +171,7 @@ async def _start_sse(send) -> None:
         (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]})
 
 
-async def _guarded(coro, msg_id) -> relay.Reply:
+async def guarded(coro, msg_id) -> relay.Reply:
     try:
         return await coro
     except RpcError as err:

@@ -51,6 +51,8 @@ class Request:
     headers: dict[str, str]
     session_id: str | None = None
     channel: Channel | None = None  # set when the agent accepts an SSE answer to this POST
+    # Legacy HTTP+SSE transport: the stream's id becomes the session id and its channel the session's stream.
+    sse_stream: tuple[str, Channel] | None = None
 
 
 @dataclass
@@ -140,12 +142,14 @@ def _is_modern(msg: jsonrpc.Message) -> bool:
 # --- session era ---
 
 async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
-    if req.session_id is not None:
+    if req.session_id is not None and req.sse_stream is None:
         raise RpcError(jsonrpc.INVALID_REQUEST, "initialize must not carry an Mcp-Session-Id")
+    if req.sse_stream is not None and REGISTRY.sessions.get(req.sse_stream[0]) is not None:
+        raise RpcError(jsonrpc.INVALID_REQUEST, "this SSE session is already initialized")
     server, grant_id = await _authorise(req.slug, req.token)
     requested = msg.params.get("protocolVersion")
     version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-    session_id = REGISTRY.new_id()
+    session_id = req.sse_stream[0] if req.sse_stream is not None else REGISTRY.new_id()
     agent_caps = msg.params.get("capabilities") if isinstance(msg.params.get("capabilities"), dict) else {}
     link = UpstreamLink(server, on_notification=lambda raw: _from_upstream(session_id, raw),
                         ask_agent=lambda method, params: _ask_agent(session_id, method, params),
@@ -156,7 +160,8 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
         await link.close()
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
     session = AgentSession(id=session_id, grant_id=grant_id, token_digest=tokens.digest(req.token),
-                           server_id=server.pk, slug=server.slug, protocol_version=version, link=link)
+                           server_id=server.pk, slug=server.slug, protocol_version=version, link=link,
+                           get_stream=req.sse_stream[1] if req.sse_stream is not None else None)
     await REGISTRY.add(session)
     result = {"protocolVersion": version, "capabilities": _capabilities(link), "serverInfo": GATEWAY_INFO}
     if link.instructions():

@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from django.core.management import call_command
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -49,6 +50,9 @@ def run(coro):
 
 
 def client(gateway, token, mode="legacy"):
+    if mode == "sse":  # the legacy HTTP+SSE transport (2024-11-05)
+        url = gateway.base + "/mcp/truenas/sse"
+        return Client(sse_client(url, headers={"Authorization": f"Bearer {token}"}), mode="legacy", cache=None)
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
     return Client(streamable_http_client(gateway.url("truenas"), http_client=http), mode=mode, cache=None)
 
@@ -61,7 +65,7 @@ def text(result) -> str:
     return result.content[0].text
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"], ids=["session-era", "stateless-era"])
+@pytest.mark.parametrize("mode", ["legacy", "auto", "sse"], ids=["session-era", "stateless-era", "legacy-sse"])
 def test_it_lists_only_the_tools_the_grant_may_call(gateway, token, mode):
     async def go():
         async with client(gateway, token, mode) as c:
@@ -74,7 +78,7 @@ def test_it_lists_only_the_tools_the_grant_may_call(gateway, token, mode):
     assert names == sorted(names, key=names.index)  # upstream order kept
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"], ids=["session-era", "stateless-era"])
+@pytest.mark.parametrize("mode", ["legacy", "auto", "sse"], ids=["session-era", "stateless-era", "legacy-sse"])
 def test_an_allowed_call_returns_exactly_what_the_upstream_returns(gateway, token, mode):
     async def go():
         async with client(gateway, token, mode) as c, direct() as d:

@@ -1,0 +1,108 @@
+"""The legacy HTTP+SSE transport (protocol 2024-11-05) for older clients: /mcp/<slug>/sse and /messages.
+
+GET /sse opens the stream and names the endpoint for POSTs; each POST answers 202 and its JSON-RPC reply
+travels back on the stream. Behind it is the same session machinery as Streamable HTTP (relay.py).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from gateway import jsonrpc, relay
+from gateway.agent_sessions import REGISTRY
+from gateway.endpoint import (
+    _bearer,
+    _check_http,
+    _headers,
+    _on_first_request,
+    _pump,
+    _read_body,
+    _send,
+    _start_sse,
+    guarded,
+)
+from gateway.jsonrpc import RpcError
+from gateway.streams import Channel
+
+# Streams opened by GET /sse: id → (slug, token digest, channel); the id is also the session id.
+_STREAMS: dict[str, tuple[str, str, Channel]] = {}
+MAX_STREAMS = 200  # unauthenticated-until-initialize streams cannot pile up without bound
+
+
+class LegacySseEndpoint:
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        await _on_first_request()
+        headers = _headers(scope)
+        early = _check_http(scope, headers)
+        if early is not None:
+            await _send(send, *early)
+            return
+        slug, leg = scope["url_route"]["kwargs"]["slug"], scope["url_route"]["kwargs"]["leg"]
+        token = _bearer(headers)
+        if not token:
+            await _send(send, 401, RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token").body(),
+                        [("www-authenticate", 'Bearer realm="portcullis"')])
+            return
+        if leg == "sse" and scope["method"] == "GET":
+            await _open_stream(slug, token, headers, receive, send)
+        elif leg == "messages" and scope["method"] == "POST":
+            session_id = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("sessionId", [""])[0]
+            await _message(slug, token, headers, session_id, receive, send)
+        else:
+            await _send(send, 405, {"error": "use GET /sse and POST /messages"})
+
+
+async def _open_stream(slug, token, headers, receive, send) -> None:
+    from gateway import tokens
+
+    try:
+        await relay._authorise(slug, token)
+    except relay.AuthFailure as exc:
+        err = relay.auth_error(exc, None)
+        await _send(send, err.http_status, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])
+        return
+    except RpcError as err:
+        await _send(send, err.http_status, err.body())
+        return
+    if len(_STREAMS) >= MAX_STREAMS:
+        await _send(send, 503, {"error": "too many legacy SSE streams open on this gateway process"})
+        return
+    stream_id, channel = REGISTRY.new_id(), Channel()
+    _STREAMS[stream_id] = (slug, tokens.digest(token), channel)
+    await _start_sse(send)
+    endpoint = f"/mcp/{slug}/messages?sessionId={stream_id}".encode()
+    await send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",
+                "more_body": True})
+    try:
+        await _pump(channel, receive, send, until=None)
+    finally:
+        channel.close()
+        _STREAMS.pop(stream_id, None)
+        await REGISTRY.end(stream_id)  # the stream is the session: when it goes, so does the upstream
+
+
+async def _message(slug, token, headers, session_id, receive, send) -> None:
+    from gateway import tokens
+
+    pending = _STREAMS.get(session_id)
+    if pending is None or pending[0] != slug or not tokens.matches(token, pending[1]):
+        await _send(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
+        return
+    body = await _read_body(headers, receive)
+    if isinstance(body, tuple):
+        await _send(send, *body)
+        return
+    try:
+        msg = jsonrpc.parse(body)
+    except RpcError as err:
+        await _send(send, err.http_status, err.body())
+        return
+    channel = pending[2]
+    req = relay.Request(slug=slug, token=token, headers=headers, session_id=session_id, channel=channel,
+                        sse_stream=(session_id, channel))
+    await _send(send, 202, None)
+    reply = await guarded(relay.handle(req, msg), msg.id)
+    if reply.body is not None:
+        await channel.put(reply.body)
