@@ -26,6 +26,7 @@ from gateway.grants import AuthFailure, authenticate
 from gateway.jsonrpc import RpcError
 from gateway.models import Call, Server, Tool
 from gateway.policy import visibility
+from gateway.redaction import redact_text
 from gateway.streams import Channel
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink
@@ -80,6 +81,15 @@ def _load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
 
 
 _authorise = sync_to_async(_load_and_authorise, thread_sensitive=True)
+
+
+def _record_upstream_problem(server_id: int, report: str) -> None:
+    """A death or failure of the upstream, redacted, on the server row the dashboard shows."""
+    Server.objects.filter(pk=server_id).update(health=Server.Health.ERROR, last_error=redact_text(report)[:4000],
+                                               last_contact_at=timezone.now())
+
+
+_upstream_problem = sync_to_async(_record_upstream_problem, thread_sensitive=True)
 
 # (server id, created) → {tool name: definition hash} last synced into the catalogue.
 _KNOWN_HASHES: dict[tuple, dict[str, str]] = {}
@@ -187,6 +197,7 @@ async def _legacy(req: Request, msg: jsonrpc.Message) -> Reply:
     try:
         await session.link.ensure()  # a dead upstream is restarted (with backoff) on the next call
     except UpstreamError as exc:
+        await _upstream_problem(server.pk, str(exc))
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
     if req.channel is not None:
         session.channels.append(req.channel)
@@ -401,6 +412,8 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
         reply = _ok(msg, result, modern)
     except MCPError as exc:
         outcome, error, reply = _upstream_failure(msg, server, exc, modern)
+        if outcome == Call.Outcome.INTERRUPTED:
+            await _upstream_problem(server.pk, link.death_report())
     except UpstreamError as exc:
         outcome, error = Call.Outcome.INTERRUPTED, str(exc)
         reply = _refusal(msg, f"upstream unavailable: {exc}; the call's outcome is unknown", modern)

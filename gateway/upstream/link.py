@@ -17,6 +17,7 @@ from typing import Any
 
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from gateway.models import Server
 from gateway.redaction import redact_text
@@ -27,6 +28,7 @@ log = logging.getLogger("portcullis.upstream")
 CONNECT_TIMEOUT_S = 30  # spawning a stdio server (npx, uvx) can take a while on first use
 RESTART_BACKOFF_S = (0.0, 0.5, 1, 2, 5, 10, 30)  # delay before the n-th consecutive restart
 STDERR_TAIL_BYTES = 2000
+STABLE_AFTER_S = 60  # a link that lived this long before dying restarts without accumulated backoff
 
 NotificationHandler = Callable[[dict], Awaitable[None]]
 # Relays a server→client request to the agent: (method, params) → the agent's raw JSON-RPC answer message.
@@ -56,6 +58,7 @@ class UpstreamLink:
         self._stop = asyncio.Event()
         self._error: BaseException | None = None
         self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self._broken = False  # the connection reported itself closed; the owner task may not have ended yet
         self.failures = 0
         self.started_at = 0.0
 
@@ -64,6 +67,9 @@ class UpstreamLink:
         self._ready.clear()
         self._stop.clear()
         self._error = None
+        self._broken = False
+        if self._errlog.closed:
+            self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
         self.started_at = time.monotonic()
         self._task = asyncio.create_task(self._own(), name=f"upstream:{self.server.slug}")
         try:
@@ -79,7 +85,6 @@ class UpstreamLink:
             async with Client(open_transport(self.server, errlog=self._errlog), mode="auto", cache=None,
                               message_handler=self._on_message, **self._callbacks()) as client:
                 self._client = client
-                self.failures = 0
                 self._ready.set()
                 await self._stop.wait()
         except BaseException as exc:  # noqa: BLE001 - any death is recorded and reported, never raised here
@@ -100,14 +105,17 @@ class UpstreamLink:
 
     @property
     def alive(self) -> bool:
-        return self._client is not None and self._task is not None and not self._task.done()
+        return not self._broken and self._client is not None and self._task is not None and not self._task.done()
 
     async def ensure(self) -> None:
         """Start, or restart after a death with backoff; raises UpstreamError when it cannot."""
         if self.alive:
             return
         if self._task is not None:
-            self.failures += 1
+            # Consecutive deaths back off; a link that lived a while starts counting again.
+            self.failures = 1 if time.monotonic() - self.started_at > STABLE_AFTER_S else self.failures + 1
+            self._stop.set()  # let the old owner task finish its exit before a new process starts
+            await asyncio.wait({self._task}, timeout=5)
             await asyncio.sleep(RESTART_BACKOFF_S[min(self.failures, len(RESTART_BACKOFF_S) - 1)])
         await self.start()
 
@@ -155,7 +163,9 @@ class UpstreamLink:
         session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
         try:
             return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
-        except MCPError:
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self._broken = True  # the next ensure() restarts it
             raise
         except Exception as exc:
             raise UpstreamError(f"{self.server.slug}: {_describe(exc)}") from None

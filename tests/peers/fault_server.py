@@ -1,0 +1,59 @@
+"""A stdio MCP server that misbehaves on request, for the gateway's fault tests (a real process, not a mock).
+
+Tools: `ok` answers at once; `sleep` hangs for the given seconds; `die` exits the process mid-call;
+`garbage` writes a non-JSON line to stdout before answering; `huge` answers with a text of the given size;
+`stats` reports how many cancellations arrived and this process's pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("fault-server")
+CANCELLED = {"count": 0}
+
+
+@server.tool()
+async def ok(text: str = "fine") -> str:
+    return f"ok: {text}"
+
+
+@server.tool()
+async def sleep(seconds: float) -> str:
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        CANCELLED["count"] += 1
+        raise
+    return f"slept {seconds}"
+
+
+@server.tool()
+async def die() -> str:
+    sys.stdout.flush()
+    os._exit(3)
+
+
+@server.tool()
+async def garbage() -> str:
+    sys.stdout.write("this is not JSON-RPC\n")
+    sys.stdout.flush()
+    return "after garbage"
+
+
+@server.tool()
+async def huge(size: int) -> str:
+    return "x" * size
+
+
+@server.tool()
+async def stats() -> str:
+    return f"pid={os.getpid()} cancelled={CANCELLED['count']}"
+
+
+if __name__ == "__main__":
+    server.run("stdio")
