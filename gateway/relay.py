@@ -19,7 +19,7 @@ from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 from mcp_types import CONNECTION_CLOSED, PROTOCOL_VERSION_META_KEY, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway import calls, jsonrpc, tokens
+from gateway import calls, events, jsonrpc, tokens
 from gateway.agent_sessions import REGISTRY, AgentSession
 from gateway.catalogue import definition_hash, sync_tools
 from gateway.grants import AuthFailure, authenticate
@@ -248,9 +248,36 @@ async def _from_upstream(session_id: str, raw: dict) -> None:
     session = REGISTRY.sessions.get(session_id)
     if session is None or raw.get("method") == "notifications/progress":
         return
+    if raw.get("method") == "notifications/tools/list_changed":
+        await _refresh_catalogue(session)
     outlet = session.outlet()
     if outlet is not None:
         await outlet.put({"jsonrpc": "2.0", **raw})
+
+
+async def _refresh_catalogue(session: AgentSession) -> None:
+    """The upstream's tool list changed: list it whole and sync the catalogue (new tools get classified,
+    changed ones flagged) before the agent hears of it and lists again."""
+    link, listed, cursor = session.link, [], None
+    try:
+        for _ in range(100):
+            page = await link.request("tools/list", {"cursor": cursor} if cursor else {},
+                                      timeout=link.server.timeout_seconds)
+            listed.extend(page.get("tools") or [])
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        await _sync_catalogue(link.server, listed)
+    except Exception as exc:  # the next tools/list syncs anyway; the failure is recorded on the server
+        await _upstream_problem(link.server.pk, f"catalogue refresh after list_changed failed: {exc}")
+
+
+def _sync_listing(server: Server, listed: list) -> None:
+    sync_tools(server, listed, timezone.now(), complete=True)
+    _KNOWN_HASHES.pop((server.pk, server.created_at), None)
+
+
+_sync_catalogue = sync_to_async(_sync_listing, thread_sensitive=True)
 
 
 def _progress_relay(req: Request, msg: jsonrpc.Message):
@@ -399,6 +426,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if not isinstance(arguments, dict):
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call params.arguments must be a JSON object")
     admission = await _admit_async(req.token, server, name, arguments)
+    events.call_changed(admission.call_id, server.slug, "opened" if admission.forward else "refused")
     if not admission.forward:
         return _refusal(msg, admission.message, modern)
     started = time.perf_counter()
@@ -427,6 +455,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
         size = len(jsonrpc.dumps(result)) if result is not None else None
         await _settle_async(admission, outcome=outcome, latency_ms=latency, result_size=size, error=error,
                             now=timezone.now())
+        events.call_changed(admission.call_id, server.slug, "settled")
     return reply
 
 
