@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.utils import timezone
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
@@ -430,7 +431,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if not admission.forward:
         return _refusal(msg, admission.message, modern)
     started = time.perf_counter()
-    outcome, error, result, reply = Call.Outcome.OK, "", None, None
+    outcome, error, result, reply, size = Call.Outcome.OK, "", None, None, None
     if session is not None and (task := asyncio.current_task()) is not None:
         session.inflight[msg.id] = task  # so notifications/cancelled from the agent can cancel it
     try:
@@ -438,6 +439,13 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
                                     on_progress=_progress_relay(req, msg))
         outcome = Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK
         reply = _ok(msg, result, modern)
+        size = len(jsonrpc.dumps(result))
+        if size > settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES:
+            # The tool ran (its reservation is kept) but its answer is not passed on.
+            outcome = Call.Outcome.TOOL_ERROR
+            error = (f"upstream answer of {size} bytes exceeds the gateway's limit of "
+                     f"{settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES} bytes; it was not passed on")
+            reply = _refusal(msg, error, modern)
     except MCPError as exc:
         outcome, error, reply = _upstream_failure(msg, server, exc, modern)
         if outcome == Call.Outcome.INTERRUPTED:
@@ -452,7 +460,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
         if session is not None:
             session.inflight.pop(msg.id, None)
         latency = (time.perf_counter() - started) * 1000
-        size = len(jsonrpc.dumps(result)) if result is not None else None
+        size = size if result is not None else None
         await _settle_async(admission, outcome=outcome, latency_ms=latency, result_size=size, error=error,
                             now=timezone.now())
         events.call_changed(admission.call_id, server.slug, "settled")

@@ -130,3 +130,21 @@ def test_clients_that_disconnect_mid_stream_leak_no_processes_and_every_call_is_
     ok = httpx2.post(gateway.url("faulty"), headers=headers, timeout=30, json={
         "jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": "ok", "arguments": {}}})
     assert json.loads(ok.text)["result"]["content"][0]["text"] == "ok: fine"
+
+
+def test_an_oversized_upstream_answer_is_refused_cleanly(token, django_db_setup, tmp_path):
+    from tests.conftest import start_gateway, stop
+
+    small = start_gateway(tmp_path, {"PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES": "100000"})
+    try:
+        async def go():
+            async with client(small, token) as c:
+                return await c.call_tool("huge", {"size": 200_000}), await c.call_tool("huge", {"size": 1000})
+
+        refused, fine = run(go())
+    finally:
+        stop(small.proc)
+    assert refused.is_error and "exceeds the gateway's limit of 100000 bytes" in text(refused)
+    assert not fine.is_error and len(text(fine)) == 1000
+    row = Call.objects.filter(tool_name="huge").order_by("id").first()
+    assert row.outcome == "tool_error" and "exceeds" in row.error

@@ -46,7 +46,9 @@ async def open_transport(server: Server, errlog: IO[str] | None = None, timeout:
             yield streams
     elif server.transport == Server.Transport.HTTP:
         client = httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(timeout))
-        async with client, streamable_http_client(server.url, http_client=client) as streams:
+        async with client, streamable_http_client(
+                server.url, http_client=client,
+                max_sse_event_size=settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES) as streams:
             yield streams
     elif server.transport == Server.Transport.SSE:
         async with sse_client(server.url, headers=server.headers, timeout=timeout) as streams:
