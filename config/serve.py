@@ -1,14 +1,25 @@
-"""Run daphne with an access log that never records query strings.
+"""Run daphne the way Portcullis needs it.
 
-A token sent in a URL by mistake (the gateway refuses it) must not land in the log either. Usage is the same
-as daphne's: python -m config.serve -b 127.0.0.1 -p 8000 config.asgi:application
+- The access log never records query strings: a token sent in a URL by mistake (the gateway refuses it)
+  must not land in the log either.
+- Request bodies are limited while they arrive. Twisted (under daphne) takes a whole body before the
+  application sees it, so the gateway's own check would come after the bytes were stored. Here an oversized
+  body is discarded as it streams in (declared by Content-Length or not, chunked or not) and answered 413;
+  a body that has not fully arrived within the deadline is cut off.
+
+Usage is the same as daphne's: python -m config.serve -b 127.0.0.1 -p 8000 config.asgi:application
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 from daphne import cli
+
+# Seconds for a request body to arrive in full; slower uploads (slow-loris) are cut off.
+BODY_DEADLINE_S = float(os.environ.get("PORTCULLIS_BODY_DEADLINE_S", 30))
 
 
 class QuerylessAccessLog(cli.AccessLogGenerator):
@@ -19,8 +30,81 @@ class QuerylessAccessLog(cli.AccessLogGenerator):
         super().__call__(protocol, action, details)
 
 
+class _Discard:
+    """Where an oversized body goes: nowhere."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args) -> None:
+        pass
+
+    def read(self, *args) -> bytes:
+        return b""
+
+    def tell(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def limit_request_bodies(limit: int) -> None:
+    from daphne.http_protocol import WebRequest
+    from twisted.internet import reactor
+    from twisted.web import http
+
+    def got_length(self, length):
+        self.portcullis_seen, self.portcullis_too_large = 0, length is not None and length > limit
+        self.portcullis_deadline = reactor.callLater(BODY_DEADLINE_S, _cut_off, self)
+        if self.portcullis_too_large:
+            self.content = _Discard()
+        else:
+            http.Request.gotLength(self, length)
+
+    def handle_chunk(self, data):
+        self.portcullis_seen += len(data)
+        if not self.portcullis_too_large and self.portcullis_seen > limit:
+            self.portcullis_too_large = True
+            self.content.close()
+            self.content = _Discard()
+        self.content.write(data)
+
+    original_process = WebRequest.process
+
+    def process(self):
+        deadline = getattr(self, "portcullis_deadline", None)
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        if getattr(self, "portcullis_too_large", False):
+            _answer(self, 413, f"body larger than {limit} bytes")
+            return
+        original_process(self)
+
+    WebRequest.gotLength = got_length
+    WebRequest.handleContentChunk = handle_chunk
+    WebRequest.process = process
+
+
+def _answer(request, status: int, message: str) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": message}}).encode()
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"content-length", str(len(body)).encode())
+    request.setHeader(b"connection", b"close")
+    request.write(body)
+    request.finish()
+
+
+def _cut_off(request) -> None:
+    if not request.finished and request.channel is not None:
+        request.channel.transport.loseConnection()  # the body did not arrive in time
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.AccessLogGenerator = QuerylessAccessLog  # the CLI builds its access log from this name
+    limit = int(os.environ.get("PORTCULLIS_MAX_BODY_BYTES", 4 * 1024 * 1024))
+    limit_request_bodies(limit)
     cli.CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
 
 

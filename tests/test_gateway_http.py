@@ -206,3 +206,22 @@ def test_a_modern_request_reaches_the_tool_without_a_session(gateway, setup):
     assert response.status_code == 200
     assert response.json()["result"]["resultType"] == "complete"
     assert Call.objects.get().outcome == "ok"
+
+
+def test_a_body_that_does_not_arrive_in_time_is_cut_off(setup, django_db_setup, tmp_path):
+    import socket
+    import time
+
+    from tests.conftest import start_gateway, stop
+
+    slow = start_gateway(tmp_path, {"PORTCULLIS_BODY_DEADLINE_S": "1"})
+    try:
+        with socket.create_connection(("127.0.0.1", slow.port), timeout=10) as sock:
+            sock.sendall(b"POST /mcp/truenas/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"jsonrpc\":")
+            started = time.monotonic()
+            leftover = sock.recv(1024)  # blocks until the gateway closes the connection
+            elapsed = time.monotonic() - started
+    finally:
+        stop(slow.proc)
+    assert leftover == b"" and elapsed < 5
