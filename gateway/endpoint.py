@@ -106,8 +106,9 @@ class McpEndpoint:
             await _send(send, err.http_status, err.body())
             return
         await _start_sse(send)
+        gone = asyncio.create_task(_wait_disconnect(receive))
         try:
-            await _pump(channel, receive, send, until=None)
+            await _pump(channel, gone, send, until=None)
         finally:
             channel.close()
 
@@ -115,27 +116,35 @@ class McpEndpoint:
 async def _answer(req, msg, receive, send) -> None:
     """Plain JSON when the answer is all there is; SSE when something must reach the agent first."""
     task = asyncio.create_task(guarded(relay.handle(req, msg), msg.id))
-    if req.channel is None:
-        await _send_reply(send, await task)
-        return
-    first = asyncio.create_task(req.channel.get())
+    # Stateless era: closing the response stream is the cancellation. Session era: a disconnect is not one;
+    # the call finishes upstream and is audited.
+    cancel_on_leave = req.session_id is None and relay.is_modern(msg)
+    gone = asyncio.create_task(_wait_disconnect(receive))
+    first = asyncio.create_task(req.channel.get()) if req.channel is not None else None
     try:
-        done, _ = await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, gone} | ({first} if first else set()),
+                                     return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             await _send_reply(send, task.result())
-            return
-        await _start_sse(send)
-        await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(first.result())),
-                    "more_body": True})
-        await _pump(req.channel, receive, send, until=task)
+        elif gone in done:
+            if cancel_on_leave:
+                task.cancel()
+        else:
+            await _start_sse(send)
+            await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(first.result())),
+                        "more_body": True})
+            await _pump(req.channel, gone, send, until=task)
+            if not task.done() and cancel_on_leave:
+                task.cancel()
     finally:
-        first.cancel()
-        req.channel.close()
+        gone.cancel()
+        if first is not None:
+            first.cancel()
+            req.channel.close()
 
 
-async def _pump(channel, receive, send, until: asyncio.Task | None) -> None:
-    """Drain a channel onto an open SSE response until `until` finishes (or, for GET, the client leaves)."""
-    gone = asyncio.create_task(_wait_disconnect(receive))
+async def _pump(channel, gone: asyncio.Task, send, until: asyncio.Task | None) -> None:
+    """Drain a channel onto an open SSE response until `until` finishes or the client leaves (`gone`)."""
     try:
         while True:
             getter = asyncio.create_task(channel.get())

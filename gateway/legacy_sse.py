@@ -6,6 +6,7 @@ travels back on the stream. Behind it is the same session machinery as Streamabl
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qs
 
 from gateway import jsonrpc, relay
@@ -19,6 +20,7 @@ from gateway.endpoint import (
     _read_body,
     _send,
     _start_sse,
+    _wait_disconnect,
     guarded,
 )
 from gateway.jsonrpc import RpcError
@@ -75,8 +77,9 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
     endpoint = f"/mcp/{slug}/messages?sessionId={stream_id}".encode()
     await send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",
                 "more_body": True})
+    gone = asyncio.create_task(_wait_disconnect(receive))
     try:
-        await _pump(channel, receive, send, until=None)
+        await _pump(channel, gone, send, until=None)
     finally:
         channel.close()
         _STREAMS.pop(stream_id, None)

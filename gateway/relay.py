@@ -131,7 +131,7 @@ async def handle(req: Request, msg: jsonrpc.Message) -> Reply:
     try:
         if msg.method == "initialize":
             return await _initialize(req, msg)
-        if req.session_id is None and _is_modern(msg):
+        if req.session_id is None and is_modern(msg):
             return await _modern(req, msg)
         return await _legacy(req, msg)
     except AuthFailure as exc:
@@ -145,7 +145,7 @@ def auth_error(exc: AuthFailure, msg_id) -> RpcError:
     return RpcError(jsonrpc.UNAUTHORIZED if exc.status == 401 else jsonrpc.FORBIDDEN, str(exc), id=msg_id)
 
 
-def _is_modern(msg: jsonrpc.Message) -> bool:
+def is_modern(msg: jsonrpc.Message) -> bool:
     meta = msg.params.get("_meta")
     return msg.method == "server/discover" or (isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta)
 

@@ -148,3 +148,23 @@ def test_an_oversized_upstream_answer_is_refused_cleanly(token, django_db_setup,
     assert not fine.is_error and len(text(fine)) == 1000
     row = Call.objects.filter(tool_name="huge").order_by("id").first()
     assert row.outcome == "tool_error" and "exceeds" in row.error
+
+
+def test_a_stateless_client_closing_its_stream_cancels_the_upstream_call(gateway, token):
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
+               "Mcp-Method": "tools/call", "Mcp-Name": "sleep"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"seconds": 1.5}, "_meta": meta}}
+    stats = {**body, "id": 2, "params": {"name": "stats", "arguments": {}, "_meta": meta}}
+    warm = httpx2.post(gateway.url("faulty"), json=stats, headers={**headers, "Mcp-Name": "stats"}, timeout=30)
+    assert "cancelled=0" in warm.json()["result"]["content"][0]["text"]  # the shared upstream link is up
+    with pytest.raises(httpx2.TimeoutException):
+        httpx2.post(gateway.url("faulty"), json=body, headers=headers, timeout=0.3)
+    deadline = time.monotonic() + 10
+    while Call.objects.filter(outcome="pending").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # bounded poll for the gateway to settle the cancelled call
+    assert Call.objects.get(tool_name="sleep").outcome == "interrupted"
+    answer = httpx2.post(gateway.url("faulty"), json=stats, headers={**headers, "Mcp-Name": "stats"}, timeout=30)
+    assert "cancelled=1" in answer.json()["result"]["content"][0]["text"]
