@@ -57,6 +57,7 @@ class Registry:
         self.shared: dict[int, UpstreamLink] = {}
         self._shared_locks: dict[int, asyncio.Lock] = {}
         self._sweeper: asyncio.Task | None = None
+        self._closing: set[asyncio.Task] = set()
 
     def new_id(self) -> str:
         return secrets.token_urlsafe(24)
@@ -94,8 +95,10 @@ class Registry:
         async with lock:
             link = self.shared.get(server.pk)
             if link is None or _config_changed(link.server, server):
-                if link is not None:
-                    await link.close()
+                if link is not None:  # closes once its requests in flight are done
+                    closing = asyncio.create_task(link.close())
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
                 link = self.shared[server.pk] = UpstreamLink(server)
             await link.ensure()
             return link

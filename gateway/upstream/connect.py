@@ -23,6 +23,19 @@ class UpstreamError(RuntimeError):
     """The upstream could not be reached or answered badly; the message is redacted and says what to check."""
 
 
+_POOLS: dict[tuple, httpx2.AsyncClient] = {}
+POOL_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=20)  # per upstream configuration
+
+
+def _pooled_client(server: Server, timeout: float) -> httpx2.AsyncClient:
+    key = (server.url, server.headers_sealed, timeout)
+    client = _POOLS.get(key)
+    if client is None or client.is_closed:
+        client = _POOLS[key] = httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(timeout),
+                                                 limits=POOL_LIMITS)
+    return client
+
+
 def stdio_environment(server: Server) -> dict[str, str]:
     inherited = {k: os.environ[k] for k in settings.PORTCULLIS_STDIO_ENV_ALLOW if k in os.environ}
     return inherited | server.env
@@ -45,10 +58,11 @@ async def open_transport(server: Server, errlog: IO[str] | None = None, timeout:
         async with stdio_client(params, **kwargs) as streams:
             yield streams
     elif server.transport == Server.Transport.HTTP:
-        client = httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(timeout))
-        async with client, streamable_http_client(
-                server.url, http_client=client,
-                max_sse_event_size=settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES) as streams:
+        # One pooled HTTP client per upstream configuration, shared by every link to it (the SDK leaves a
+        # client it was given open).
+        client = _pooled_client(server, timeout)
+        async with streamable_http_client(server.url, http_client=client,
+                                          max_sse_event_size=settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES) as streams:
             yield streams
     elif server.transport == Server.Transport.SSE:
         async with sse_client(server.url, headers=server.headers, timeout=timeout) as streams:

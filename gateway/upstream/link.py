@@ -59,6 +59,9 @@ class UpstreamLink:
         self._error: BaseException | None = None
         self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
         self._broken = False  # the connection reported itself closed; the owner task may not have ended yet
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.failures = 0
         self.started_at = 0.0
 
@@ -95,6 +98,12 @@ class UpstreamLink:
             self._ready.set()
 
     async def close(self) -> None:
+        # Never close an upstream under a request in flight (stdio servers drop them when stdin closes).
+        if self._inflight:
+            try:
+                await asyncio.wait_for(self._idle.wait(), self.server.timeout_seconds)
+            except TimeoutError:
+                log.warning("closing upstream %s with %d requests still in flight", self.server.slug, self._inflight)
         self._stop.set()
         if self._task is not None and not self._task.done():
             try:
@@ -161,6 +170,8 @@ class UpstreamLink:
         if on_progress is not None:
             opts["on_progress"] = on_progress
         session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
+        self._inflight += 1
+        self._idle.clear()
         try:
             return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
         except MCPError as exc:
@@ -169,6 +180,10 @@ class UpstreamLink:
             raise
         except Exception as exc:
             raise UpstreamError(f"{self.server.slug}: {_describe(exc)}") from None
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
 
     async def notify(self, method: str, params: dict | None) -> None:
         session = self.client.session
