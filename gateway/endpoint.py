@@ -40,15 +40,23 @@ async def _on_first_request() -> None:
         log.warning("marked %d audit rows left in flight by dead gateway processes as interrupted", count)
 
 
+async def preflight(scope, send) -> dict[str, str] | None:
+    """Start-up work, then the HTTP checks every MCP request passes; None when already answered."""
+    if scope["type"] != "http":
+        return None
+    await _on_first_request()
+    headers = _headers(scope)
+    early = _check_http(scope, headers)
+    if early is not None:
+        await _send(send, *early)
+        return None
+    return headers
+
+
 class McpEndpoint:
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        await _on_first_request()
-        headers = _headers(scope)
-        early = _check_http(scope, headers)
-        if early is not None:
-            await _send(send, *early)
+        headers = await preflight(scope, send)
+        if headers is None:
             return
         slug = scope["url_route"]["kwargs"]["slug"]
         token = _bearer(headers)

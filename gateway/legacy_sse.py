@@ -13,33 +13,26 @@ from gateway import jsonrpc, relay
 from gateway.agent_sessions import REGISTRY
 from gateway.endpoint import (
     _bearer,
-    _check_http,
-    _headers,
-    _on_first_request,
     _pump,
     _read_body,
     _send,
     _start_sse,
     _wait_disconnect,
     guarded,
+    preflight,
 )
 from gateway.jsonrpc import RpcError
 from gateway.streams import Channel
 
 # Streams opened by GET /sse: id → (slug, token digest, channel); the id is also the session id.
 _STREAMS: dict[str, tuple[str, str, Channel]] = {}
-MAX_STREAMS = 200  # unauthenticated-until-initialize streams cannot pile up without bound
+MAX_STREAMS = 200  # open legacy streams per process; more are refused, not queued
 
 
 class LegacySseEndpoint:
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        await _on_first_request()
-        headers = _headers(scope)
-        early = _check_http(scope, headers)
-        if early is not None:
-            await _send(send, *early)
+        headers = await preflight(scope, send)
+        if headers is None:
             return
         slug, leg = scope["url_route"]["kwargs"]["slug"], scope["url_route"]["kwargs"]["leg"]
         token = _bearer(headers)
