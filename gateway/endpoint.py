@@ -114,6 +114,9 @@ class McpEndpoint:
             await _send(send, err.http_status, err.body())
             return
         await _start_sse(send)
+        # daphne sends the status line and headers only with the first body chunk: send one now, or the agent
+        # cannot tell its stream is open until the first message or keep-alive arrives.
+        await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
         gone = asyncio.create_task(_wait_disconnect(receive))
         try:
             await _pump(channel, gone, send, until=None)

@@ -183,6 +183,8 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
 def _capabilities(link: UpstreamLink) -> dict:
     caps = link.capabilities()
     caps.pop("experimental", None)  # unknown extensions are not relayed: the gateway cannot police them
+    # tasks/* are not relayed: a task's deferred result would bypass the audited call, so tasks are not offered.
+    caps.pop("tasks", None)
     return caps
 
 
@@ -359,7 +361,10 @@ async def _dispatch(req: Request, msg: jsonrpc.Message, server: Server, link: Up
 
 
 def _upstream_params(params: dict) -> dict:
-    """The agent's params minus its era's envelope (the link stamps the upstream's)."""
+    """The agent's params minus its era's envelope (the link stamps the upstream's) and minus task augmentation:
+    the gateway offers no tasks, and a receiver without the capability processes the request normally."""
+    if "task" in params:
+        params = {k: v for k, v in params.items() if k != "task"}
     meta = params.get("_meta")
     if not isinstance(meta, dict) or not (ENVELOPE_KEYS & meta.keys()):
         return params
