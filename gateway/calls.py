@@ -12,12 +12,11 @@ from datetime import datetime
 
 from django.db import transaction
 
-from gateway import audit, ratelimit
+from gateway import approvals, audit, ratelimit
 from gateway.grants import authenticate
-from gateway.models import Call, Grant, PolicyVersion, Server, Tool
+from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
-
-APPROVALS_DISABLED = "approval required: approvals are not enabled on this gateway"
+from gateway.redaction import redact, redact_text
 
 
 @dataclass
@@ -29,6 +28,7 @@ class Admission:
     message: str = ""  # the refusal text the agent reads (isError result) when not forwarded
     reservations: tuple[Reservation, ...] = field(default_factory=tuple)
     grant_id: int | None = None
+    held: Approval | None = None  # the call waits for this approval (a person decides in the dashboard)
 
 
 # (version id, created) → parsed policy. Versions are immutable rows; the creation time guards against a
@@ -69,21 +69,70 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     version, policy = policy_for(server, grant)
     decision = evaluate(facts_for(grant, server, tool, arguments), policy, {}, now.timestamp())
     if decision.action == "approve" and decision.refusal is None:
-        return _refuse(base, Call.Decision.APPROVE, "approval", APPROVALS_DISABLED, decision.rule, version, grant)
+        return _approval_needed(base, decision, version, grant, tool, now)
     if not decision.allowed:
         return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
                        version, grant)
     return _reserve_and_open(base, decision, version, grant, now)
 
 
-def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now: datetime) -> Admission:
+def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool: Tool, now: datetime) -> Admission:
+    """Run now on an approval a person already gave for exactly this call (used once), or hold for one."""
+    binding = approvals.Binding(grant=grant, server=base["server"], tool=tool, argument_hash=base["argument_hash"],
+                                arguments=redact(base["arguments"]), policy_version=version, rule=decision.rule)
+    approved = approvals.claim_approved(binding, now)
+    if approved is not None:
+        admission = _reserve_and_open(base, decision, version, grant, now, approval=approved)
+        if not admission.forward:  # a limit refused it: the person's approval is not spent on nothing
+            Approval.objects.filter(pk=approved.pk, state=Approval.State.USED).update(state=Approval.State.APPROVED)
+        return admission
+    pending = approvals.pending_for(binding, now)
+    try:
+        row = audit.open_row(**base, decision=Call.Decision.APPROVE, refusal="", rule=decision.rule,
+                             policy_version=version, outcome=Call.Outcome.PENDING, approval=pending,
+                             reason=f"waiting for approval {pending.public_id}")
+    except audit.AuditUnavailable as exc:
+        return Admission(None, False, str(exc), grant_id=grant.pk)
+    return Admission(row.pk, False, "", decision.reservations, grant.pk, held=pending)
+
+
+def release(admission: Admission, now: datetime) -> Admission:
+    """The held call's approval was given: reserve its counters, take the approval (exactly once), forward."""
+    approval = admission.held
+    full = ratelimit.reserve(admission.reservations)
+    if full is not None:
+        message = limit_message(full, now.timestamp())
+        _close_refused(admission.call_id, "limit", message, now)
+        return Admission(admission.call_id, False, message, grant_id=admission.grant_id)
+    if not Approval.objects.filter(pk=approval.pk, state=Approval.State.APPROVED).update(state=Approval.State.USED):
+        ratelimit.release(admission.reservations)
+        message = (f"approval {approval.public_id} was already used by an identical call; "
+                   "call again to ask for a new approval")
+        _close_refused(admission.call_id, "approval", message, now)
+        return Admission(admission.call_id, False, message, grant_id=admission.grant_id)
+    return Admission(admission.call_id, True, "", admission.reservations, admission.grant_id, held=approval)
+
+
+def refuse_held(admission: Admission, refusal: str, message: str, now: datetime) -> None:
+    _close_refused(admission.call_id, refusal, message, now)
+
+
+def _close_refused(call_id: int | None, refusal: str, message: str, now: datetime) -> None:
+    if call_id is not None:
+        Call.objects.filter(pk=call_id).update(outcome=Call.Outcome.REFUSED, refusal=refusal,
+                                               reason=redact_text(message), finished_at=now)
+
+
+def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now: datetime,
+                      approval: Approval | None = None) -> Admission:
     full = ratelimit.reserve(decision.reservations)
     if full is not None:
         message = limit_message(full, now.timestamp())
         return _refuse(base, Call.Decision.DENY, "limit", message, full.rule, version, grant,
                        counters=[full.key])
     try:
-        row = audit.open_row(**base, decision=Call.Decision.ALLOW, rule=decision.rule, policy_version=version,
+        row = audit.open_row(**base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW,
+                             rule=decision.rule, policy_version=version, approval=approval,
                              counters=[r.key for r in decision.reservations], outcome=Call.Outcome.PENDING)
     except audit.AuditUnavailable as exc:
         ratelimit.release(decision.reservations)  # nothing was forwarded, so nothing is consumed

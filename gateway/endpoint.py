@@ -19,7 +19,7 @@ from django.utils import timezone
 from gateway import jsonrpc, relay
 from gateway.audit import mark_interrupted
 from gateway.jsonrpc import RpcError
-from gateway.streams import KEEPALIVE, Channel, sse_event
+from gateway.streams import KEEPALIVE, Channel, render, sse_event
 
 log = logging.getLogger("portcullis.endpoint")
 
@@ -142,7 +142,7 @@ async def _answer(req, msg, receive, send) -> None:
                 task.cancel()
         else:
             await _start_sse(send)
-            await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(first.result())),
+            await send({"type": "http.response.body", "body": render(first.result()),
                         "more_body": True})
             await _pump(req.channel, gone, send, until=task)
             if not task.done() and cancel_on_leave:
@@ -162,7 +162,7 @@ async def _pump(channel, gone: asyncio.Task, send, until: asyncio.Task | None) -
             waiting = {getter, gone} | ({until} if until is not None else set())
             done, _ = await asyncio.wait(waiting, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
-                await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(getter.result())),
+                await send({"type": "http.response.body", "body": render(getter.result()),
                             "more_body": True})
                 continue
             getter.cancel()
@@ -171,7 +171,7 @@ async def _pump(channel, gone: asyncio.Task, send, until: asyncio.Task | None) -
             if until is not None and until in done:
                 while not channel.queue.empty():
                     await send({"type": "http.response.body", "more_body": True,
-                                "body": sse_event(jsonrpc.dumps(channel.queue.get_nowait()))})
+                                "body": render(channel.queue.get_nowait())})
                 reply = until.result()
                 body = reply.body if reply.body is not None else {}
                 await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(body))})

@@ -24,6 +24,7 @@ from gateway import calls, events, jsonrpc, tokens
 from gateway.agent_sessions import REGISTRY, AgentSession
 from gateway.catalogue import definition_hash, sync_tools
 from gateway.grants import AuthFailure, authenticate
+from gateway.holding import hold
 from gateway.jsonrpc import RpcError
 from gateway.models import Call, Server, Tool
 from gateway.policy import visibility
@@ -432,7 +433,11 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if not isinstance(arguments, dict):
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call params.arguments must be a JSON object")
     admission = await _admit_async(req.token, server, name, arguments)
-    events.call_changed(admission.call_id, server.slug, "opened" if admission.forward else "refused")
+    events.call_changed(admission.call_id, server.slug,
+                        "opened" if admission.forward or admission.held else "refused")
+    if admission.held is not None:
+        admission = await hold(req, msg, admission)
+        events.call_changed(admission.call_id, server.slug, "opened" if admission.forward else "refused")
     if not admission.forward:
         return _refusal(msg, admission.message, modern)
     started = time.perf_counter()

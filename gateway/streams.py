@@ -44,3 +44,10 @@ def sse_event(message: bytes, event_id: str | None = None) -> bytes:
 
 
 KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_MESSAGE = {"portcullis:keepalive": True}  # put in a channel: the endpoint writes an SSE comment
+
+
+def render(message: dict) -> bytes:
+    from gateway.jsonrpc import dumps
+
+    return KEEPALIVE if message is KEEPALIVE_MESSAGE else sse_event(dumps(message))

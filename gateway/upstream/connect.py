@@ -6,6 +6,7 @@ secrets or its environment beyond an allow-list.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import asynccontextmanager
 from typing import IO, Any
@@ -23,17 +24,22 @@ class UpstreamError(RuntimeError):
     """The upstream could not be reached or answered badly; the message is redacted and says what to check."""
 
 
-_POOLS: dict[tuple, httpx2.AsyncClient] = {}
+_POOLS: dict[tuple, tuple[asyncio.AbstractEventLoop, httpx2.AsyncClient]] = {}
 POOL_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=20)  # per upstream configuration
 
 
 def _pooled_client(server: Server, timeout: float) -> httpx2.AsyncClient:
-    key = (server.url, server.headers_sealed, timeout)
-    client = _POOLS.get(key)
-    if client is None or client.is_closed:
-        client = _POOLS[key] = httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(timeout),
-                                                 limits=POOL_LIMITS)
-    return client
+    """One client per upstream configuration and event loop (a client cannot outlive its loop: commands
+    run a loop per call, the server one for its life)."""
+    loop = asyncio.get_running_loop()
+    for key in [k for k, (owner, _) in _POOLS.items() if owner.is_closed()]:
+        del _POOLS[key]
+    key = (id(loop), server.url, server.headers_sealed, timeout)
+    entry = _POOLS.get(key)
+    if entry is None or entry[1].is_closed:
+        entry = _POOLS[key] = (loop, httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(timeout),
+                                                        limits=POOL_LIMITS))
+    return entry[1]
 
 
 def stdio_environment(server: Server) -> dict[str, str]:

@@ -1,0 +1,153 @@
+"""Human approval of held calls: bind an approval to the exact call, decide it, and claim it exactly once.
+
+An approval is bound to grant, server, tool, the hash of the canonical arguments, the policy version and the
+tool's definition hash; it is void if the policy or the tool changed since. Only a person deciding through the
+dashboard (decide()) approves: nothing an agent sends can. State moves with conditional updates, so two
+identical concurrent calls cannot both use one approval, and two people cannot both decide one.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from gateway import policies
+from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
+
+log = logging.getLogger("portcullis.approvals")
+
+APPROVALS_GROUP = "portcullis.approvals"
+
+
+class ApprovalError(ValueError):
+    """A decision that cannot be taken; the message says why, for the person who tried."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    grant: Grant
+    server: Server
+    tool: Tool
+    argument_hash: str
+    arguments: dict  # redacted
+    policy_version: PolicyVersion | None
+    rule: str
+
+
+def _binding_filter(b: Binding) -> Q:
+    return Q(grant=b.grant, server=b.server, tool_name=b.tool.name, argument_hash=b.argument_hash)
+
+
+def _still_valid(approval: Approval, b: Binding) -> bool:
+    return approval.policy_version_id == (b.policy_version.pk if b.policy_version else None) and \
+        approval.tool_hash == b.tool.definition_hash
+
+
+def claim_approved(b: Binding, now: datetime) -> Approval | None:
+    """An approved, unused, still-valid approval for exactly this call, marked used (exactly once), or None."""
+    candidates = Approval.objects.filter(_binding_filter(b), state=Approval.State.APPROVED, expires_at__gt=now)
+    for approval in candidates.order_by("decided_at"):
+        if not _still_valid(approval, b):
+            void(approval, "the policy or the tool's definition changed since it was approved", now)
+            continue
+        if Approval.objects.filter(pk=approval.pk, state=Approval.State.APPROVED).update(
+                state=Approval.State.USED):
+            approval.state = Approval.State.USED
+            return approval
+    return None
+
+
+def pending_for(b: Binding, now: datetime) -> Approval:
+    """The pending approval for exactly this call: the existing one (identical calls wait together) or new."""
+    existing = Approval.objects.filter(_binding_filter(b), state=Approval.State.PENDING, expires_at__gt=now)
+    for approval in existing.order_by("created_at"):
+        if _still_valid(approval, b):
+            return approval
+        void(approval, "the policy or the tool's definition changed while it waited", now)
+    approval = Approval.objects.create(
+        public_id=secrets.token_hex(8), grant=b.grant, server=b.server, tool=b.tool, tool_name=b.tool.name,
+        argument_hash=b.argument_hash, arguments=b.arguments, policy_version=b.policy_version,
+        tool_hash=b.tool.definition_hash, rule=b.rule, created_at=now,
+        expires_at=now + timedelta(seconds=settings.PORTCULLIS_APPROVAL_TTL_S))
+    publish(approval)
+    return approval
+
+
+def void(approval: Approval, why: str, now: datetime) -> None:
+    if Approval.objects.filter(pk=approval.pk, state__in=[Approval.State.PENDING, Approval.State.APPROVED]).update(
+            state=Approval.State.EXPIRED, reason=f"void: {why}", decided_at=now):
+        approval.refresh_from_db()
+        publish(approval)
+
+
+def expire_overdue(now: datetime) -> int:
+    count = Approval.objects.filter(state=Approval.State.PENDING, expires_at__lte=now).update(
+        state=Approval.State.EXPIRED, reason="expired: nobody decided in time", decided_at=now)
+    return count
+
+
+def decide(approval: Approval, *, user, approve: bool, reason: str = "", always: bool = False,
+           now: datetime) -> Approval:
+    """A signed-in person's decision. `always` also allows this tool for this grant from now on, as a new
+    version of the grant's own policy (visible in the history)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        raise ApprovalError("only a signed-in person can decide an approval")
+    if approval.expires_at <= now:
+        expire_overdue(now)
+        raise ApprovalError(f"approval {approval.public_id} has expired; the agent must call again")
+    if not approve and not reason.strip():
+        raise ApprovalError("say why the call is denied: the agent reads the reason")
+    state = Approval.State.APPROVED if approve else Approval.State.DENIED
+    with transaction.atomic():
+        updated = Approval.objects.filter(pk=approval.pk, state=Approval.State.PENDING).update(
+            state=state, decided_by=user, decided_at=now, reason=reason.strip()[:2000])
+        if not updated:
+            approval.refresh_from_db()
+            raise ApprovalError(f"approval {approval.public_id} was already {approval.get_state_display()}")
+        if approve and always:
+            allow_from_now_on(approval, user)
+    approval.refresh_from_db()
+    publish(approval)
+    return approval
+
+
+def allow_from_now_on(approval: Approval, user) -> None:
+    """Write a new version of the grant's own policy for the server in which this tool is allowed."""
+    base = approval.server.active_policy(approval.grant)
+    document = dict(base.document) if base else {"version": "1", "default": "deny"}
+    tools = dict(document.get("tools", {}))
+    rule = {k: v for k, v in tools.get(approval.tool_name, {}).items() if k != "action"}
+    tools[approval.tool_name] = rule
+    document["tools"] = tools
+    policies.apply(approval.server, document, grant=approval.grant, user=user,
+                   summary_prefix=f"approved {approval.tool_name} for {approval.grant.name} from now on: ")
+
+
+def pending_count(now: datetime) -> int:
+    return Approval.objects.filter(state=Approval.State.PENDING, expires_at__gt=now).count()
+
+
+def publish(approval: Approval) -> None:
+    """Tell the dashboards and the held call (any process, through the channel layer). Never raises."""
+    from channels.layers import get_channel_layer
+
+    event = {"type": "approval.changed", "approval_id": approval.pk, "public_id": approval.public_id,
+             "state": approval.state}
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(APPROVALS_GROUP, event)
+    except Exception as exc:  # waiting calls also poll the database, so a lost event only costs latency
+        log.warning("approval event not published: %s", exc)
+
+
+def link_call(call_id: int | None, approval: Approval) -> None:
+    if call_id is not None:
+        Call.objects.filter(pk=call_id).update(approval=approval)
