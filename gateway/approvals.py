@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from gateway import policies
-from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
+from gateway.models import Approval, Call, Grant, Server, Tool
 
 log = logging.getLogger("portcullis.approvals")
 
@@ -37,7 +37,7 @@ class Binding:
     tool: Tool
     argument_hash: str
     arguments: dict  # redacted
-    policy_version: PolicyVersion | None
+    policy_version_id: int | None
     rule: str
 
 
@@ -46,8 +46,7 @@ def _binding_filter(b: Binding) -> Q:
 
 
 def _still_valid(approval: Approval, b: Binding) -> bool:
-    return approval.policy_version_id == (b.policy_version.pk if b.policy_version else None) and \
-        approval.tool_hash == b.tool.definition_hash
+    return approval.policy_version_id == b.policy_version_id and approval.tool_hash == b.tool.definition_hash
 
 
 def claim_approved(b: Binding, now: datetime) -> Approval | None:
@@ -73,7 +72,7 @@ def pending_for(b: Binding, now: datetime) -> Approval:
         void(approval, "the policy or the tool's definition changed while it waited", now)
     approval = Approval.objects.create(
         public_id=secrets.token_hex(8), grant=b.grant, server=b.server, tool=b.tool, tool_name=b.tool.name,
-        argument_hash=b.argument_hash, arguments=b.arguments, policy_version=b.policy_version,
+        argument_hash=b.argument_hash, arguments=b.arguments, policy_version_id=b.policy_version_id,
         tool_hash=b.tool.definition_hash, rule=b.rule, created_at=now,
         expires_at=now + timedelta(seconds=settings.PORTCULLIS_APPROVAL_TTL_S))
     publish(approval)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from gateway import approvals, audit, ratelimit
-from gateway.grants import authenticate
+from gateway.grants import authenticate_call
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.redaction import redact, redact_text
@@ -36,18 +36,42 @@ class Admission:
 _PARSED: dict[tuple, Policy] = {}
 _PARSED_MAX = 512
 
+# The hot path reads with fixed SQL: building these queries through the ORM cost more CPU than running them.
+_POLICY_SQL = (f"SELECT id, grant_id, created_at FROM {PolicyVersion._meta.db_table} "
+               "WHERE server_id = %s AND is_active = %s AND (grant_id = %s OR grant_id IS NULL)")
+_TOOL_SQL = (f"SELECT id, risk_category, risk_level, definition_hash FROM {Tool._meta.db_table} "
+             "WHERE server_id = %s AND name = %s AND gone_at IS NULL")
 
-def policy_for(server: Server, grant: Grant) -> tuple[PolicyVersion | None, Policy | None]:
-    version = server.active_policy(grant)
-    if version is None:
+
+def policy_for(server: Server, grant: Grant) -> tuple[int | None, Policy | None]:
+    """(version id, parsed policy): the grant's own active policy for this server, else the server's.
+
+    Versions are immutable rows, so the parsed policy is cached by (id, created) — the creation time guards
+    against a primary key reused after deletions (SQLite may reuse the highest rowid)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_POLICY_SQL, [server.pk, True, grant.pk])
+        rows = cursor.fetchall()
+    if not rows:
         return None, None
-    key = (version.pk, version.created_at)
+    version_id, _, created = max(rows, key=lambda row: row[1] is not None)  # the grant's own wins
+    key = (version_id, str(created))
     policy = _PARSED.get(key)
     if policy is None:
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()
-        policy = _PARSED[key] = parse_policy(version.document)
-    return version, policy
+        policy = _PARSED[key] = parse_policy(PolicyVersion.objects.get(pk=version_id).document)
+    return version_id, policy
+
+
+def lookup_tool(server: Server, name: str) -> Tool | None:
+    """The catalogue entry for this exact (case-sensitive) name, with only what a decision needs."""
+    with connection.cursor() as cursor:
+        cursor.execute(_TOOL_SQL, [server.pk, name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Tool(id=row[0], server_id=server.pk, name=name, risk_category=row[1], risk_level=row[2],
+                definition_hash=row[3])
 
 
 def facts_for(grant: Grant, server: Server, tool: Tool, arguments: object) -> Facts:
@@ -57,12 +81,11 @@ def facts_for(grant: Grant, server: Server, tool: Tool, arguments: object) -> Fa
 
 def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime) -> Admission:
     """Decide, reserve and audit one call. Raises grants.AuthFailure (nothing audited: no grant is known)."""
-    grant = authenticate(token, server, now)
-    Grant.objects.filter(pk=grant.pk).update(last_used_at=now)
+    grant = authenticate_call(token, server, now)
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
-    tool = Tool.objects.filter(server=server, name=tool_name, gone_at__isnull=True).first()
+    tool = lookup_tool(server, tool_name)
     if tool is None:
         message = f"unknown tool {tool_name!r}: it is not in this server's catalogue (names are case-sensitive)"
         return _refuse(base, Call.Decision.DENY, "unknown_tool", message, "", None, grant)
@@ -79,7 +102,7 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
 def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool: Tool, now: datetime) -> Admission:
     """Run now on an approval a person already gave for exactly this call (used once), or hold for one."""
     binding = approvals.Binding(grant=grant, server=base["server"], tool=tool, argument_hash=base["argument_hash"],
-                                arguments=redact(base["arguments"]), policy_version=version, rule=decision.rule)
+                                arguments=redact(base["arguments"]), policy_version_id=version, rule=decision.rule)
     approved = approvals.claim_approved(binding, now)
     if approved is not None:
         admission = _reserve_and_open(base, decision, version, grant, now, approval=approved)
@@ -89,7 +112,7 @@ def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool
     pending = approvals.pending_for(binding, now)
     try:
         row = audit.open_row(**base, decision=Call.Decision.APPROVE, refusal="", rule=decision.rule,
-                             policy_version=version, outcome=Call.Outcome.PENDING, approval=pending,
+                             policy_version_id=version, outcome=Call.Outcome.PENDING, approval=pending,
                              reason=f"waiting for approval {pending.public_id}")
     except audit.AuditUnavailable as exc:
         return Admission(None, False, str(exc), grant_id=grant.pk)
@@ -123,19 +146,28 @@ def _close_refused(call_id: int | None, refusal: str, message: str, now: datetim
                                                reason=redact_text(message), finished_at=now)
 
 
+class _LimitFull(Exception):
+    def __init__(self, reservation: Reservation) -> None:
+        self.reservation = reservation
+
+
 def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now: datetime,
                       approval: Approval | None = None) -> Admission:
-    full = ratelimit.reserve(decision.reservations)
-    if full is not None:
-        message = limit_message(full, now.timestamp())
-        return _refuse(base, Call.Decision.DENY, "limit", message, full.rule, version, grant,
-                       counters=[full.key])
+    """Counters and the audit row in one transaction: one commit, and a failed audit write takes the
+    reservation back with it (nothing is forwarded, so nothing is consumed)."""
     try:
-        row = audit.open_row(**base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW,
-                             rule=decision.rule, policy_version=version, approval=approval,
-                             counters=[r.key for r in decision.reservations], outcome=Call.Outcome.PENDING)
+        with transaction.atomic():
+            full = ratelimit.reserve(decision.reservations)
+            if full is not None:
+                raise _LimitFull(full)
+            row = audit.open_row(**base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW,
+                                 rule=decision.rule, policy_version_id=version, approval=approval,
+                                 counters=[r.key for r in decision.reservations], outcome=Call.Outcome.PENDING)
+    except _LimitFull as exc:
+        message = limit_message(exc.reservation, now.timestamp())
+        return _refuse(base, Call.Decision.DENY, "limit", message, exc.reservation.rule, version, grant,
+                       counters=[exc.reservation.key])
     except audit.AuditUnavailable as exc:
-        ratelimit.release(decision.reservations)  # nothing was forwarded, so nothing is consumed
         return Admission(None, False, str(exc), grant_id=grant.pk)
     return Admission(row.pk, True, "", decision.reservations, grant.pk)
 
@@ -144,7 +176,7 @@ def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, ve
             counters: list[str] | None = None) -> Admission:
     try:
         row = audit.open_row(**base, decision=decision, refusal=refusal, reason=message, rule=rule,
-                             policy_version=version, counters=counters or [], outcome=Call.Outcome.REFUSED)
+                             policy_version_id=version, counters=counters or [], outcome=Call.Outcome.REFUSED)
     except audit.AuditUnavailable as exc:
         return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk)
     return Admission(row.pk, False, message, (), grant.pk)

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,19 +222,25 @@ def _window(raw: str) -> str | int:
     return int(raw) if raw.isdigit() else raw
 
 
-def _limits_from(data: Mapping[str, list[str]], problems: list[Problem], tool: str) -> list[dict]:
+def _limits_from(data: Mapping[str, list[str]], problems: list[Problem], default_counter: str) -> list[dict]:
+    return [limit for _, limit in _limit_rows_from(data, problems, default_counter)]
+
+
+def _limit_rows_from(data: Mapping[str, list[str]], problems: list[Problem],
+                     default_counter: str) -> list[tuple[int, dict]]:
+    """The limits typed into `limit-<i>-*` rows, each with its row number (empty rows add nothing)."""
     limits = []
     for i in range(_count(data, "limit")):
         counter, window, maximum = (_one(data, f"limit-{i}-{f}") for f in ("counter", "window", "max"))
         if not maximum:
-            if counter and counter != alias_counter(tool):
+            if counter and counter != default_counter:
                 problems.append(Problem(f"limit-{i}-max", "give the most calls per window, or clear the counter"))
             continue  # an empty row adds nothing
-        counter = counter or alias_counter(tool)  # the tool's own counter unless a shared one is named
+        counter = counter or default_counter  # the rule's own counter unless a shared one is named
         scope = _one(data, f"limit-{i}-scope") or "grant"
         parsed_max = _number(maximum, f"limit-{i}-max", problems)
-        limits.append({"counter": counter, "window": _window(window or "minute"),
-                       "max": parsed_max if parsed_max is not None else maximum, "scope": scope})
+        limits.append((i, {"counter": counter, "window": _window(window or "minute"),
+                           "max": parsed_max if parsed_max is not None else maximum, "scope": scope}))
     return limits
 
 
@@ -305,7 +311,7 @@ def rule_from_form(data: Mapping[str, list[str]], props: list[SchemaProperty], e
         rule["arguments"] = arguments
     conditions = _conditions(_one(data, "conditions"), problems)
     rule.update(conditions)
-    if limits := _limits_from(data, problems, tool):
+    if limits := _limits_from(data, problems, alias_counter(tool)):
         rule["limits"] = limits
     return rule, problems
 
@@ -368,6 +374,192 @@ def field_for_pointer(pointer: str, tool: str, props: list[SchemaProperty]) -> s
     if parts[:2] == ["arguments", "properties"] and len(parts) >= 3 and parts[2] in by_name:
         keyword = parts[3] if len(parts) > 3 else "pattern"
         return f"arg-{by_name[parts[2]]}-{'values' if keyword == 'enum' else keyword}"
+    return ""
+
+
+# ---------------------------------------------------------------- glob rules
+
+
+def _probe(tools: dict | None = None, hide: list[str] | None = None, default: str = "deny") -> Policy:
+    """A one-rule policy: lets the engine itself say what a single `tools` key or `hide` entry matches."""
+    doc: dict[str, Any] = {"version": "1", "default": default}
+    if tools:
+        doc["tools"] = tools
+    if hide:
+        doc["hide"] = hide
+    return parse_policy(doc)
+
+
+def _facts(tool: ToolFacts) -> Facts:
+    return Facts("", "", tool.name, tool.category, tool.level, {})
+
+
+def is_glob(key: str) -> bool:
+    """Whether the engine reads this `tools` key as a glob (it compiles globs apart from exact names)."""
+    try:
+        return bool(_probe(tools={key: {}}).index.globs)
+    except PolicyInvalid:
+        return False
+
+
+def tools_matched(key: str, tools: Sequence[ToolFacts]) -> list[str]:
+    """The tools a `tools` key selects when no other rule competes, by the engine's own select_rule."""
+    probe = _probe(tools={key: {}})
+    return [t.name for t in tools if select_rule(_facts(t), probe).key == key]
+
+
+def tools_hidden_by(entry: str, tools: Sequence[ToolFacts]) -> list[str]:
+    """The tools one `hide` entry hides on its own, by the engine's own visibility()."""
+    probe = _probe(hide=[entry], default="allow")
+    return [t.name for t in tools if visibility(_facts(t), probe).action == "hide"]
+
+
+@dataclass(frozen=True)
+class GlobReach:
+    key: str
+    action: str  # the rule's action (allow | deny | hide | approve)
+    limits: tuple[str, ...]  # the rule's own limits, as text
+    checks_arguments: bool
+    matches: tuple[str, ...]  # tools whose name the pattern matches, catalogue order
+    decides: tuple[str, ...]  # of those, the ones this rule decides under the whole policy
+    elsewhere: tuple[tuple[str, str], ...]  # (tool, the pointer that decides it instead)
+
+
+def glob_reach(document: dict, tools: Sequence[ToolFacts]) -> list[GlobReach]:
+    """Each glob rule of the document (in document order) with the tools it matches and the ones it decides."""
+    policy = parse_policy(document)
+    globs = {rule.key: rule for _, rule in policy.index.globs}
+    effective = effective_actions(policy, tools)
+    out = []
+    for key in document.get("tools", {}):
+        rule = globs.get(key)
+        if rule is None:
+            continue
+        matches = tools_matched(key, tools)
+        decides = tuple(n for n in matches if effective[n].rule == rule.pointer)
+        elsewhere = tuple((n, effective[n].rule) for n in matches if effective[n].rule != rule.pointer)
+        out.append(GlobReach(key, rule.action, tuple(_limit_text(lim) for lim in rule.limits),
+                             bool(rule.arguments or rule.require or rule.deny_if), tuple(matches), decides,
+                             elsewhere))
+    return out
+
+
+def set_glob_rule(document: dict, key: str, rule: dict, old_key: str | None = None) -> dict:
+    """Create a glob rule, or replace `old_key`'s rule (renaming it in place, so the document order stays)."""
+    tools = dict(document.get("tools", {}))
+    if not is_glob(key):
+        raise PolicyInvalid([Problem("key", f"{key!r} has no *, ? or [...], so it names one tool: give that tool "
+                                            "its own rule, or write a pattern such as dataset_*" if key else
+                                            "write a pattern such as dataset_* (* any text, ? one character)")])
+    if key != old_key and key in tools:
+        raise PolicyInvalid([Problem("key", f"there is a rule for {key} already: edit that one")])
+    if old_key in tools:
+        tools = {(key if k == old_key else k): (rule if k == old_key else v) for k, v in tools.items()}
+    else:
+        tools[key] = rule
+    doc = copy.deepcopy(document)
+    doc["tools"] = tools
+    return normalize(doc)
+
+
+def glob_rule_from_form(data: Mapping[str, list[str]], props: list[SchemaProperty], existing: dict | None,
+                        key: str) -> tuple[dict | None, list[Problem]]:
+    """A glob rule from the editor's fields: like a tool's rule, but it always does something (delete removes it)."""
+    rule, problems = rule_from_form(data, props, existing, key)
+    if rule is None and not problems:
+        problems.append(Problem("action", f"choose one of: {', '.join(ACTIONS)} (Delete removes the rule)"))
+    return rule, problems
+
+
+def common_properties(schemas: Sequence[object]) -> list[SchemaProperty]:
+    """Argument properties that every schema has: what a glob rule can constrain for all the tools it matches.
+
+    A property whose type differs between the tools is offered as "mixed" (presence only), and an enum only when
+    every tool lists the same values.
+    """
+    lists = [schema_properties(s) for s in schemas]
+    if not lists:
+        return []
+    others = [{p.name: p for p in props} for props in lists[1:]]
+    out: list[SchemaProperty] = []
+    for prop in lists[0]:
+        same = [o.get(prop.name) for o in others]
+        if any(p is None for p in same):
+            continue
+        kind = prop.type if all(p.type == prop.type for p in same) else "mixed"
+        enum = prop.enum if all(p.enum == prop.enum for p in same) else ()
+        out.append(SchemaProperty(len(out), prop.name, kind, enum, prop.description))
+    return out
+
+
+# ---------------------------------------------------------------- policy-wide fields
+
+DEFAULT_ALL_TOOLS_COUNTER = "all_calls"
+
+
+@dataclass(frozen=True)
+class TopLevel:
+    """The policy-wide fields the builder edits together (default has its own control)."""
+
+    show_denied: bool = False
+    on_deny: str = ""
+    hide: tuple[str, ...] = ()
+    all_limits: tuple[dict, ...] = ()
+    hide_rows: tuple[int, ...] = ()  # the form row each hide entry came from
+    limit_rows: tuple[int, ...] = ()  # the form row each all_tools limit came from
+
+
+def top_level_of(document: dict) -> TopLevel:
+    hide = tuple(document.get("hide", []))
+    limits = tuple(dict(lim) for lim in document.get("all_tools", {}).get("limits", []))
+    return TopLevel(bool(document.get("show_denied", False)), document.get("on_deny", ""), hide, limits,
+                    tuple(range(len(hide))), tuple(range(len(limits))))
+
+
+def top_level_from_form(data: Mapping[str, list[str]]) -> tuple[TopLevel, list[Problem]]:
+    """The policy-wide fields from the builder's form: hide-<i> rows, limit-<i>-* rows, show_denied, on_deny."""
+    problems: list[Problem] = []
+    hide_rows = sorted(int(m.group(1)) for key in data if (m := re.fullmatch(r"hide-(\d+)", key)))
+    hide = [(i, _one(data, f"hide-{i}")) for i in hide_rows]
+    hide = [(i, entry) for i, entry in hide if entry]
+    limits = _limit_rows_from(data, problems, DEFAULT_ALL_TOOLS_COUNTER)
+    show_denied = _one(data, "show_denied") in ("on", "true", "1")
+    return TopLevel(show_denied, _one(data, "on_deny"), tuple(e for _, e in hide), tuple(lim for _, lim in limits),
+                    tuple(i for i, _ in hide), tuple(i for i, _ in limits)), problems
+
+
+def set_top_level(document: dict, fields: TopLevel) -> dict:
+    """Replace show_denied, on_deny, hide and all_tools.limits (empty values remove the field)."""
+    doc = copy.deepcopy(document)
+    for name in ("show_denied", "on_deny", "hide", "all_tools"):
+        doc.pop(name, None)
+    if fields.show_denied:
+        doc["show_denied"] = True
+    if fields.on_deny:
+        doc["on_deny"] = fields.on_deny
+    if fields.hide:
+        doc["hide"] = list(fields.hide)
+    if fields.all_limits:
+        doc["all_tools"] = {"limits": [dict(lim) for lim in fields.all_limits]}
+    return normalize(doc)
+
+
+def hides_everything(document: dict) -> bool:
+    """`"*"` in hide: agents see no tool at all and every call is refused as hidden, whatever the rules say."""
+    return "*" in document.get("hide", [])
+
+
+def top_level_field(pointer: str, fields: TopLevel) -> str:
+    """Which field of the policy-wide form a PolicyInvalid pointer belongs to ("" = none of them)."""
+    parts = pointer.split("/")[1:] if pointer.startswith("/") else []
+    if parts in (["show_denied"], ["on_deny"], ["hide"]):
+        return parts[0]
+    if len(parts) == 2 and parts[0] == "hide" and parts[1].isdigit() and int(parts[1]) < len(fields.hide_rows):
+        return f"hide-{fields.hide_rows[int(parts[1])]}"
+    if parts[:2] == ["all_tools", "limits"] and len(parts) >= 3 and parts[2].isdigit():
+        index = int(parts[2])
+        if index < len(fields.limit_rows):
+            return f"limit-{fields.limit_rows[index]}-{parts[3] if len(parts) > 3 else 'counter'}"
     return ""
 
 

@@ -106,7 +106,7 @@ def _visible_tools(server: Server, token: str, listed: list, complete: bool) -> 
         sync_tools(server, listed, timezone.now(), complete=complete)  # new tools get classified before use
         known.update(hashes)
     catalogue = {t.name: t for t in Tool.objects.filter(server=server, name__in=list(hashes), gone_at__isnull=True)}
-    version, policy = calls.policy_for(server, grant)
+    _, policy = calls.policy_for(server, grant)
     shown = []
     for definition in listed:
         tool = catalogue.get(definition.get("name")) if isinstance(definition, dict) else None
@@ -122,8 +122,10 @@ def _admit(token: str, server: Server, name: str, arguments: object) -> calls.Ad
     return calls.admit(token, server, name, arguments, timezone.now())
 
 
-_admit_async = sync_to_async(_admit, thread_sensitive=True)
-_settle_async = sync_to_async(calls.settle, thread_sensitive=True)
+# Not thread-sensitive: calls' database work runs in a small pool, so one call's commit does not queue
+# every other call behind it (each pool thread keeps its own connection).
+_admit_async = sync_to_async(_admit, thread_sensitive=False)
+_settle_async = sync_to_async(calls.settle, thread_sensitive=False)
 
 
 # --- entry point ---
@@ -197,7 +199,10 @@ async def _legacy(req: Request, msg: jsonrpc.Message) -> Reply:
     version_header = req.headers.get("mcp-protocol-version")
     if version_header is not None and version_header not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise RpcError(jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version_header!r}")
-    server, _ = await _authorise(req.slug, req.token)
+    if msg.method == "tools/call":
+        server = session.link.server  # the call's own admission re-checks the grant and the server, in one hop
+    else:
+        server, _ = await _authorise(req.slug, req.token)
     try:
         await session.link.ensure()  # a dead upstream is restarted (with backoff) on the next call
     except UpstreamError as exc:
