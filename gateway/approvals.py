@@ -109,7 +109,7 @@ def decide(approval: Approval, *, user, approve: bool, reason: str = "", always:
             state=state, decided_by=user, decided_at=now, reason=reason.strip()[:2000])
         if not updated:
             approval.refresh_from_db()
-            raise ApprovalError(f"approval {approval.public_id} was already {approval.get_state_display()}")
+            raise ApprovalError(f"approval {approval.public_id} was already {approval.state}")
         if approve and always:
             allow_from_now_on(approval, user)
     approval.refresh_from_db()

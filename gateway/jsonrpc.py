@@ -156,6 +156,8 @@ def _envelope(value: dict) -> Message:
         raise RpcError(INVALID_REQUEST, "method must be a non-empty string", id=msg_id)
     if "params" in value and not isinstance(value["params"], dict):
         raise RpcError(INVALID_PARAMS, "params must be a JSON object", id=msg_id)
+    if "_meta" in value.get("params", {}) and not isinstance(value["params"]["_meta"], dict):
+        raise RpcError(INVALID_PARAMS, "params._meta must be a JSON object", id=msg_id)
     return Message(value, msg_id, method)
 
 

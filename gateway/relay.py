@@ -102,8 +102,11 @@ def _visible_tools(server: Server, token: str, listed: list, complete: bool) -> 
     hashes = {d["name"]: definition_hash(d) for d in listed if isinstance(d, dict) and isinstance(d.get("name"), str)}
     known = _KNOWN_HASHES.setdefault((server.pk, server.created_at), dict(
         Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", "definition_hash")))
-    if any(known.get(name) != digest for name, digest in hashes.items()):
+    dropped = complete and bool(known.keys() - hashes.keys())  # a complete listing without a catalogued tool
+    if dropped or any(known.get(name) != digest for name, digest in hashes.items()):
         sync_tools(server, listed, timezone.now(), complete=complete)  # new tools get classified before use
+        if complete:
+            known.clear()  # what a complete listing leaves out is gone (sync_tools marked it)
         known.update(hashes)
     catalogue = {t.name: t for t in Tool.objects.filter(server=server, name__in=list(hashes), gone_at__isnull=True)}
     _, policy = calls.policy_for(server, grant)
@@ -446,13 +449,15 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if not admission.forward:
         return _refusal(msg, admission.message, modern)
     started = time.perf_counter()
-    outcome, error, result, reply, size = Call.Outcome.OK, "", None, None, None
+    # Unknown until the upstream answers: an unexpected error in between must never be audited as `ok`.
+    outcome, error = Call.Outcome.INTERRUPTED, "gateway error before the upstream answered"
+    result, reply, size = None, None, None
     if session is not None and (task := asyncio.current_task()) is not None:
         session.inflight[msg.id] = task  # so notifications/cancelled from the agent can cancel it
     try:
         result = await link.request("tools/call", _upstream_params(msg.params), timeout=server.timeout_seconds,
                                     on_progress=_progress_relay(req, msg))
-        outcome = Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK
+        outcome, error = (Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK), ""
         reply = _ok(msg, result, modern)
         size = len(jsonrpc.dumps(result))
         if size > settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES:
