@@ -19,6 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_MS = 300
+WIDE = {"hide-0": "system_*", "hide-1": "", "show_denied": "on", "on_deny": "ask an operator",
+        "limit-0-counter": "", "limit-0-max": "600", "limit-0-window": "minute", "limit-0-scope": "grant"}
+GLOB = {"props_key": "dataset_*", "action": "allow", "limit-0-counter": "", "limit-0-max": "20",
+        "limit-0-window": "minute", "limit-0-scope": "grant"}
 
 
 def setup(state_dir: str) -> None:
@@ -117,6 +121,13 @@ def run(user, repeat: int) -> None:
                                                              "scope": "grant"}, True),
         ("builder default (htmx)", "post", b + "default/", {"default": "deny"}, True),
         ("builder preview + diff (htmx)", "get", b + "preview/", None, True),
+        ("builder policy-wide: hide + limit (htmx)", "post", b + "wide/", WIDE, True),
+        ("builder policy-wide: error shown (htmx)", "post", b + "wide/", {**WIDE, "limit-0-max": "0"}, True),
+        ("builder glob card reload (htmx)", "get", b + "globs/", None, True),
+        ("glob matches as you type (htmx)", "get", b + "globs/matches/", {"key": "pool_*"}, True),
+        ("glob editor, new pattern", "get", b + "globs/new/", {"key": "pool_*"}, False),
+        ("glob editor", "get", b + "globs/dataset_*/", None, False),
+        ("glob editor save", "post", b + "globs/dataset_*/", {"key": "dataset_*", **GLOB}, False),
         ("tool rule editor", "get", b + "tools/cloud_backup_create/", None, False),
         ("tool rule editor save", "post", b + "tools/cloud_backup_run/", {
             "action": "allow", "limit-0-max": "5", "limit-0-window": "minute", "limit-0-scope": "grant"}, False),
@@ -130,6 +141,7 @@ def run(user, repeat: int) -> None:
         ("call log page in the middle (keyset)", "get", "/calls/", {"before": cursor}, True),
         ("call detail", "get", f"/calls/{deep.pk}/", None, False),
     ]
+    client.post(b + "globs/new/", {"key": "dataset_*", **GLOB})  # the builder now has a glob rule to show
     worst = 0.0
     print(f"{'request':44} {'median ms':>10} {'p95 ms':>8}")
     for name, method, url, data, htmx in cases:

@@ -18,4 +18,6 @@ def http_routes(django_app):
 
 
 def websocket_routes():
-    return []
+    from dashboard.consumers import LiveConsumer  # imported here: this function is the dashboard's part of the routing
+
+    return [re_path(r"^ws/live/$", LiveConsumer.as_asgi())]

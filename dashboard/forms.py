@@ -185,3 +185,25 @@ class CallFilterForm(forms.Form):
     outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + list(Call.Outcome.choices))
     q = forms.CharField(required=False, label="Search")
     before = forms.CharField(required=False, widget=forms.HiddenInput)
+
+
+class DecisionForm(forms.Form):
+    """A person's answer to a held call: which button, and the reason (required to deny; decide() checks it)."""
+
+    DECISIONS = [("approve", "Approve"), ("always", "Approve & always allow for this grant"), ("deny", "Deny")]
+    decision = forms.ChoiceField(choices=DECISIONS, error_messages={
+        "required": "choose Approve, Approve & always allow, or Deny",
+        "invalid_choice": "choose Approve, Approve & always allow, or Deny"})
+    reason = forms.CharField(required=False, max_length=2000,
+                             error_messages={"max_length": "shorten the reason to at most 2000 characters"})
+
+    @property
+    def approve(self) -> bool:
+        return self.cleaned_data["decision"] in ("approve", "always")
+
+    @property
+    def always(self) -> bool:
+        return self.cleaned_data["decision"] == "always"
+
+    def first_error(self) -> str:
+        return next(iter(self.errors.values()))[0]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard.views import builder, calls, grants, servers, tool_rule, tools
+from dashboard.views import approvals, builder, calls, glob_rule, grants, policy_wide, servers, tool_rule, tools
 
 app_name = "dashboard"
 urlpatterns = [
@@ -28,10 +28,17 @@ urlpatterns = [
     path("servers/<slug:slug>/policy/versions/", builder.versions, name="versions"),
     path("servers/<slug:slug>/policy/versions/<int:number>/rollback/", builder.rollback, name="rollback"),
     path("servers/<slug:slug>/policy/tools/<path:name>/", tool_rule.tool_rule, name="tool_rule"),
+    path("servers/<slug:slug>/policy/wide/", policy_wide.top_level_fields, name="builder_top_level"),
+    path("servers/<slug:slug>/policy/globs/", glob_rule.glob_list, name="glob_list"),
+    path("servers/<slug:slug>/policy/globs/new/", glob_rule.glob_rule, name="glob_new"),
+    path("servers/<slug:slug>/policy/globs/matches/", glob_rule.glob_matches, name="glob_matches"),
+    path("servers/<slug:slug>/policy/globs/<path:key>/", glob_rule.glob_rule, name="glob_rule"),
     path("grants/", grants.grant_list, name="grants"),
     path("grants/new/", grants.grant_new, name="grant_new"),
     path("grants/<slug:name>/", grants.grant_detail, name="grant"),
     path("grants/<slug:name>/revoke/", grants.grant_revoke, name="grant_revoke"),
     path("calls/", calls.call_list, name="calls"),
     path("calls/<int:pk>/", calls.call_detail, name="call"),
+    path("approvals/", approvals.approval_queue, name="approvals"),
+    path("approvals/<str:public_id>/decide/", approvals.decide, name="approval_decide"),
 ]

@@ -17,7 +17,9 @@ READ_PAGES = [
     "/servers/truenas/tools/dataset_delete/", "/servers/truenas/policy/", "/servers/truenas/policy/preview/",
     "/servers/truenas/policy/versions/", "/servers/truenas/policy/tools/cloud_backup_run/",
     "/servers/truenas/policy/export/", "/grants/", "/grants/agent-a/", "/calls/", "/calls/{call}/",
-    "/servers/remote/", "/servers/truenas/policy/?grant=agent-a",
+    "/servers/remote/", "/servers/truenas/policy/?grant=agent-a", "/approvals/",
+    "/servers/truenas/policy/globs/", "/servers/truenas/policy/globs/new/?key=dataset_*",
+    "/servers/truenas/policy/globs/matches/?key=pool_*",
 ]
 MANAGE_PAGES = ["/servers/new/", "/servers/truenas/edit/", "/servers/remote/edit/", "/grants/new/"]
 POSTS = [
@@ -27,6 +29,7 @@ POSTS = [
     "/servers/truenas/policy/select/", "/servers/truenas/policy/bulk/", "/servers/truenas/policy/save/",
     "/servers/truenas/policy/discard/", "/servers/truenas/policy/import/",
     "/servers/truenas/policy/versions/1/rollback/", "/servers/truenas/policy/tools/cloud_backup_run/",
+    "/servers/truenas/policy/wide/", "/servers/truenas/policy/globs/new/",
     "/grants/new/", "/grants/agent-a/revoke/",
 ]
 

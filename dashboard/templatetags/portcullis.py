@@ -69,3 +69,13 @@ def get_item(mapping, key):
         return mapping.get(key)
     except AttributeError:
         return None
+
+
+@register.simple_tag
+def pending_approvals() -> int:
+    """Approvals waiting for a person, for the navigation badge and the tab title: one COUNT query per page."""
+    from django.utils import timezone
+
+    from gateway.approvals import pending_count
+
+    return pending_count(timezone.now())

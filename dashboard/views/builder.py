@@ -13,14 +13,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from dashboard import drafts
+from dashboard import drafts, top_level
 from dashboard.access import staff_required
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools
 from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
 from gateway import policies, policy_edit
 from gateway.models import Grant, PolicyVersion, Server, Tool
-from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text
+from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text, pointer_join
 from gateway.policy_diff import summarize
+from gateway.policy_edit import ToolFacts
 
 FILTER_FIELDS = ("q", "category", "level", "action", "changed")
 
@@ -57,8 +58,9 @@ def _state(request, owner: Owner, draft: drafts.Draft | None = None, filters: di
     filters = _filters(request.GET) if filters is None else filters
     shown = filter_tools(tools, effective, filters)
     exact = draft.document.get("tools", {})
+    globs = {pointer_join("/tools", key): key for key in exact if policy_edit.is_glob(key)}
     for tool in shown:
-        tool.effective, tool.has_rule = effective[tool.name], tool.name in exact
+        _annotate(tool, effective[tool.name], exact, globs)
     changes = summarize(draft.active.document if draft.active else None, draft.document) if draft.dirty else []
     return {
         "owner": owner, "server": owner.server, "grant": owner.grant, "draft": draft, "changes": changes,
@@ -66,9 +68,21 @@ def _state(request, owner: Owner, draft: drafts.Draft | None = None, filters: di
         "filter_query": _filter_query(filters), "selection": drafts.selection(request.session, owner.server,
                                                                               owner.grant),
         "risk_rules": {key: draft.document.get("risk", {}).get(key) for key in RISK_CATEGORIES},
-        "globs": {k: v for k, v in exact.items() if any(ch in k for ch in "*?[")},
-        "choices": policy_edit.TOOL_CHOICES,
+        "hide_all": policy_edit.hides_everything(draft.document),
+        "choices": policy_edit.TOOL_CHOICES, "row_urls": _row_urls(owner),
     }
+
+
+def _annotate(tool, effective, exact: dict, globs: dict) -> None:
+    """What one row shows, worked out once here rather than per option in the template (279 rows)."""
+    tool.effective, tool.has_rule = effective, tool.name in exact
+    tool.rule_action = exact[tool.name].get("action", "allow") if tool.has_rule else policy_edit.INHERIT
+    tool.glob = globs.get(effective.rule)  # decided by a glob rule: the row links to its editor
+
+
+def _row_urls(owner: Owner) -> dict:
+    return {"select": reverse("dashboard:builder_select", kwargs={"slug": owner.server.slug}),
+            "action": reverse("dashboard:builder_action", kwargs={"slug": owner.server.slug})}
 
 
 @login_required
@@ -77,8 +91,20 @@ def builder(request, slug):
     state = _state(request, owner)
     if request.htmx and request.htmx.target == "tool-groups":
         return render(request, "dashboard/builder/_groups.html", state)
-    state.update(filter_form=CatalogueFilter(request.GET), limit_form=BulkLimitForm(), import_form=ImportForm())
-    return render(request, "dashboard/builder/page.html", state)
+    state.update(filter_form=CatalogueFilter(request.GET))
+    return render(request, "dashboard/builder/page.html", page_context(owner, state))
+
+
+def page_context(owner: Owner, state: dict, **extra) -> dict:
+    """What the whole page adds to the partials' state: the forms, the policy-wide settings, the glob rules."""
+    document = state["draft"].document
+    facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(owner.server)]
+    context = {"filter_form": CatalogueFilter(), "limit_form": BulkLimitForm(), "import_form": ImportForm(),
+               "globs": policy_edit.glob_reach(document, facts), **state}
+    if "wide" not in context:
+        context.update(top_level.context(owner.server, document))
+    context.update(extra)
+    return context
 
 
 def _after_edit(request, owner: Owner, template: str = "dashboard/builder/_groups.html", **extra):
@@ -127,7 +153,9 @@ def _row_response(request, owner: Owner, tool: Tool, draft: drafts.Draft | None 
     row = Tool.objects.filter(pk=tool.pk).only("id", "name", "title", "risk_category", "risk_level",
                                                  "approved_hash", "definition_hash").get()
     effective = actions_for(draft.document, [row], owner.server.slug, owner.grant.name if owner.grant else "")
-    row.effective, row.has_rule = effective[row.name], row.name in draft.document.get("tools", {})
+    exact = draft.document.get("tools", {})
+    _annotate(row, effective[row.name], exact,
+              {pointer_join("/tools", key): key for key in exact if policy_edit.is_glob(key)})
     state.update(tool=row, oob=True)
     response = render(request, "dashboard/builder/_row_and_status.html", state)
     response["HX-Trigger"] = "draft-changed"
@@ -267,9 +295,8 @@ def import_policy(request, slug):
     else:
         problems = [f"{k}: {' '.join(v)}" for k, v in form.errors.items()]
     state = _state(request, owner, filters={})
-    state.update(filter_form=CatalogueFilter(), limit_form=BulkLimitForm(), import_form=form,
-                 import_problems=problems)
-    return render(request, "dashboard/builder/page.html", state, status=400)
+    context = page_context(owner, state, import_form=form, import_problems=problems)
+    return render(request, "dashboard/builder/page.html", context, status=400)
 
 
 @login_required

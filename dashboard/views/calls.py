@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
-from django.urls import reverse
 
+from dashboard import rule_links
 from dashboard.forms import CallFilterForm
 from gateway.call_log import CallFilter, page
 from gateway.models import Call, Grant, Server
-from gateway.policy import RISK_LEVELS, pointer_join
 
 
 @login_required
@@ -30,18 +29,10 @@ def call_list(request):
 
 
 def rule_link(call: Call) -> str:
-    """Where the matched rule is edited in the builder ('' when there is no builder page for it)."""
-    if not call.rule or not call.server_slug or not Server.objects.filter(slug=call.server_slug).exists():
+    """Where the matched rule is edited in the builder ('' when the server is gone or there is no rule)."""
+    if not call.rule or not Server.objects.filter(slug=call.server_slug).exists():
         return ""
-    builder = reverse("dashboard:builder", kwargs={"slug": call.server_slug})
-    parts = call.rule.split("/")
-    if len(parts) > 2 and parts[1] == "tools":
-        name = parts[2].replace("~1", "/").replace("~0", "~")
-        if pointer_join("/tools", name) == "/tools/" + parts[2] and "*" not in name:
-            return reverse("dashboard:tool_rule", kwargs={"slug": call.server_slug, "name": name})
-    if len(parts) > 2 and parts[1] == "risk":
-        return f"{builder}?{'level' if parts[2] in RISK_LEVELS else 'category'}={parts[2]}"
-    return builder
+    return rule_links.rule_link(call.rule, call.server_slug)
 
 
 @login_required

@@ -12,59 +12,26 @@ from django.shortcuts import get_object_or_404, redirect, render
 from dashboard import drafts
 from dashboard.access import can_manage
 from dashboard.effective import actions_for
+from dashboard.rule_form import arg_rows, errors_by_field, limit_rows, posted_values
 from dashboard.views.builder import Owner
 from gateway import policy_edit
 from gateway.models import Tool
-from gateway.policy import NAMED_WINDOWS, SCOPES, PolicyInvalid, Problem, alias_counter
-
-EMPTY_LIMIT_ROWS = 1  # blank limit rows offered below the existing ones
+from gateway.policy import NAMED_WINDOWS, SCOPES, PolicyInvalid, alias_counter
 
 
-def _limit_rows(values: list[dict], errors: dict, tool: str) -> list[dict]:
-    rows = []
-    for i, lim in enumerate(values + [{}] * EMPTY_LIMIT_ROWS):
-        window = lim.get("window", "minute")
-        rows.append({"i": i, "counter": lim.get("counter", ""), "placeholder": alias_counter(tool),
-                     "window": str(window),
-                     "max": "" if lim.get("max") is None else str(lim["max"]), "scope": lim.get("scope", "grant"),
-                     "errors": {f: errors.get(f"limit-{i}-{f}", []) for f in ("counter", "window", "max", "scope")}})
-    return rows
-
-
-def _limits_posted(data) -> list[dict]:
-    out, i = [], 0
-    while f"limit-{i}-counter" in data:
-        out.append({f: data.get(f"limit-{i}-{f}", [""])[-1] for f in ("counter", "window", "max", "scope")})
-        i += 1
-    return [row for row in out if row["counter"] or row["max"]]
-
-
-def _arg_rows(props, values: dict, errors: dict) -> list[dict]:
-    rows = []
-    for prop in props:
-        key = f"arg-{prop.index}"
-        enum_texts = [(json.dumps(v) if not isinstance(v, str) else v) for v in prop.enum]
-        chosen = values.get(f"{key}-enum") or []
-        rows.append({
-            "prop": prop, "presence": values.get(f"{key}-presence", ""),
-            "enum": [(t, t in chosen) for t in enum_texts],
-            **{name: values.get(f"{key}-{name}", "") for name in
-               ("values", "pattern", "minimum", "maximum", "const", "maxLength")},
-            "errors": [e for name in ("enum", "values", "pattern", "minimum", "maximum", "const", "maxLength",
-                                      "presence", "type") for e in errors.get(f"{key}-{name}", [])],
-        })
-    return rows
+def rule_context(props, values: dict, errors: dict, key: str) -> dict:
+    """What templates/dashboard/builder/_rule_fields.html renders from (tool and glob rules alike)."""
+    rule_now = values.get("_rule")
+    return {"props": props, "values": values, "errors": errors, "args": arg_rows(props, values, errors),
+            "limits": limit_rows(values.get("limits", []), errors, alias_counter(key)),
+            "windows": list(NAMED_WINDOWS), "scopes": SCOPES,
+            "rule_json": json.dumps(rule_now, indent=2, ensure_ascii=False) if rule_now is not None else None}
 
 
 def _render(request, owner, tool, props, values, errors, status=200, effective=None):
-    rule_now = values.get("_rule")
     return render(request, "dashboard/builder/tool.html", {
-        "owner": owner, "server": owner.server, "grant": owner.grant, "tool": tool, "props": props,
-        "values": values, "errors": errors, "args": _arg_rows(props, values, errors),
-        "limits": _limit_rows(values.get("limits", []), errors, tool.name),
-        "choices": policy_edit.TOOL_CHOICES, "windows": list(NAMED_WINDOWS), "scopes": SCOPES,
-        "effective": effective, "rule_json": json.dumps(rule_now, indent=2, ensure_ascii=False)
-        if rule_now is not None else None,
+        "owner": owner, "server": owner.server, "grant": owner.grant, "tool": tool, "effective": effective,
+        "choices": policy_edit.TOOL_CHOICES, **rule_context(props, values, errors, tool.name),
     }, status=status)
 
 
@@ -94,21 +61,10 @@ def _save(request, owner, tool, props, draft, existing):
         except PolicyInvalid as exc:
             problems = exc.problems
     if problems:
-        errors: dict[str, list[str]] = {}
-        for problem in problems:
-            field = _field(problem, tool.name, props)
-            errors.setdefault(field or "rule", []).append(
-                problem.message if field else f"{problem.pointer}: {problem.message}")
-        values = {k: (v if k.endswith("-enum") else v[-1]) for k, v in data.items()}
-        values["limits"] = _limits_posted(data)
+        errors = errors_by_field(problems, lambda p: policy_edit.field_for_pointer(p, tool.name, props))
+        values = posted_values(data)
         values["_rule"] = rule
         return _render(request, owner, tool, props, values, errors, status=400)
     drafts.store(request.session, owner.server, owner.grant, draft, document)
     messages.success(request, f"{tool.name}: rule updated in the draft (not active until you save the policy)")
     return redirect(owner.url("builder") + ("&" if owner.query else "?") + f"q={tool.name}")
-
-
-def _field(problem: Problem, tool: str, props) -> str:
-    if not problem.pointer.startswith("/"):
-        return problem.pointer  # rule_from_form names form fields directly
-    return policy_edit.field_for_pointer(problem.pointer, tool, props)

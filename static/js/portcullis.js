@@ -1,4 +1,4 @@
-// The dashboard's only hand-written script: copy buttons and showing htmx refusals. Everything else is htmx.
+// Copy buttons and showing htmx refusals; live.js keeps pages current over the websocket. Everything else is htmx.
 "use strict";
 
 document.addEventListener("click", function (event) {

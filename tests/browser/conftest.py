@@ -57,7 +57,7 @@ def page(browser):
     context.set_default_timeout(10_000)  # every wait is bounded
     page = context.new_page()
     errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("console", lambda msg: errors.append(f"{page.url}: {msg.text}") if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.console_errors = errors
     yield page

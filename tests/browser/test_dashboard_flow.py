@@ -1,5 +1,6 @@
-"""The dashboard end to end in chromium: sign in, register the TrueNAS simulator, build a policy by clicking,
-save, compare with export_policy, roll back, create a grant and read its token once, filter the call log.
+"""The dashboard end to end in chromium: sign in, register the TrueNAS simulator, build a policy by clicking
+(bulk deny, a tool's limit and argument pattern, a glob rule, a hide entry), save, compare with export_policy,
+roll back, create a grant and read its token once, filter the call log.
 
 Screenshots of every page land in tests/artifacts/ (git-ignored).
 """
@@ -129,6 +130,41 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     page.get_by_role("button", name="Update the draft").click()
     page.wait_for_selector("text=rule updated in the draft")
 
+    # A glob rule: every dataset_ tool at most 20 calls per minute per grant. The editor says what a pattern
+    # matches while it is typed, and warns when it matches nothing (matching is case-sensitive).
+    datasets = Tool.objects.filter(server=server, name__startswith="dataset_").count()
+    page.fill("input[aria-label='new glob pattern']", "Dataset_*")
+    page.get_by_role("button", name="Add a glob rule").click()
+    page.wait_for_selector("text=matches no tool of truenas")
+    shoot(page, "09a-glob-rule-matches-nothing")
+    htmx_done(page, lambda: page.fill("#glob-key", "dataset_*"), "/policy/globs/matches/", "GET")
+    assert page.inner_text("#glob-matches").startswith(f"Matches {datasets} tools")
+    page.click("#glob-matches summary")
+    page.check("input[name=action][value=allow]")
+    page.fill("input[name='limit-0-max']", "20")
+    page.fill("input[name='limit-0-window']", "minute")
+    page.select_option("select[name='limit-0-scope']", "grant")
+    shoot(page, "09b-glob-rule-editor")
+    page.get_by_role("button", name="Update the draft").click()
+    page.wait_for_selector("text=glob rule dataset_*: updated in the draft")
+    card = page.locator("#glob-rules")
+    assert "20 per minute per grant (dataset___rate)" in card.inner_text()
+    card.locator("summary").first.click()
+    card.scroll_into_view_if_needed()
+    shoot(page, "09c-builder-glob-rules")
+
+    # Hide every system_ tool; the rows and the live preview follow.
+    page.click("#policy-wide > summary")
+    page.fill("input[name='hide-0']", "system_*")
+    with page.expect_response(lambda r: "/policy/preview/" in r.url):
+        htmx_done(page, lambda: page.get_by_role("button", name="Apply to the draft").click(), "/policy/wide/")
+    page.wait_for_function("() => !document.querySelector('.htmx-request')")
+    systems = Tool.objects.filter(server=server, name__startswith="system_").count()
+    assert f"hides {systems} tools" in page.inner_text("#policy-wide")
+    assert '"system_*"' in page.text_content("#policy-json")
+    page.locator("#policy-wide").scroll_into_view_if_needed()
+    shoot(page, "09d-builder-policy-wide-hide")
+
     page.wait_for_selector("#policy-json", state="attached")
     preview = page.text_content("#policy-json")
     shoot(page, "10-builder-draft-preview")
@@ -144,6 +180,9 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
         "limits": [{"counter": "cloud_backup_run_rate", "window": "minute", "max": 5, "scope": "grant"}]}
     assert exported["tools"]["cloud_backup_create"]["arguments"] == {
         "properties": {"path": {"pattern": "^/mnt/tank/"}}, "required": ["path"]}
+    assert exported["tools"]["dataset_*"] == {
+        "limits": [{"counter": "dataset___rate", "window": "minute", "max": 20, "scope": "grant"}]}
+    assert exported["hide"] == ["system_*"]
 
     # History: diff v1 → v2, roll back to v1 (a new version v3 equal to v1).
     page.goto(f"{base}/servers/truenas/policy/versions/?a=1&b=2")

@@ -1,0 +1,57 @@
+"""The approvals queue as people see it: what waits, what was decided, and what one card shows.
+
+One card partial (templates/dashboard/approvals/_card.html) serves the first paint, the htmx answer to a
+decision and the websocket push; card() is the one place its context is built.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Coalesce
+
+from dashboard.rule_links import rule_link
+from gateway.models import Approval
+
+HISTORY_SIZE = 50  # decided approvals listed under the queue; each one's call stays in the call log
+PENDING_LIST = "approvals-pending"  # element ids on the queue page; a card names the list it belongs in
+HISTORY_LIST = "approvals-history"
+
+STATE_TEXT = {"pending": "waiting", "approved": "✓ approved", "denied": "✕ denied", "expired": "⌛ expired",
+              "used": "✓ approved · call ran"}
+
+
+def approvals() -> QuerySet[Approval]:
+    return Approval.objects.select_related("grant", "server", "tool", "policy_version", "decided_by")
+
+
+def waiting(now: datetime) -> QuerySet[Approval]:
+    return approvals().filter(state=Approval.State.PENDING, expires_at__gt=now).order_by("-created_at")
+
+
+def history(now: datetime) -> QuerySet[Approval]:
+    # A pending approval past its expiry is history too, even before expire_overdue() has marked it.
+    decided = ~Q(state=Approval.State.PENDING) | Q(expires_at__lte=now)
+    return approvals().filter(decided).order_by(Coalesce("decided_at", "expires_at").desc(), "-pk")[:HISTORY_SIZE]
+
+
+def clock(seconds: int) -> str:
+    """Time left as the countdown shows it: 4:05, 1:02:03."""
+    hours, rest = divmod(max(0, seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def card(approval: Approval, now: datetime, error: str = "") -> dict:
+    is_waiting = approval.state == Approval.State.PENDING and approval.expires_at > now
+    state = approval.state if is_waiting or approval.state != Approval.State.PENDING else "expired"
+    seconds = int((approval.expires_at - now).total_seconds()) if is_waiting else 0
+    tool = approval.tool
+    return {
+        "approval": approval, "waiting": is_waiting, "state": state, "state_text": STATE_TEXT[state],
+        "seconds_left": seconds, "time_left": clock(seconds), "error": error,
+        "rule_link": rule_link(approval.rule, approval.server.slug),
+        "into": PENDING_LIST if is_waiting else HISTORY_LIST,
+        # The call is released only while the tool is unchanged; say so before someone approves in vain.
+        "tool_changed": tool is not None and tool.definition_hash != approval.tool_hash,
+    }
