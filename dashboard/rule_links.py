@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
+from gateway import policy_edit
 from gateway.policy import RISK_LEVELS, pointer_join
 
 
@@ -16,8 +17,9 @@ def rule_link(rule: str, server_slug: str) -> str:
     parts = rule.split("/")
     if len(parts) > 2 and parts[1] == "tools":
         name = parts[2].replace("~1", "/").replace("~0", "~")
-        if pointer_join("/tools", name) == "/tools/" + parts[2] and "*" not in name:
-            return reverse("dashboard:tool_rule", kwargs={"slug": server_slug, "name": name})
+        if pointer_join("/tools", name) == "/tools/" + parts[2]:
+            view, key = ("glob_rule", "key") if policy_edit.is_glob(name) else ("tool_rule", "name")
+            return reverse(f"dashboard:{view}", kwargs={"slug": server_slug, key: name})
     if len(parts) > 2 and parts[1] == "risk":
         return f"{builder}?{'level' if parts[2] in RISK_LEVELS else 'category'}={parts[2]}"
     return builder

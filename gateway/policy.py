@@ -67,7 +67,12 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.pointer or '(document)'}: {self.message}"
+        # One problem is one line: control characters from the document (a key with a newline) are escaped.
+        return _one_line(f"{self.pointer or '(document)'}: {self.message}")
+
+
+def _one_line(text: str) -> str:
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 class PolicyInvalid(Exception):
@@ -223,6 +228,11 @@ class Policy:
 
     def counter_names(self) -> tuple[str, ...]:
         return tuple(sorted({lim.counter for lim in self.limits()}))
+
+
+def is_glob(key: str | None) -> bool:
+    """Whether a `tools` key is a glob pattern (else an exact tool name)."""
+    return _is_glob(key)
 
 
 def _is_glob(key: str | None) -> bool:

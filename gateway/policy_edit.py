@@ -32,6 +32,9 @@ from gateway.policy import (
     select_rule,
     visibility,
 )
+from gateway.policy import (
+    is_glob as engine_is_glob,
+)
 
 INHERIT = "inherit"  # builder choice: no exact rule for this tool, the risk rule or the default decides
 TOOL_CHOICES = (INHERIT, *ACTIONS)
@@ -395,11 +398,8 @@ def _facts(tool: ToolFacts) -> Facts:
 
 
 def is_glob(key: str) -> bool:
-    """Whether the engine reads this `tools` key as a glob (it compiles globs apart from exact names)."""
-    try:
-        return bool(_probe(tools={key: {}}).index.globs)
-    except PolicyInvalid:
-        return False
+    """Whether the engine reads this `tools` key as a glob (else an exact tool name)."""
+    return engine_is_glob(key)
 
 
 def tools_matched(key: str, tools: Sequence[ToolFacts]) -> list[str]:

@@ -38,8 +38,7 @@ class Command(BaseCommand):
             result = policies.apply(server, document, grant=grant, actor=f"cli:apply_policy {label}")
         except PolicyInvalid as exc:
             for problem in exc.problems:
-                where = problem.pointer if problem.pointer else "(document)"
-                self.stderr.write(f"{label}: {where}: {problem.message}")
+                self.stderr.write(f"{label}: {problem}")  # one line each, control characters escaped
             raise CommandError(f"{label}: {len(exc.problems)} error(s); nothing was applied") from None
         self._report(result.changes, result.warnings, result)
 
