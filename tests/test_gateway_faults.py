@@ -168,3 +168,18 @@ def test_a_stateless_client_closing_its_stream_cancels_the_upstream_call(gateway
     assert Call.objects.get(tool_name="sleep").outcome == "interrupted"
     answer = httpx2.post(gateway.url("faulty"), json=stats, headers={**headers, "Mcp-Name": "stats"}, timeout=30)
     assert "cancelled=1" in answer.json()["result"]["content"][0]["text"]
+
+
+def test_an_elicitation_from_a_dual_era_upstream_reaches_a_session_agent_and_back(gateway, token):
+    from mcp import types
+
+    async def answer(ctx, params):
+        return types.ElicitResult(action="accept", content={"answer": "blue"})
+
+    async def go():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        async with Client(streamable_http_client(gateway.url("faulty"), http_client=http), mode="legacy",
+                          cache=None, elicitation_callback=answer) as c:
+            return await c.call_tool("ask", {"question": "favourite colour?"})
+
+    assert text(run(go())) == "user said: blue"

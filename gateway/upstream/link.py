@@ -85,8 +85,12 @@ class UpstreamLink:
 
     async def _own(self) -> None:
         try:
-            async with Client(open_transport(self.server, errlog=self._errlog), mode="auto", cache=None,
-                              message_handler=self._on_message, **self._callbacks()) as client:
+            callbacks = self._callbacks()
+            # An agent that can answer sampling/elicitation/roots gets a session-era upstream session, where
+            # the upstream may ask it mid-call; otherwise the SDK picks the upstream's newest era.
+            mode = "legacy" if callbacks else "auto"
+            async with Client(open_transport(self.server, errlog=self._errlog), mode=mode, cache=None,
+                              message_handler=self._on_message, **callbacks) as client:
                 self._client = client
                 self._ready.set()
                 await self._stop.wait()

@@ -11,7 +11,8 @@ import asyncio
 import os
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
 
 server = MCPServer("fault-server")
 CANCELLED = {"count": 0}
@@ -48,6 +49,18 @@ async def garbage() -> str:
 @server.tool()
 async def huge(size: int) -> str:
     return "x" * size
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+@server.tool()
+async def ask(question: str, ctx: Context) -> str:
+    """Asks the user (elicitation): a server→client request in the session era, input_required in the
+    stateless era."""
+    result = await ctx.elicit(question, Answer)
+    return f"user said: {result.data.answer}" if result.action == "accept" else f"user {result.action}"
 
 
 @server.tool()
