@@ -13,6 +13,7 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Q
 
 from gateway.models import Call
@@ -34,20 +35,44 @@ def argument_hash(arguments: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# The hot path writes audit rows with fixed statements: the values still go through each field's own
+# conversion (JSON, datetimes), but no query is compiled per call.
+_INSERT: tuple[list, str] | None = None
+_CLOSE_SQL = (f"UPDATE {Call._meta.db_table} SET outcome = %s, latency_ms = %s, result_size = %s, error = %s, "
+              "finished_at = %s WHERE id = %s")
+
+
+def _insert() -> tuple[list, str]:
+    global _INSERT
+    if _INSERT is None:
+        fields = [f for f in Call._meta.concrete_fields if not f.primary_key]
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        _INSERT = (fields, f"INSERT INTO {Call._meta.db_table} ({columns}) VALUES "
+                           f"({', '.join(['%s'] * len(fields))}) RETURNING id")
+    return _INSERT
+
+
 def open_row(**fields) -> Call:
     """Insert the row; raises AuditUnavailable on any database failure."""
     fields["arguments"] = redact(fields.get("arguments") or {})
     fields["reason"] = redact_text(fields.get("reason", ""))
     try:
-        return Call.objects.create(worker=WORKER_ID, **fields)
+        row = Call(worker=WORKER_ID, **fields)
+        columns, sql = _insert()
+        values = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in columns]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            row.pk = cursor.fetchone()[0]
+        return row
     except Exception as exc:  # the database is the audit log: without it nothing is forwarded
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
 
 
 def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int | None = None,
               error: str = "", now: datetime) -> None:
-    Call.objects.filter(pk=call_id).update(outcome=outcome, latency_ms=latency_ms, result_size=result_size,
-                                           error=redact_text(error)[:4000], finished_at=now)
+    with connection.cursor() as cursor:
+        cursor.execute(_CLOSE_SQL, [outcome, latency_ms, result_size, redact_text(error)[:4000],
+                                    connection.ops.adapt_datetimefield_value(now), call_id])
 
 
 def _alive_here(worker: str) -> bool:
