@@ -28,7 +28,7 @@ _POOLS: dict[tuple, tuple[asyncio.AbstractEventLoop, httpx2.AsyncClient]] = {}
 POOL_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=20)  # per upstream configuration
 
 
-def _pooled_client(server: Server, timeout: float) -> httpx2.AsyncClient:
+def pooled_client(server: Server, timeout: float) -> httpx2.AsyncClient:
     """One client per upstream configuration and event loop (a client cannot outlive its loop: commands
     run a loop per call, the server one for its life)."""
     loop = asyncio.get_running_loop()
@@ -66,7 +66,7 @@ async def open_transport(server: Server, errlog: IO[str] | None = None, timeout:
     elif server.transport == Server.Transport.HTTP:
         # One pooled HTTP client per upstream configuration, shared by every link to it (the SDK leaves a
         # client it was given open).
-        client = _pooled_client(server, timeout)
+        client = pooled_client(server, timeout)
         async with streamable_http_client(server.url, http_client=client,
                                           max_sse_event_size=settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES) as streams:
             yield streams

@@ -18,10 +18,12 @@ from typing import Any
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.models import Server
 from gateway.redaction import redact_text
-from gateway.upstream.connect import UpstreamError, open_transport
+from gateway.upstream import fastpath
+from gateway.upstream.connect import UpstreamError, open_transport, pooled_client
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -174,6 +176,8 @@ class UpstreamLink:
         if on_progress is not None:
             opts["on_progress"] = on_progress
         session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
+        if on_progress is None and self._direct_http():
+            return await self._direct(method, data["params"], opts.get("headers", {}), timeout)
         self._inflight += 1
         self._idle.clear()
         try:
@@ -181,6 +185,25 @@ class UpstreamLink:
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self._broken = True  # the next ensure() restarts it
+            raise
+        except Exception as exc:
+            raise UpstreamError(f"{self.server.slug}: {_describe(exc)}") from None
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    def _direct_http(self) -> bool:
+        return (self.server.transport == Server.Transport.HTTP and self.protocol_version in MODERN_PROTOCOL_VERSIONS
+                and not self._callbacks())
+
+    async def _direct(self, method: str, params: dict, headers: dict, timeout: float) -> dict:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            client = pooled_client(self.server, timeout)
+            return await fastpath.post(client, self.server.url, method, params, headers, timeout)
+        except MCPError:
             raise
         except Exception as exc:
             raise UpstreamError(f"{self.server.slug}: {_describe(exc)}") from None
