@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from gateway import vault
+from gateway.ordered_json import OrderedJSONField
 
 SLUG_VALIDATOR = RegexValidator(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
                                 "use 1-50 lowercase letters, digits and hyphens, not starting or ending with a hyphen")
@@ -111,15 +112,15 @@ class Tool(models.Model):
     name = models.CharField(max_length=255)
     title = models.CharField(max_length=500, blank=True, default="")
     description = models.TextField(blank=True, default="")
-    input_schema = models.JSONField(default=dict)
-    output_schema = models.JSONField(null=True, blank=True)
-    annotations = models.JSONField(default=dict, blank=True)
+    input_schema = OrderedJSONField(default=dict)
+    output_schema = OrderedJSONField(null=True, blank=True)
+    annotations = OrderedJSONField(default=dict, blank=True)
     # The whole definition as the upstream last listed it; the hash covers all of it.
-    definition = models.JSONField(default=dict)
+    definition = OrderedJSONField(default=dict)
     definition_hash = models.CharField(max_length=64)
     approved_hash = models.CharField(max_length=64, blank=True, default="")
     # The definition that was approved (trust on first use or a person), to review a later change side by side.
-    approved_definition = models.JSONField(null=True, blank=True)
+    approved_definition = OrderedJSONField(null=True, blank=True)
     position = models.PositiveIntegerField(default=0)  # the upstream's listing order
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
@@ -148,7 +149,7 @@ class PolicyVersion(models.Model):
     server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="policy_versions")
     grant = models.ForeignKey("Grant", on_delete=models.CASCADE, null=True, blank=True, related_name="policy_versions")
     number = models.PositiveIntegerField()
-    document = models.JSONField()  # canonical form, as export_policy prints it
+    document = OrderedJSONField()  # canonical form, as export_policy prints it, key order kept
     is_active = models.BooleanField(default=False)
     summary = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
