@@ -82,14 +82,8 @@ class McpEndpoint:
             await _send(send, 406, RpcError(jsonrpc.INVALID_REQUEST,
                                             "Accept must include application/json").body())
             return
-        body = await _read_body(headers, receive)
-        if isinstance(body, tuple):
-            await _send(send, *body)
-            return
-        try:
-            msg = jsonrpc.parse(body)
-        except RpcError as err:
-            await _send(send, err.http_status, err.body())
+        msg = await read_message(headers, receive, send)
+        if msg is None:
             return
         if not req.token:
             err = RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token: send Authorization: Bearer <grant token>",
@@ -189,6 +183,19 @@ async def _wait_disconnect(receive) -> None:
 async def _start_sse(send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]})
+
+
+async def read_message(headers, receive, send) -> jsonrpc.Message | None:
+    """The request's JSON-RPC message, or None when the body was refused (the answer is already sent)."""
+    body = await _read_body(headers, receive)
+    if isinstance(body, tuple):
+        await _send(send, *body)
+        return None
+    try:
+        return jsonrpc.parse(body)
+    except RpcError as err:
+        await _send(send, err.http_status, err.body())
+        return None
 
 
 async def guarded(coro, msg_id) -> relay.Reply:

@@ -14,12 +14,12 @@ from gateway.agent_sessions import REGISTRY
 from gateway.endpoint import (
     _bearer,
     _pump,
-    _read_body,
     _send,
     _start_sse,
     _wait_disconnect,
     guarded,
     preflight,
+    read_message,
 )
 from gateway.jsonrpc import RpcError
 from gateway.streams import Channel
@@ -86,14 +86,8 @@ async def _message(slug, token, headers, session_id, receive, send) -> None:
     if pending is None or pending[0] != slug or not tokens.matches(token, pending[1]):
         await _send(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
         return
-    body = await _read_body(headers, receive)
-    if isinstance(body, tuple):
-        await _send(send, *body)
-        return
-    try:
-        msg = jsonrpc.parse(body)
-    except RpcError as err:
-        await _send(send, err.http_status, err.body())
+    msg = await read_message(headers, receive, send)
+    if msg is None:
         return
     channel = pending[2]
     req = relay.Request(slug=slug, token=token, headers=headers, session_id=session_id, channel=channel,

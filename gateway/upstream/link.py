@@ -13,6 +13,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
 from typing import Any
 
 from mcp import Client, types
@@ -178,10 +179,16 @@ class UpstreamLink:
         session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
         if on_progress is None and self._direct_http():
             return await self._direct(method, data["params"], opts.get("headers", {}), timeout)
+        with self._in_flight():
+            return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+
+    @contextmanager
+    def _in_flight(self):
+        """Counts a request in flight (close() waits for none) and maps failures to what the relay expects."""
         self._inflight += 1
         self._idle.clear()
         try:
-            return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+            yield
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self._broken = True  # the next ensure() restarts it
@@ -198,19 +205,9 @@ class UpstreamLink:
                 and not self._callbacks())
 
     async def _direct(self, method: str, params: dict, headers: dict, timeout: float) -> dict:
-        self._inflight += 1
-        self._idle.clear()
-        try:
+        with self._in_flight():
             client = pooled_client(self.server, timeout)
             return await fastpath.post(client, self.server.url, method, params, headers, timeout)
-        except MCPError:
-            raise
-        except Exception as exc:
-            raise UpstreamError(f"{self.server.slug}: {_describe(exc)}") from None
-        finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
 
     async def notify(self, method: str, params: dict | None) -> None:
         session = self.client.session
