@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from gateway import policies
-from gateway.models import Approval, Call, Grant, Server, Tool
+from gateway.models import Approval, Grant, Server, Tool
 
 log = logging.getLogger("portcullis.approvals")
 
@@ -146,7 +146,3 @@ def publish(approval: Approval) -> None:
     except Exception as exc:  # waiting calls also poll the database, so a lost event only costs latency
         log.warning("approval event not published: %s", exc)
 
-
-def link_call(call_id: int | None, approval: Approval) -> None:
-    if call_id is not None:
-        Call.objects.filter(pk=call_id).update(approval=approval)

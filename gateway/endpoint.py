@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
-from gateway import jsonrpc, relay
+from gateway import approvals, jsonrpc, ratelimit, relay
 from gateway.audit import mark_interrupted
 from gateway.jsonrpc import RpcError
 from gateway.streams import KEEPALIVE, Channel, render, sse_event
@@ -26,18 +26,37 @@ log = logging.getLogger("portcullis.endpoint")
 BODY_DEADLINE_S = 30  # a body that has not fully arrived by then is cut off (slow-loris uploads)
 KEEPALIVE_S = 15  # an SSE comment this often keeps idle streams open through proxies
 TOKEN_QUERY_KEYS = frozenset({"token", "access_token", "auth", "authorization", "api_key", "apikey", "key"})
+MAINTENANCE_EVERY_S = 600  # sweep ended counter windows and overdue approvals this often
 _started = False
+_maintenance: asyncio.Task | None = None
 
 
 async def _on_first_request() -> None:
     """daphne sends no lifespan events, so process start-up work runs before the first MCP request."""
-    global _started
+    global _started, _maintenance
     if _started:
         return
     _started = True
     count = await sync_to_async(mark_interrupted, thread_sensitive=True)(timezone.now())
     if count:
         log.warning("marked %d audit rows left in flight by dead gateway processes as interrupted", count)
+    _maintenance = asyncio.create_task(_maintain(), name="portcullis:maintenance")
+
+
+def _housekeeping() -> None:
+    now = timezone.now()
+    ratelimit.sweep(int(now.timestamp()))
+    approvals.expire_overdue(now)
+
+
+async def _maintain() -> None:
+    """Counter rows of ended windows and overdue approvals would otherwise only ever accumulate."""
+    while True:
+        try:
+            await sync_to_async(_housekeeping, thread_sensitive=True)()
+        except Exception:  # a failed sweep is retried next time; it never affects calls
+            log.exception("housekeeping failed")
+        await asyncio.sleep(MAINTENANCE_EVERY_S)
 
 
 async def preflight(scope, send) -> dict[str, str] | None:

@@ -25,12 +25,6 @@ class Channel:
         await self.queue.put(message)
         return True
 
-    def put_nowait(self, message: dict) -> bool:
-        if self.closed:
-            return False
-        self.queue.put_nowait(message)
-        return True
-
     async def get(self) -> dict:
         return await self.queue.get()
 

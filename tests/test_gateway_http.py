@@ -225,3 +225,30 @@ def test_a_body_that_does_not_arrive_in_time_is_cut_off(setup, django_db_setup, 
     finally:
         stop(slow.proc)
     assert leftover == b"" and elapsed < 5
+
+
+def test_a_gateway_sweeps_ended_counter_windows_and_overdue_approvals_on_start(setup, django_db_setup, tmp_path):
+    import time
+    from datetime import timedelta
+
+    from gateway.models import Approval, Counter, Grant, Tool
+    from tests.conftest import start_gateway, stop
+
+    Counter.objects.create(key="ended", n=3, window_end=int(time.time()) - 10)
+    Counter.objects.create(key="current", n=1, window_end=int(time.time()) + 3600)
+    server = Server.objects.get(slug="truenas")
+    overdue = Approval.objects.create(
+        public_id="overdue0000000001", grant=Grant.objects.get(name="may"), server=server,
+        tool=Tool.objects.filter(server=server).first(), tool_name="x", argument_hash="h", tool_hash="t",
+        expires_at=timezone.now() - timedelta(seconds=1))
+    fresh = start_gateway(tmp_path)
+    try:
+        assert post(fresh, INIT, setup["may"]).status_code == 200  # the first request starts the housekeeping
+        deadline = time.monotonic() + 10
+        while Counter.objects.filter(key="ended").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # bounded poll: the sweep runs in the gateway process
+    finally:
+        stop(fresh.proc)
+    assert list(Counter.objects.values_list("key", flat=True)) == ["current"]
+    overdue.refresh_from_db()
+    assert overdue.state == "expired"
