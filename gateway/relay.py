@@ -20,7 +20,7 @@ from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 from mcp_types import CONNECTION_CLOSED, PROTOCOL_VERSION_META_KEY, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway import calls, events, jsonrpc, tokens
+from gateway import calls, events, input_bridge, jsonrpc, tokens
 from gateway.agent_sessions import REGISTRY, AgentSession
 from gateway.catalogue import definition_hash, sync_tools
 from gateway.grants import AuthFailure, authenticate
@@ -400,9 +400,13 @@ def _ok(msg: jsonrpc.Message, result: dict, modern: bool) -> Reply:
 
 
 async def _relay(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, modern: bool) -> Reply:
+    params, on_progress = _upstream_params(msg.params), _progress_relay(req, msg)
     try:
-        result = await link.request(msg.method, _upstream_params(msg.params), timeout=server.timeout_seconds,
-                                    on_progress=_progress_relay(req, msg))
+        result = await link.request(msg.method, params, timeout=server.timeout_seconds, on_progress=on_progress)
+        if not modern and input_bridge.is_input_required(result):  # prompts/get, resources/read: as tools/call
+            result = await _answer_input(link, msg.method, params, result, server.timeout_seconds, on_progress)
+    except input_bridge.BridgeFailure as exc:
+        raise RpcError(jsonrpc.INTERNAL_ERROR, str(exc)) from None
     except MCPError as exc:
         raise RpcError(exc.code, exc.message, exc.error.data) from None
     except UpstreamError as exc:
@@ -455,8 +459,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if session is not None and (task := asyncio.current_task()) is not None:
         session.inflight[msg.id] = task  # so notifications/cancelled from the agent can cancel it
     try:
-        result = await link.request("tools/call", _upstream_params(msg.params), timeout=server.timeout_seconds,
-                                    on_progress=_progress_relay(req, msg))
+        result = await _call_upstream(req, msg, server, link, modern)
         outcome, error = (Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK), ""
         reply = _ok(msg, result, modern)
         size = len(jsonrpc.dumps(result))
@@ -466,6 +469,10 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
             error = (f"upstream answer of {size} bytes exceeds the gateway's limit of "
                      f"{settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES} bytes; it was not passed on")
             reply = _refusal(msg, error, modern)
+    except input_bridge.BridgeFailure as exc:
+        # The upstream began the call and could not finish it: its reservation is kept, like a tool error.
+        outcome, error = Call.Outcome.TOOL_ERROR, f"input_required not completed: {exc}"
+        reply = _refusal(msg, str(exc), modern)
     except MCPError as exc:
         outcome, error, reply = _upstream_failure(msg, server, exc, modern)
         if outcome == Call.Outcome.INTERRUPTED:
@@ -487,6 +494,32 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     return reply
 
 
+async def _call_upstream(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink,
+                         modern: bool) -> dict:
+    """The upstream's final result. A stateless-era agent answers `input_required` itself (it is passed through);
+    for a session-era agent the gateway asks the agent and repeats the call (gateway/input_bridge.py)."""
+    params = _upstream_params(msg.params)
+    if not modern:  # no multi round-trip fields in the session era: the gateway alone fills them in
+        params = {k: v for k, v in params.items() if k not in ("inputResponses", "requestState")}
+    on_progress = _progress_relay(req, msg)
+    result = await link.request("tools/call", params, timeout=server.timeout_seconds, on_progress=on_progress)
+    if modern or not input_bridge.is_input_required(result):
+        return result
+    return await _answer_input(link, "tools/call", params, result, server.timeout_seconds, on_progress)
+
+
+async def _answer_input(link: UpstreamLink, method: str, params: dict, first: dict, timeout: float,
+                        on_progress) -> dict:
+    """Session-era agent: ask it the upstream's questions and repeat the request with its answers."""
+    async def resend(responses: dict | None, state: str | None) -> dict:
+        extra = {"inputResponses": responses, "requestState": state}
+        again = {**params, **{k: v for k, v in extra.items() if v is not None}}
+        return await link.request(method, again, timeout=timeout, on_progress=on_progress)
+
+    return await input_bridge.complete(first, ask=link.ask_agent, capabilities=link.agent_capabilities,
+                                       resend=resend)
+
+
 def _upstream_failure(msg, server: Server, exc: MCPError, modern: bool) -> tuple[str, str, Reply]:
     if exc.code == REQUEST_TIMEOUT:
         text = (f"upstream timeout: {server.slug} did not answer within {server.timeout_seconds} s; "
@@ -495,5 +528,8 @@ def _upstream_failure(msg, server: Server, exc: MCPError, modern: bool) -> tuple
     if exc.code == CONNECTION_CLOSED:
         text = f"upstream connection lost during the call; its outcome is unknown ({exc.message})"
         return Call.Outcome.INTERRUPTED, text, _refusal(msg, text, modern)
+    if not modern and (text := input_bridge.missing_capability_text(exc.code, exc.error.data)) is not None:
+        # A session-era agent has no such error code; the tool did not run, so this is still a protocol error.
+        return Call.Outcome.PROTOCOL_ERROR, f"{exc.code}: {exc.message}", _refusal(msg, text, modern)
     reply = error_reply(RpcError(exc.code, exc.message, exc.error.data, msg.id))
     return Call.Outcome.PROTOCOL_ERROR, f"{exc.code}: {exc.message}", reply

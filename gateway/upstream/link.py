@@ -18,7 +18,7 @@ from typing import Any
 
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CONNECTION_CLOSED
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.models import Server
@@ -55,6 +55,8 @@ class UpstreamLink:
         # The upstream is told the agent can answer sampling/elicitation/roots only if the agent said so: what
         # exists upstream (e.g. server-everything's sampling tools) depends on it.
         self.agent_capabilities = agent_capabilities or {}
+        self._declared = {name: value for name, value in self.agent_capabilities.items()
+                          if name in _SERVER_REQUESTS and isinstance(value, dict)}
         self._client: Client | None = None
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -90,13 +92,23 @@ class UpstreamLink:
         try:
             callbacks = self._callbacks()
             # An agent that can answer sampling/elicitation/roots gets a session-era upstream session, where
-            # the upstream may ask it mid-call; otherwise the SDK picks the upstream's newest era.
-            mode = "legacy" if callbacks else "auto"
-            async with Client(open_transport(self.server, errlog=self._errlog), mode=mode, cache=None,
-                              message_handler=self._on_message, **callbacks) as client:
-                self._client = client
-                self._ready.set()
-                await self._stop.wait()
+            # the upstream may ask it mid-call (a dual-era server's push-style asks only work there); an upstream
+            # that refuses the session era is then reached in the stateless era, where its input_required
+            # results are bridged to the agent (gateway/input_bridge.py). Otherwise the SDK picks the newest era.
+            modes = ("legacy", "auto") if callbacks else ("auto",)
+            for mode in modes:
+                try:
+                    async with Client(open_transport(self.server, errlog=self._errlog), mode=mode, cache=None,
+                                      message_handler=self._on_message, **callbacks) as client:
+                        self._client = client
+                        self._ready.set()
+                        await self._stop.wait()
+                    return
+                except Exception as exc:
+                    if self._client is not None or mode == modes[-1] or not _refused(exc):
+                        raise
+                    log.info("upstream %s refused a session-era handshake (%s); trying the stateless era",
+                             self.server.slug, _describe(exc))
         except BaseException as exc:  # noqa: BLE001 - any death is recorded and reported, never raised here
             self._error = exc
             log.warning("upstream %s died: %s", self.server.slug, self.death_report())
@@ -177,6 +189,11 @@ class UpstreamLink:
         if on_progress is not None:
             opts["on_progress"] = on_progress
         session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
+        meta = data["params"].get("_meta")
+        if self._declared and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
+            # Stateless era: tell the upstream exactly what the agent declared (the SDK would stamp what its
+            # callbacks can do), so it asks only what the agent can answer.
+            meta[CLIENT_CAPABILITIES_META_KEY] = self._declared
         if on_progress is None and self._direct_http():
             return await self._direct(method, data["params"], opts.get("headers", {}), timeout)
         with self._in_flight():
@@ -252,6 +269,13 @@ class UpstreamLink:
             await self.on_notification(raw)
         except Exception:  # a listener's fault must not break the upstream connection
             log.exception("notification handler failed for %s", self.server.slug)
+
+
+def _refused(exc: BaseException) -> bool:
+    """The upstream answered the handshake with a refusal (a JSON-RPC or HTTP error), not a transport failure."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_refused(e) for e in exc.exceptions)
+    return isinstance(exc, MCPError) and exc.code != CONNECTION_CLOSED
 
 
 def _describe(exc: BaseException) -> str:
