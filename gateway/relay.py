@@ -9,6 +9,7 @@ gateway/calls.py; every other known method is relayed faithfully to the upstream
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -169,7 +170,7 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
     session_id = req.sse_stream[0] if req.sse_stream is not None else REGISTRY.new_id()
     agent_caps = msg.params.get("capabilities") if isinstance(msg.params.get("capabilities"), dict) else {}
     link = UpstreamLink(server, on_notification=lambda raw: _from_upstream(session_id, raw),
-                        ask_agent=lambda method, params: _ask_agent(session_id, method, params),
+                        ask_agent=lambda method, params, channel=None: _ask_agent(session_id, method, params, channel),
                         agent_capabilities=agent_caps)
     try:
         await link.start()
@@ -227,22 +228,25 @@ def session_for(req: Request) -> AgentSession:
     return session
 
 
-async def open_get_stream(req: Request) -> Channel:
-    """The session's stream for messages not tied to a request (list_changed, logging, server requests)."""
+async def open_get_stream(req: Request, last_event_id: str | None = None) -> tuple[Channel, asyncio.Queue]:
+    """The session's stream for messages not tied to a request (list_changed, logging, server requests), or with
+    Last-Event-ID the rest of that stream of this session (gateway/resumption.py); the stream and its feed."""
     session = session_for(req)
     await _authorise(req.slug, req.token)
-    if session.get_stream is not None and not session.get_stream.closed:
-        raise RpcError(jsonrpc.INVALID_REQUEST, "this session already has a GET stream open")
-    session.get_stream = Channel()
-    return session.get_stream
+    if last_event_id is not None:
+        return session.resume(last_event_id)
+    return session.open_server_stream()
 
 
 # --- from the upstream to the agent ---
 
-async def _ask_agent(session_id: str, method: str, params: dict) -> dict:
-    """Relay a server→client request (sampling, elicitation, roots) and wait for the agent's answer."""
+async def _ask_agent(session_id: str, method: str, params: dict, channel: Channel | None = None) -> dict:
+    """Relay a server→client request (sampling, elicitation, roots) and wait for the agent's answer. It goes on
+    `channel` (the stream of the agent request it belongs to) when known and open, else on the session's outlet."""
     session = REGISTRY.sessions.get(session_id)
-    outlet = session.outlet() if session is not None else None
+    outlet = channel if channel is not None and not channel.closed else None
+    if outlet is None and session is not None:
+        outlet = session.outlet()
     if session is None or outlet is None:
         raise RuntimeError("the agent has no open stream to receive the request")
     ask_id = f"portcullis-{REGISTRY.new_id()[:12]}"
@@ -404,7 +408,7 @@ async def _relay(req: Request, msg: jsonrpc.Message, server: Server, link: Upstr
     try:
         result = await link.request(msg.method, params, timeout=server.timeout_seconds, on_progress=on_progress)
         if not modern and input_bridge.is_input_required(result):  # prompts/get, resources/read: as tools/call
-            result = await _answer_input(link, msg.method, params, result, server.timeout_seconds, on_progress)
+            result = await _answer_input(req, link, msg.method, params, result, server.timeout_seconds, on_progress)
     except input_bridge.BridgeFailure as exc:
         raise RpcError(jsonrpc.INTERNAL_ERROR, str(exc)) from None
     except MCPError as exc:
@@ -505,19 +509,20 @@ async def _call_upstream(req: Request, msg: jsonrpc.Message, server: Server, lin
     result = await link.request("tools/call", params, timeout=server.timeout_seconds, on_progress=on_progress)
     if modern or not input_bridge.is_input_required(result):
         return result
-    return await _answer_input(link, "tools/call", params, result, server.timeout_seconds, on_progress)
+    return await _answer_input(req, link, "tools/call", params, result, server.timeout_seconds, on_progress)
 
 
-async def _answer_input(link: UpstreamLink, method: str, params: dict, first: dict, timeout: float,
+async def _answer_input(req: Request, link: UpstreamLink, method: str, params: dict, first: dict, timeout: float,
                         on_progress) -> dict:
-    """Session-era agent: ask it the upstream's questions and repeat the request with its answers."""
+    """Session-era agent: ask it the upstream's questions, on the stream of the request they belong to, and
+    repeat the request with its answers."""
     async def resend(responses: dict | None, state: str | None) -> dict:
         extra = {"inputResponses": responses, "requestState": state}
         again = {**params, **{k: v for k, v in extra.items() if v is not None}}
         return await link.request(method, again, timeout=timeout, on_progress=on_progress)
 
-    return await input_bridge.complete(first, ask=link.ask_agent, capabilities=link.agent_capabilities,
-                                       resend=resend)
+    ask = functools.partial(link.ask_agent, channel=req.channel) if link.ask_agent is not None else None
+    return await input_bridge.complete(first, ask=ask, capabilities=link.agent_capabilities, resend=resend)
 
 
 def _upstream_failure(msg, server: Server, exc: MCPError, modern: bool) -> tuple[str, str, Reply]:
