@@ -24,6 +24,7 @@ import platform
 import pstats
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -542,7 +543,8 @@ async def bench_database(label: str, database_url: str, note: str, upstream: tup
     result = DbResult(label, direct, through, seen, note)
     if opts.profile:
         cpu_ms = through.throughput[CONCURRENCIES[-1]].cpu_ms_per_call["gateway"]
-        result.profile = await profile_gateway(label, env, token, opts.plan, cpu_ms, procs, tmp)
+        result.profile = await profile_gateway(label, env, token, opts.plan, cpu_ms, procs, tmp,
+                                               opts.save_profile)
     return result
 
 
@@ -623,7 +625,7 @@ def profiling(proc: subprocess.Popen, out: Path):
 
 
 async def profile_gateway(label: str, env: dict, token: str, plan: Plan, cpu_ms_per_call: float,
-                          procs: Processes, tmp: Path) -> str:
+                          procs: Processes, tmp: Path, save_to: str | None = None) -> str:
     out = tmp / f"gateway-{label.lower()}.prof"
     log_path = tmp / f"gateway-{label.lower()}-profiled.log"
     proc, url = start_gateway(procs, env, log_path, profile_to=out)
@@ -634,6 +636,8 @@ async def profile_gateway(label: str, env: dict, token: str, plan: Plan, cpu_ms_
     procs.stop(proc)
     if not out.exists():
         return f"(no profile written; gateway log:\n{_tail(log_path)})"
+    if save_to:
+        shutil.copyfile(out, f"{save_to}-{label.lower()}.prof")
     return profile_report(pstats.Stats(str(out)), run.calls, cpu_ms_per_call)
 
 
@@ -833,6 +837,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and 2 s runs: a smoke run")
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--save-profile", metavar="PREFIX",
+                        help="with --profile: keep the raw cProfile stats as PREFIX-<database>.prof (for pstats)")
     parser.add_argument("--profile", action="store_true",
                         help="then run the gateway under cProfile (all threads) at c=16 and summarise per layer")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,

@@ -111,12 +111,12 @@ def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool
         return admission
     pending = approvals.pending_for(binding, now)
     try:
-        row = audit.open_row(**base, decision=Call.Decision.APPROVE, refusal="", rule=decision.rule,
-                             policy_version_id=version, outcome=Call.Outcome.PENDING, approval=pending,
-                             reason=f"waiting for approval {pending.public_id}")
+        call_id = audit.open_row(**base, decision=Call.Decision.APPROVE, refusal="", rule=decision.rule,
+                                 policy_version_id=version, outcome=Call.Outcome.PENDING, approval=pending,
+                                 reason=f"waiting for approval {pending.public_id}")
     except audit.AuditUnavailable as exc:
         return Admission(None, False, str(exc), grant_id=grant.pk)
-    return Admission(row.pk, False, "", decision.reservations, grant.pk, held=pending)
+    return Admission(call_id, False, "", decision.reservations, grant.pk, held=pending)
 
 
 def release(admission: Admission, now: datetime) -> Admission:
@@ -146,40 +146,33 @@ def _close_refused(call_id: int | None, refusal: str, message: str, now: datetim
                                                reason=redact_text(message), finished_at=now)
 
 
-class _LimitFull(Exception):
-    def __init__(self, reservation: Reservation) -> None:
-        self.reservation = reservation
-
-
 def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now: datetime,
                       approval: Approval | None = None) -> Admission:
     """Counters and the audit row in one transaction: one commit, and a failed audit write takes the
     reservation back with it (nothing is forwarded, so nothing is consumed)."""
     try:
         with transaction.atomic():
-            full = ratelimit.reserve(decision.reservations)
-            if full is not None:
-                raise _LimitFull(full)
-            row = audit.open_row(**base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW,
-                                 rule=decision.rule, policy_version_id=version, approval=approval,
-                                 counters=[r.key for r in decision.reservations], outcome=Call.Outcome.PENDING)
-    except _LimitFull as exc:
+            ratelimit.take(decision.reservations)
+            call_id = audit.open_row(**base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW,
+                                     rule=decision.rule, policy_version_id=version, approval=approval,
+                                     counters=[r.key for r in decision.reservations], outcome=Call.Outcome.PENDING)
+    except ratelimit.Full as exc:
         message = limit_message(exc.reservation, now.timestamp())
         return _refuse(base, Call.Decision.DENY, "limit", message, exc.reservation.rule, version, grant,
                        counters=[exc.reservation.key])
     except audit.AuditUnavailable as exc:
         return Admission(None, False, str(exc), grant_id=grant.pk)
-    return Admission(row.pk, True, "", decision.reservations, grant.pk)
+    return Admission(call_id, True, "", decision.reservations, grant.pk)
 
 
 def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, version, grant: Grant,
             counters: list[str] | None = None) -> Admission:
     try:
-        row = audit.open_row(**base, decision=decision, refusal=refusal, reason=message, rule=rule,
-                             policy_version_id=version, counters=counters or [], outcome=Call.Outcome.REFUSED)
+        call_id = audit.open_row(**base, decision=decision, refusal=refusal, reason=message, rule=rule,
+                                 policy_version_id=version, counters=counters or [], outcome=Call.Outcome.REFUSED)
     except audit.AuditUnavailable as exc:
         return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk)
-    return Admission(row.pk, False, message, (), grant.pk)
+    return Admission(call_id, False, message, (), grant.pk)
 
 
 def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size: int | None, error: str,
@@ -187,9 +180,13 @@ def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size
     """Record the upstream outcome. A call the upstream refused with a protocol error (so the tool did not run)
     gives its reservations back, as PolicyLayer does; a tool error, a timeout or an interruption keeps them,
     because the tool may have run — an agent must not get past a limit by making calls time out."""
+    if outcome != Call.Outcome.PROTOCOL_ERROR or not admission.reservations:
+        if admission.call_id is not None:  # one statement: autocommit, no transaction round trips
+            audit.close_row(admission.call_id, outcome=outcome, latency_ms=latency_ms, result_size=result_size,
+                            error=error, now=now)
+        return
     with transaction.atomic():
-        if outcome == Call.Outcome.PROTOCOL_ERROR:
-            ratelimit.release(admission.reservations)
+        ratelimit.release(admission.reservations)
         if admission.call_id is not None:
             audit.close_row(admission.call_id, outcome=outcome, latency_ms=latency_ms, result_size=result_size,
                             error=error, now=now)

@@ -31,8 +31,11 @@ class Reservable(Protocol):
     window_end: int
 
 
-class _Full(Exception):
+class Full(Exception):
+    """A counter of the call is at its limit (raised by take(); the caller's transaction must roll back)."""
+
     def __init__(self, reservation: Reservable) -> None:
+        super().__init__(reservation.key)
         self.reservation = reservation
 
 
@@ -40,17 +43,26 @@ def reserve(reservations: Sequence[Reservable]) -> Reservable | None:
     """Reserve one unit of every counter, all or nothing. Returns None on success, else the full counter."""
     if not reservations:
         return None
-    ordered = sorted(reservations, key=lambda r: r.key)
     try:
         with transaction.atomic():
-            with connection.cursor() as cursor:
-                for res in ordered:
-                    cursor.execute(_RESERVE_SQL, [res.key, res.window_end, res.max])
-                    if cursor.fetchone() is None:
-                        raise _Full(res)
-    except _Full as full:
+            take(reservations)
+    except Full as full:
         return full.reservation
     return None
+
+
+def take(reservations: Sequence[Reservable]) -> None:
+    """reserve() inside the caller's own transaction (counters and audit row in one commit, no savepoint):
+    raises Full, and the caller's transaction rolling back gives back what was taken before it."""
+    if not reservations:
+        return
+    if not connection.in_atomic_block:
+        raise RuntimeError("ratelimit.take() must run inside transaction.atomic()")
+    with connection.cursor() as cursor:
+        for res in sorted(reservations, key=lambda r: r.key):
+            cursor.execute(_RESERVE_SQL, [res.key, res.window_end, res.max])
+            if cursor.fetchone() is None:
+                raise Full(res)
 
 
 def release(reservations: Sequence[Reservable]) -> None:

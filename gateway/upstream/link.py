@@ -24,7 +24,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from gateway.models import Server
 from gateway.redaction import redact_text
 from gateway.upstream import fastpath
-from gateway.upstream.connect import UpstreamError, open_transport, pooled_client
+from gateway.upstream.connect import UpstreamError, open_transport
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -219,12 +219,11 @@ class UpstreamLink:
 
     def _direct_http(self) -> bool:
         return (self.server.transport == Server.Transport.HTTP and self.protocol_version in MODERN_PROTOCOL_VERSIONS
-                and not self._callbacks())
+                and not self._callbacks() and fastpath.available(self.server))
 
     async def _direct(self, method: str, params: dict, headers: dict, timeout: float) -> dict:
         with self._in_flight():
-            client = pooled_client(self.server, timeout)
-            return await fastpath.post(client, self.server.url, method, params, headers, timeout)
+            return await fastpath.post(self.server, method, params, headers, timeout)
 
     async def notify(self, method: str, params: dict | None) -> None:
         session = self.client.session
