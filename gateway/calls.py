@@ -190,3 +190,10 @@ def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size
         if admission.call_id is not None:
             audit.close_row(admission.call_id, outcome=outcome, latency_ms=latency_ms, result_size=result_size,
                             error=error, now=now)
+
+
+def settle_many(outcomes: list[tuple[Admission, dict]]) -> None:
+    """Several calls' settle() in one transaction: one commit for all of them (see dbthreads.Batch)."""
+    with transaction.atomic():
+        for admission, fields in outcomes:
+            settle(admission, **fields)

@@ -218,9 +218,13 @@ class Call(models.Model):
         INTERRUPTED = "interrupted", "interrupted: outcome unknown"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    # Every index is written on every call: the grant and server columns lead the composite indexes below (which
+    # also serve ON DELETE), and calls are never looked up by policy version, so those get no index of their own.
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls",
+                              db_index=False)
     grant_name = models.CharField(max_length=100, blank=True, default="")  # kept if the grant is deleted
-    server = models.ForeignKey(Server, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    server = models.ForeignKey(Server, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls",
+                               db_index=False)
     server_slug = models.CharField(max_length=50)
     tool_name = models.CharField(max_length=255)
     arguments = models.JSONField(default=dict)  # redacted before it is stored
@@ -229,7 +233,8 @@ class Call(models.Model):
     refusal = models.CharField(max_length=12, blank=True, default="")  # policy | hidden | arguments | limit | error | …
     reason = models.TextField(blank=True, default="")
     rule = models.CharField(max_length=500, blank=True, default="")  # JSON Pointer into the policy
-    policy_version = models.ForeignKey(PolicyVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    policy_version = models.ForeignKey(PolicyVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                       db_index=False)
     counters = models.JSONField(default=list, blank=True)  # reservation keys touched
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     error = models.TextField(blank=True, default="")  # redacted

@@ -21,7 +21,7 @@ from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 from mcp_types import CONNECTION_CLOSED, PROTOCOL_VERSION_META_KEY, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway import calls, events, input_bridge, jsonrpc, tokens
+from gateway import calls, dbthreads, events, input_bridge, jsonrpc, tokens
 from gateway.agent_sessions import REGISTRY, AgentSession
 from gateway.catalogue import definition_hash, sync_tools
 from gateway.grants import AuthFailure, authenticate
@@ -126,10 +126,8 @@ def _admit(token: str, server: Server, name: str, arguments: object) -> calls.Ad
     return calls.admit(token, server, name, arguments, timezone.now())
 
 
-# Not thread-sensitive: calls' database work runs in a small pool, so one call's commit does not queue
-# every other call behind it (each pool thread keeps its own connection).
-_admit_async = sync_to_async(_admit, thread_sensitive=False)
-_settle_async = sync_to_async(calls.settle, thread_sensitive=False)
+# The outcomes of calls finishing together are written together (dbthreads.Batch): one commit for all.
+_outcomes = dbthreads.Batch(lambda item: calls.settle(item[0], **item[1]), calls.settle_many)
 
 
 # --- entry point ---
@@ -448,7 +446,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call needs params.name (a string)")
     if not isinstance(arguments, dict):
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call params.arguments must be a JSON object")
-    admission = await _admit_async(req.token, server, name, arguments)
+    admission = await dbthreads.run(_admit, req.token, server, name, arguments)
     events.call_changed(admission.call_id, server.slug,
                         "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None:
@@ -492,8 +490,8 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
             session.inflight.pop(msg.id, None)
         latency = (time.perf_counter() - started) * 1000
         size = size if result is not None else None
-        await _settle_async(admission, outcome=outcome, latency_ms=latency, result_size=size, error=error,
-                            now=timezone.now())
+        await _outcomes.submit((admission, {"outcome": outcome, "latency_ms": latency, "result_size": size,
+                                            "error": error, "now": timezone.now()}))
         events.call_changed(admission.call_id, server.slug, "settled")
     return reply
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -22,8 +23,12 @@ def prefix_of(token: str) -> str:
 
 def digest(token: str) -> str:
     # Keyed (HMAC) so a stolen database alone cannot be used to test guesses offline.
-    key = hmac.new(settings.SECRET_KEY.encode(), b"portcullis grant token v1", hashlib.sha256).digest()
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_key(settings.SECRET_KEY), token.encode(), hashlib.sha256).hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _key(secret_key: str) -> bytes:
+    return hmac.new(secret_key.encode(), b"portcullis grant token v1", hashlib.sha256).digest()
 
 
 def matches(token: str, stored_digest: str) -> bool:

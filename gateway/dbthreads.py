@@ -1,0 +1,93 @@
+"""Database work of the tools/call hot path, off the event loop.
+
+A small pool of threads (each keeps its own Django connection) runs the synchronous decision and outcome
+steps, so one call's commit does not queue every other call behind it. asgiref's `sync_to_async` does the same
+with more bookkeeping per hop than the gateway's whole policy evaluation; the hot path needs none of it
+(no thread-sensitive code, no request signals).
+
+Outcomes are written in batches: every outcome waiting when a write starts goes in the next write, one thread
+hop and one commit for all of them. At concurrency 1 that is one outcome per write, as before; under load the
+commits are shared. Each caller still waits until its own outcome is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger("portcullis.db")
+
+DB_THREADS = 4
+_POOL = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="portcullis-db")
+
+T = TypeVar("T")
+
+
+async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """func(*args, **kwargs) on a database thread; the caller's context variables go with it."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    return await loop.run_in_executor(_POOL, functools.partial(context.run, func, *args, **kwargs))
+
+
+class Batch(Generic[T]):
+    """Items applied together by `apply_all(items)` (in one transaction), or one by one by `apply_one` when the
+    whole batch fails, so one bad item cannot lose the others. An item is applied even if the task that
+    submitted it is cancelled while waiting: an audit outcome is never dropped."""
+
+    def __init__(self, apply_one: Callable[[T], None], apply_all: Callable[[list[T]], None]) -> None:
+        self._apply_one, self._apply_all = apply_one, apply_all
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: list[tuple[T, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    async def submit(self, item: T) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (tests, commands): nothing of the old one can be awaited
+            self._loop, self._waiting, self._writer = loop, [], None
+        done = loop.create_future()
+        self._waiting.append((item, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write(), name="portcullis:outcomes")
+        await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            items = [item for item, _ in batch]
+            try:
+                if len(items) == 1:
+                    await run(self._apply_one, items[0])
+                else:
+                    await run(self._apply_all, items)
+            except Exception:
+                if len(items) == 1:
+                    _fail(batch[0][1])
+                    continue
+                log.warning("writing %d outcomes together failed; writing them one by one", len(items))
+                for item, done in batch:
+                    try:
+                        await run(self._apply_one, item)
+                    except Exception:
+                        _fail(done)
+                    else:
+                        _succeed(done)
+                continue
+            for _, done in batch:
+                _succeed(done)
+
+
+def _succeed(done: asyncio.Future) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _fail(done: asyncio.Future) -> None:
+    if not done.done():
+        done.set_exception(RuntimeError("the call's outcome could not be written to the audit log; see the log"))
+        log.exception("writing a call's outcome failed")

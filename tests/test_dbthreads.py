@@ -1,0 +1,90 @@
+"""dbthreads: the hot path's database hops and the batched outcome writes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from gateway import dbthreads
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_run_executes_on_a_database_thread_with_the_callers_context():
+    import contextvars
+
+    who = contextvars.ContextVar("who")
+    who.set("agent-1")
+    name, seen = await dbthreads.run(lambda: (threading.current_thread().name, who.get()))
+    assert name.startswith("portcullis-db") and seen == "agent-1"
+
+
+class Recorder:
+    def __init__(self, fail_on: set | None = None, fail_all: bool = False, slow_s: float = 0.0) -> None:
+        self.writes: list[list] = []
+        self.fail_on, self.fail_all, self.slow_s = fail_on or set(), fail_all, slow_s
+        self.lock = threading.Lock()
+
+    def one(self, item) -> None:
+        time.sleep(self.slow_s)
+        if item in self.fail_on:
+            raise ValueError(item)
+        with self.lock:
+            self.writes.append([item])
+
+    def all(self, items: list) -> None:
+        time.sleep(self.slow_s)
+        if self.fail_all or self.fail_on & set(items):
+            raise ValueError(items)
+        with self.lock:
+            self.writes.append(list(items))
+
+
+async def test_outcomes_waiting_together_are_written_together_and_each_caller_waits_for_its_own():
+    rec = Recorder(slow_s=0.05)
+    batch = dbthreads.Batch(rec.one, rec.all)
+    await asyncio.gather(*(batch.submit(i) for i in range(10)))
+    assert rec.writes == [list(range(10))]  # submitted in one tick: one write
+    rec.writes.clear()
+    first = asyncio.create_task(batch.submit(0))
+    await asyncio.sleep(0.01)  # its write is running; the next ones queue behind it and go together
+    await asyncio.gather(first, *(batch.submit(i) for i in range(1, 10)))
+    assert rec.writes == [[0], list(range(1, 10))]
+
+
+async def test_a_lone_outcome_is_written_on_its_own():
+    rec = Recorder()
+    batch = dbthreads.Batch(rec.one, rec.all)
+    for i in range(3):
+        await batch.submit(i)
+    assert rec.writes == [[0], [1], [2]]
+
+
+async def test_a_failing_batch_falls_back_to_one_by_one_and_only_the_bad_item_fails():
+    rec = Recorder(fail_on={5}, slow_s=0.02)
+    batch = dbthreads.Batch(rec.one, rec.all)
+    results = await asyncio.gather(*(batch.submit(i) for i in range(8)), return_exceptions=True)
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [5]
+    assert sorted(x for write in rec.writes for x in write) == [0, 1, 2, 3, 4, 6, 7]
+
+
+async def test_an_outcome_is_written_even_when_its_caller_is_cancelled():
+    rec = Recorder(slow_s=0.1)
+    batch = dbthreads.Batch(rec.one, rec.all)
+    first = asyncio.create_task(batch.submit("first"))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(batch.submit("second"))
+    await asyncio.sleep(0.01)
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    await first
+    for _ in range(100):
+        if any("second" in w for w in rec.writes):
+            break
+        await asyncio.sleep(0.01)
+    assert ["second"] in rec.writes
