@@ -127,6 +127,11 @@ PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE
 PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 50, minimum=1)
 # How long an approval stays usable.
 PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=60)
+# Session-era SSE resumability (Last-Event-ID): the events one session keeps for replay, across its streams;
+# past either cap the oldest are dropped. A finished stream can be resumed for the TTL after its final response.
+PORTCULLIS_SSE_REPLAY_MAX_EVENTS = env_int("PORTCULLIS_SSE_REPLAY_MAX_EVENTS", 1000, minimum=1)
+PORTCULLIS_SSE_REPLAY_MAX_BYTES = env_int("PORTCULLIS_SSE_REPLAY_MAX_BYTES", 4 * 1024 * 1024, minimum=1024)
+PORTCULLIS_SSE_REPLAY_TTL_S = env_int("PORTCULLIS_SSE_REPLAY_TTL_S", 300, minimum=1)
 # Extra argument key names (comma separated, case-insensitive substrings) and value regexes to redact.
 PORTCULLIS_REDACT_KEYS = env_list("PORTCULLIS_REDACT_KEYS", [])
 PORTCULLIS_REDACT_PATTERNS = env_list("PORTCULLIS_REDACT_PATTERNS", [])

@@ -2,7 +2,8 @@
 
 Each session-era agent session gets its own upstream session (link): server→client requests and progress
 can then only belong to that agent. Stateless-era agents share one link per server. Both live in this
-process's memory; a session id is bound to the grant whose token opened it.
+process's memory; a session id is bound to the grant whose token opened it. A session's SSE streams are
+resumable (gateway/resumption.py); their replay buffer is freed when the session ends.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from gateway import tokens
+from gateway import jsonrpc, tokens
+from gateway.jsonrpc import RpcError
 from gateway.models import Server
+from gateway.resumption import PRIMING_SINCE, Replay, ResumableStream
 from gateway.streams import Channel
 from gateway.upstream.link import UpstreamLink
 
@@ -37,12 +40,36 @@ class AgentSession:
     get_stream: Channel | None = None
     # Server→client requests relayed to the agent, waiting for its answer, by the id the gateway gave them.
     asked: dict[str, asyncio.Future] = field(default_factory=dict)
+    # What this session's streams sent, for Last-Event-ID.
+    replay: Replay = field(default_factory=Replay)
 
     def owned_by(self, token: str) -> bool:
         return tokens.matches(token, self.token_digest)
 
+    def new_stream(self) -> ResumableStream:
+        return ResumableStream(self.replay, priming=self.protocol_version >= PRIMING_SINCE)
+
+    def open_server_stream(self) -> tuple[Channel, asyncio.Queue]:
+        """A GET without Last-Event-ID: a new stream for messages not tied to a request, and its feed.
+        A previous one nobody reads any more is dropped (the agent chose not to resume it)."""
+        if self.replay.closed:  # ended while the request was being authorised
+            raise RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended session: initialize again")
+        current = self.get_stream
+        if current is not None and not current.closed:
+            if current.feed is not None or not isinstance(current, ResumableStream):
+                raise RpcError(jsonrpc.INVALID_REQUEST, "this session already has a GET stream open")
+            current.discard()
+        stream = self.get_stream = self.new_stream()
+        return stream, stream.feed
+
+    def resume(self, last_event_id: str) -> tuple[Channel, asyncio.Queue]:
+        """A GET with Last-Event-ID: that stream of this session from the event after it, and its feed."""
+        stream, after = self.replay.find(last_event_id, time.monotonic())
+        return stream, stream.resume(after)
+
     def outlet(self) -> Channel | None:
-        """The channel a message not tied to a known request should take."""
+        """The channel a message not tied to a known request should take. A stream whose reader left still
+        takes messages (they are kept for the agent to resume it)."""
         live = [c for c in self.channels if not c.closed]
         if live:
             return live[-1]
@@ -86,6 +113,7 @@ class Registry:
             future.cancel()
         if session.get_stream is not None:
             session.get_stream.close()
+        session.replay.close()
         await session.link.close()
         return True
 
@@ -110,7 +138,10 @@ class Registry:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(60)
-            cutoff = time.monotonic() - IDLE_SESSION_S
+            now = time.monotonic()
+            for session in self.sessions.values():
+                session.replay.expire(now)
+            cutoff = now - IDLE_SESSION_S
             for session_id in [s.id for s in self.sessions.values() if s.last_used < cutoff and not s.inflight]:
                 await self.end(session_id)
 

@@ -17,9 +17,10 @@ from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from gateway import approvals, jsonrpc, ratelimit, relay
+from gateway.agent_sessions import REGISTRY
 from gateway.audit import mark_interrupted
 from gateway.jsonrpc import RpcError
-from gateway.streams import KEEPALIVE, Channel, render, sse_event
+from gateway.streams import KEEPALIVE, Channel
 
 log = logging.getLogger("portcullis.endpoint")
 
@@ -110,18 +111,20 @@ class McpEndpoint:
             await _send(send, 401, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])
             return
         if "text/event-stream" in accept and msg.is_request:
-            req.channel = Channel()
+            req.channel = _channel_for(req)
         await _answer(req, msg, receive, send)
 
     async def _get(self, req, headers, receive, send) -> None:
-        """The session era's server stream: notifications and server requests not tied to a POST."""
+        """The session era's server stream: notifications and server requests not tied to a POST; with
+        Last-Event-ID, the rest of an earlier stream of the same session (a POST's answer or a GET stream)."""
         if "text/event-stream" not in headers.get("accept", ""):
             await _send(send, 406, RpcError(jsonrpc.INVALID_REQUEST, "Accept must include text/event-stream").body())
             return
+        last_event_id = headers.get("last-event-id") or None
         try:
             if not req.token:
                 raise RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token")
-            channel = await relay.open_get_stream(req)
+            stream, feed = await relay.open_get_stream(req, last_event_id)
         except (RpcError, relay.AuthFailure) as exc:
             err = exc if isinstance(exc, RpcError) else relay.auth_error(exc, None)
             await _send(send, err.http_status, err.body())
@@ -129,66 +132,92 @@ class McpEndpoint:
         await _start_sse(send)
         # daphne sends the status line and headers only with the first body chunk: send one now, or the agent
         # cannot tell its stream is open until the first message or keep-alive arrives.
-        await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+        opening = stream.priming() if last_event_id is None else None
+        await send({"type": "http.response.body", "body": opening or KEEPALIVE, "more_body": True})
         gone = asyncio.create_task(_wait_disconnect(receive))
         try:
-            await _pump(channel, gone, send, until=None)
+            await _pump(feed, gone, send)
         finally:
-            channel.close()
+            stream.detach(feed)  # the stream lives on (resumable) until the session ends or a new GET replaces it
+
+
+def _channel_for(req) -> Channel:
+    """Session era: a resumable stream of the agent's own session. Elsewhere (stateless era, no such session:
+    the relay refuses it) a channel that keeps nothing."""
+    session = REGISTRY.get(req.session_id, req.slug) if req.session_id else None
+    if session is not None and session.owned_by(req.token):
+        return session.new_stream()
+    return Channel()
 
 
 async def _answer(req, msg, receive, send) -> None:
     """Plain JSON when the answer is all there is; SSE when something must reach the agent first."""
+    channel = req.channel
     task = asyncio.create_task(guarded(relay.handle(req, msg), msg.id))
     # Stateless era: closing the response stream is the cancellation. Session era: a disconnect is not one;
     # the call finishes upstream and is audited.
     cancel_on_leave = req.session_id is None and relay.is_modern(msg)
     gone = asyncio.create_task(_wait_disconnect(receive))
-    first = asyncio.create_task(req.channel.get()) if req.channel is not None else None
+    feed = channel.feed if channel is not None else None
+    first = asyncio.create_task(feed.get()) if feed is not None else None
+    streaming = False
     try:
         done, _ = await asyncio.wait({task, gone} | ({first} if first else set()),
                                      return_when=asyncio.FIRST_COMPLETED)
+        if first in done and first.result() is None:  # the session ended before anything was sent
+            done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             await _send_reply(send, task.result())
         elif gone in done:
             if cancel_on_leave:
                 task.cancel()
         else:
-            await _start_sse(send)
-            await send({"type": "http.response.body", "body": render(first.result()),
-                        "more_body": True})
-            await _pump(req.channel, gone, send, until=task)
-            if not task.done() and cancel_on_leave:
-                task.cancel()
+            streaming = True
+            await _stream(channel, feed, first.result(), task, gone, send, cancel_on_leave)
     finally:
         gone.cancel()
         if first is not None:
             first.cancel()
-            req.channel.close()
+        if channel is not None and not streaming:
+            channel.discard()  # answered as plain JSON, or the agent left before any event id reached it
 
 
-async def _pump(channel, gone: asyncio.Task, send, until: asyncio.Task | None) -> None:
-    """Drain a channel onto an open SSE response until `until` finishes or the client leaves (`gone`)."""
+async def _stream(channel, feed, first: bytes, task, gone, send, cancel_on_leave: bool) -> None:
+    """A POST answered as SSE: what the channel sends, then the final response (recorded by the channel
+    itself when the call ends, so a resumable stream still gets it after the agent has left)."""
+    await _start_sse(send)
+    await send({"type": "http.response.body", "body": (channel.priming() or b"") + first, "more_body": True})
+    task.add_done_callback(lambda done: channel.finish(_final_body(done)))
+    if not await _pump(feed, gone, send):
+        if cancel_on_leave:
+            task.cancel()
+        channel.detach(feed)  # session era: the call goes on; what it sends is kept for a GET with Last-Event-ID
+
+
+def _final_body(task: asyncio.Task) -> dict | None:
+    """The call's final JSON-RPC response; None when it was cancelled (no response follows a cancellation)."""
+    if task.cancelled() or task.exception() is not None:
+        return None
+    body = task.result().body
+    return body if body is not None else {}
+
+
+async def _pump(feed: asyncio.Queue, gone: asyncio.Task, send) -> bool:
+    """Write a feed's frames onto an open SSE response until it ends (True) or the client leaves (False)."""
     try:
         while True:
-            getter = asyncio.create_task(channel.get())
-            waiting = {getter, gone} | ({until} if until is not None else set())
-            done, _ = await asyncio.wait(waiting, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+            getter = asyncio.create_task(feed.get())
+            done, _ = await asyncio.wait({getter, gone}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
-                await send({"type": "http.response.body", "body": render(getter.result()),
-                            "more_body": True})
+                frame = getter.result()
+                if frame is None:
+                    await send({"type": "http.response.body", "body": b""})
+                    return True
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
                 continue
             getter.cancel()
             if gone in done:
-                return  # session era: a disconnect is not a cancellation; the call finishes and is audited
-            if until is not None and until in done:
-                while not channel.queue.empty():
-                    await send({"type": "http.response.body", "more_body": True,
-                                "body": render(channel.queue.get_nowait())})
-                reply = until.result()
-                body = reply.body if reply.body is not None else {}
-                await send({"type": "http.response.body", "body": sse_event(jsonrpc.dumps(body))})
-                return
+                return False
             await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
     finally:
         gone.cancel()

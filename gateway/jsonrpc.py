@@ -22,6 +22,7 @@ UNAUTHORIZED = -32001
 FORBIDDEN = -32003
 SESSION_NOT_FOUND = -32004
 PAYLOAD_TOO_LARGE = -32005
+STREAM_NOT_FOUND = -32006  # Last-Event-ID names no stream, or no events, this session still keeps
 UPSTREAM_UNAVAILABLE = -32010
 UPSTREAM_TIMEOUT = -32011
 
@@ -37,6 +38,7 @@ HTTP_STATUS = {
     FORBIDDEN: 403,
     SESSION_NOT_FOUND: 404,
     PAYLOAD_TOO_LARGE: 413,
+    STREAM_NOT_FOUND: 404,
 }
 
 MAX_DEPTH = 64  # deeper JSON is refused: no MCP message needs it, and deep values cost stack everywhere

@@ -72,7 +72,7 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
                 "more_body": True})
     gone = asyncio.create_task(_wait_disconnect(receive))
     try:
-        await _pump(channel, gone, send, until=None)
+        await _pump(channel.feed, gone, send)
     finally:
         channel.close()
         _STREAMS.pop(stream_id, None)

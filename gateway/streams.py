@@ -1,35 +1,67 @@
 """Channels from the gateway to an agent: the SSE answer of one POST, or a session's GET stream.
 
-A channel is a queue of JSON-RPC messages; the endpoint drains it onto the HTTP response. A POST's answer
-stays plain JSON unless something (progress, a log message, a server→client request) must reach the agent
-before the final response: then it becomes an SSE stream.
+A channel turns JSON-RPC messages into SSE frames on its feed, a queue the endpoint drains onto the HTTP
+response; `None` on the feed ends the response. A POST's answer stays plain JSON unless something (progress, a
+log message, a server→client request) must reach the agent before the final response: then it becomes an SSE
+stream. The channels here keep nothing once written (the stateless era, where closing the stream cancels the
+call, and the legacy HTTP+SSE stream, which is the session); session-era streams are resumable
+(gateway/resumption.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 
-_ids = itertools.count(1)
+from gateway.jsonrpc import dumps
+
+KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_MESSAGE = {"portcullis:keepalive": True}  # put in a channel: the endpoint writes an SSE comment
 
 
 class Channel:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        # The frames for the response that reads this channel; None once nobody reads it.
+        self.feed: asyncio.Queue[bytes | None] | None = asyncio.Queue()
         self.closed = False
-        self.id = next(_ids)
 
     async def put(self, message: dict) -> bool:
+        """Send a message to the agent; False when the channel is closed (the message goes nowhere)."""
         if self.closed:
             return False
-        await self.queue.put(message)
+        self._write(message)
         return True
 
-    async def get(self) -> dict:
-        return await self.queue.get()
+    def _write(self, message: dict) -> None:
+        if self.feed is not None:
+            self.feed.put_nowait(render(message))
+
+    def priming(self) -> bytes | None:
+        """The event that opens an SSE answer, if any (resumable streams send one: see resumption.py)."""
+        return None
+
+    def finish(self, final: dict | None) -> None:
+        """The call is over: its final response (None when it was cancelled: no response follows) ends the stream."""
+        if self.closed:
+            return
+        if final is not None:
+            self._write(final)
+        self.close()
+
+    def detach(self, feed: asyncio.Queue) -> None:
+        """The response reading `feed` is gone; later messages are not queued for it."""
+        if self.feed is feed:
+            self.feed = None
+
+    def discard(self) -> None:
+        """Nothing more will be sent on this channel."""
+        self.close()
 
     def close(self) -> None:
+        """No more messages; the response reading the channel ends."""
         self.closed = True
+        if self.feed is not None:
+            self.feed.put_nowait(None)
+            self.feed = None
 
 
 def sse_event(message: bytes, event_id: str | None = None) -> bytes:
@@ -37,11 +69,5 @@ def sse_event(message: bytes, event_id: str | None = None) -> bytes:
     return head + b"event: message\ndata: " + message + b"\n\n"
 
 
-KEEPALIVE = b": keep-alive\n\n"
-KEEPALIVE_MESSAGE = {"portcullis:keepalive": True}  # put in a channel: the endpoint writes an SSE comment
-
-
 def render(message: dict) -> bytes:
-    from gateway.jsonrpc import dumps
-
     return KEEPALIVE if message is KEEPALIVE_MESSAGE else sse_event(dumps(message))
