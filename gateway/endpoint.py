@@ -188,10 +188,14 @@ async def _stream(channel, feed, first: bytes, task, gone, send, cancel_on_leave
     await _start_sse(send)
     await send({"type": "http.response.body", "body": (channel.priming() or b"") + first, "more_body": True})
     task.add_done_callback(lambda done: channel.finish(_final_body(done)))
-    if not await _pump(feed, gone, send):
-        if cancel_on_leave:
-            task.cancel()
-        channel.detach(feed)  # session era: the call goes on; what it sends is kept for a GET with Last-Event-ID
+    ended = False
+    try:
+        ended = await _pump(feed, gone, send)
+    finally:
+        if not ended:  # the agent left (or daphne gave up on the response) before the stream ended
+            if cancel_on_leave:
+                task.cancel()
+            channel.detach(feed)  # session era: the call goes on; what it sends is kept for Last-Event-ID
 
 
 def _final_body(task: asyncio.Task) -> dict | None:

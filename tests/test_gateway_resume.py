@@ -89,9 +89,10 @@ def headers(token, session=None, **extra):
     return h
 
 
-def initialize(gw, token, slug="counter", capabilities=None):
+def initialize(gw, token, slug="counter", capabilities=None, version="2025-11-25"):
     body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": capabilities or {}, "clientInfo": {"name": "t", "version": "1"}}}
+        "protocolVersion": version, "capabilities": capabilities or {},
+        "clientInfo": {"name": "t", "version": "1"}}}
     response = httpx2.post(gw.url(slug), json=body, headers=headers(token), timeout=30)
     assert response.status_code == 200, response.text
     session = response.headers["mcp-session-id"]
@@ -202,6 +203,27 @@ def test_the_get_stream_is_resumable_too(gateway, tokens):
     assert {e.message["method"] for e in rest} == {"notifications/resources/list_changed"}
 
 
+def test_agents_before_2025_11_25_get_event_ids_but_no_priming_event(gateway, tokens):
+    session = initialize(gateway, tokens["may"], version="2025-06-18")
+    first, *_ = start_and_leave(gateway, tokens["may"], session, steps=2, interval=0.05)
+    assert is_progress(first) and first.seq == 1
+    with resume(gateway, tokens["may"], session, first.id) as response:
+        assert [e.seq for e in events(response)] == [2, 3]
+
+
+def test_the_stateless_era_has_no_event_ids(gateway, tokens):
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+            "progressToken": "tok"}
+    body = count_call(2, 0.05)
+    body["params"]["_meta"] = meta
+    h = headers(tokens["may"], **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
+                                  "Mcp-Name": "count"})
+    with httpx2.stream("POST", gateway.url("counter"), json=body, headers=h, timeout=15) as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        seen = events(response)
+    assert [e.id for e in seen] == [None, None, None] and "counted 2" in seen[-1].data
+
+
 # --- refusals: nothing of another stream, never a hang ---
 
 def test_another_sessions_event_id_is_refused_and_nothing_leaks(gateway, tokens):
@@ -276,6 +298,35 @@ def test_the_replay_buffer_keeps_only_the_newest_events_and_finished_streams_exp
             assert "finished more than 3 s ago" in refused(response)["message"]
     finally:
         stop(small.proc)
+
+
+def test_the_byte_cap_spans_all_streams_of_a_session_and_everything_is_freed_when_it_ends(settings):
+    from gateway.jsonrpc import RpcError
+    from gateway.resumption import Replay, ResumableStream
+
+    settings.PORTCULLIS_SSE_REPLAY_MAX_BYTES = 2048
+
+    async def go():
+        replay = Replay()
+        a, b = ResumableStream(replay, priming=False), ResumableStream(replay, priming=False)
+        for step in range(20):  # ~200 bytes a frame, the two streams interleaved
+            await (a if step % 2 else b).put({"jsonrpc": "2.0", "method": "notifications/message",
+                                               "params": {"data": "x" * 120, "step": step}})
+        assert replay.size <= 2048 and len(replay.events) < 20
+        kept = [json.loads(frame.split(b"data: ")[1])["params"]["step"] for _, _, frame in replay.events]
+        assert kept == list(range(20 - len(kept), 20))  # the newest, whichever stream sent them
+        for stream in (a, b):
+            with pytest.raises(RpcError, match="no longer kept"):
+                replay.find(stream.event_id(1), time.monotonic())
+        found, after = replay.find(b.event_id(b.seq - 2), time.monotonic())
+        assert found is b and b"x" * 120 in b"".join(replay.frames(b, after))
+        a.finish({"jsonrpc": "2.0", "id": 1, "result": {}})
+        b.discard()  # e.g. answered as plain JSON after all: its events go at once
+        assert {owner for owner, _, _ in replay.events} == {a} and set(replay.streams) == {a.key}
+        replay.close()
+        assert not replay.events and not replay.streams and replay.size == 0
+
+    asyncio.run(go())
 
 
 # --- the SDK client resumes on its own ---
