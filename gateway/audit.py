@@ -52,27 +52,56 @@ _FOREIGN = {"grant": "grant_id", "server": "server_id", "approval": "approval_id
 def open_row(**fields) -> int:
     """Insert the row and return its id; raises AuditUnavailable on any database failure."""
     try:
-        for name, column in _FOREIGN.items():
-            if name in fields:
-                related = fields.pop(name)
-                fields[column] = related.pk if related is not None else None
-        unknown = set(fields) - set(_COLUMNS)
-        if unknown:
-            raise TypeError(f"unknown audit fields {sorted(unknown)}")
-        row = {**_DEFAULTS, **fields, "worker": WORKER_ID}
-        row["arguments"] = redact(row.get("arguments") or {})
-        row["reason"] = redact_text(row["reason"])
-        row.setdefault("counters", [])
-        adapt_json, adapt_time = _ARGUMENTS.get_db_prep_save, connection.ops.adapt_datetimefield_value
-        row["arguments"] = adapt_json(row["arguments"], connection)
-        row["counters"] = adapt_json(row["counters"], connection)
-        row["created_at"] = adapt_time(row["created_at"])
-        row["finished_at"] = adapt_time(row.get("finished_at"))
         with connection.cursor() as cursor:
-            cursor.execute(_INSERT_SQL, [row.get(column) for column in _COLUMNS])
+            cursor.execute(_INSERT_SQL, _values(fields))
             return cursor.fetchone()[0]
     except Exception as exc:  # the database is the audit log: without it nothing is forwarded
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+
+
+def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int | None:
+    """PostgreSQL: reserve one counter and insert the row in one statement (one round trip, committed on its
+    own): `reserve_sql` is an upsert that returns a row only when it counted. Returns the row id, or None
+    when the counter is full (then nothing was written or counted). The counter's row lock is held only
+    inside the database, never across a round trip to this process."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
+                           [*reserve_params, *_values(fields)])
+            row = cursor.fetchone()
+    except Exception as exc:
+        raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+    return row[0] if row is not None else None
+
+
+_INSERT_FROM_SQL: str | None = None
+
+
+def _insert_from_sql() -> str:
+    """INSERT … SELECT <typed parameters>: in a SELECT list a parameter needs its column's type spelled out."""
+    global _INSERT_FROM_SQL
+    if _INSERT_FROM_SQL is None:
+        casts = ", ".join(f"%s::{Call._meta.get_field(c).db_type(connection)}" for c in _COLUMNS)
+        _INSERT_FROM_SQL = f"INSERT INTO {Call._meta.db_table} ({', '.join(_COLUMNS)}) SELECT {casts}"
+    return _INSERT_FROM_SQL
+
+
+def _values(fields: dict) -> list:
+    for name, column in _FOREIGN.items():
+        if name in fields:
+            related = fields.pop(name)
+            fields[column] = related.pk if related is not None else None
+    unknown = set(fields) - set(_COLUMNS)
+    if unknown:
+        raise TypeError(f"unknown audit fields {sorted(unknown)}")
+    row = {**_DEFAULTS, **fields, "worker": WORKER_ID}
+    adapt_json, adapt_time = _ARGUMENTS.get_db_prep_save, connection.ops.adapt_datetimefield_value
+    row["arguments"] = adapt_json(redact(row.get("arguments") or {}), connection)
+    row["counters"] = adapt_json(row.get("counters") or [], connection)
+    row["reason"] = redact_text(row["reason"])
+    row["created_at"] = adapt_time(row["created_at"])
+    row["finished_at"] = adapt_time(row.get("finished_at"))
+    return [row.get(column) for column in _COLUMNS]
 
 
 _ARGUMENTS = Call._meta.get_field("arguments")

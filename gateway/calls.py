@@ -12,8 +12,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
-from gateway import approvals, audit, ratelimit
-from gateway.grants import authenticate_call
+from gateway import approvals, audit, grants, ratelimit, tokens
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.redaction import redact, redact_text
@@ -39,39 +38,46 @@ _PARSED_MAX = 512
 # The hot path reads with fixed SQL: building these queries through the ORM cost more CPU than running them.
 _POLICY_SQL = (f"SELECT id, grant_id, created_at FROM {PolicyVersion._meta.db_table} "
                "WHERE server_id = %s AND is_active = %s AND (grant_id = %s OR grant_id IS NULL)")
-_TOOL_SQL = (f"SELECT id, risk_category, risk_level, definition_hash FROM {Tool._meta.db_table} "
-             "WHERE server_id = %s AND name = %s AND gone_at IS NULL")
+_ADMIT_SQL: str | None = None
 
 
-def policy_for(server: Server, grant: Grant) -> tuple[int | None, Policy | None]:
-    """(version id, parsed policy): the grant's own active policy for this server, else the server's.
+def _admit_sql() -> str:
+    """One round trip for everything a decision reads: the grant (grants.call_auth_sql), the tool by its exact
+    name, and the active policy version (the grant's own first, else the server's)."""
+    global _ADMIT_SQL
+    if _ADMIT_SQL is None:
+        versions = PolicyVersion._meta.db_table
+        version = (f"SELECT p.{{}} FROM {versions} p WHERE p.server_id = %s AND p.is_active = %s "
+                   "AND (p.grant_id = g.id OR p.grant_id IS NULL) ORDER BY p.grant_id IS NULL LIMIT 1")
+        _ADMIT_SQL = grants.call_auth_sql(
+            extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, "
+                           f"({version.format('id')}), ({version.format('created_at')})"),
+            extra_from=(f" LEFT JOIN {Tool._meta.db_table} t ON t.server_id = %s AND t.name = %s "
+                        "AND t.gone_at IS NULL"))
+    return _ADMIT_SQL
 
-    Versions are immutable rows, so the parsed policy is cached by (id, created) — the creation time guards
+
+def _parsed(version_id: int, created) -> Policy:
+    """Versions are immutable rows, so the parsed policy is cached by (id, created): the creation time guards
     against a primary key reused after deletions (SQLite may reuse the highest rowid)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_POLICY_SQL, [server.pk, True, grant.pk])
-        rows = cursor.fetchall()
-    if not rows:
-        return None, None
-    version_id, _, created = max(rows, key=lambda row: row[1] is not None)  # the grant's own wins
     key = (version_id, str(created))
     policy = _PARSED.get(key)
     if policy is None:
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()
         policy = _PARSED[key] = parse_policy(PolicyVersion.objects.get(pk=version_id).document)
-    return version_id, policy
+    return policy
 
 
-def lookup_tool(server: Server, name: str) -> Tool | None:
-    """The catalogue entry for this exact (case-sensitive) name, with only what a decision needs."""
+def policy_for(server: Server, grant: Grant) -> tuple[int | None, Policy | None]:
+    """(version id, parsed policy): the grant's own active policy for this server, else the server's."""
     with connection.cursor() as cursor:
-        cursor.execute(_TOOL_SQL, [server.pk, name])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return Tool(id=row[0], server_id=server.pk, name=name, risk_category=row[1], risk_level=row[2],
-                definition_hash=row[3])
+        cursor.execute(_POLICY_SQL, [server.pk, True, grant.pk])
+        rows = cursor.fetchall()
+    if not rows:
+        return None, None
+    version_id, _, created = max(rows, key=lambda row: row[1] is not None)  # the grant's own wins
+    return version_id, _parsed(version_id, created)
 
 
 def facts_for(grant: Grant, server: Server, tool: Tool, arguments: object) -> Facts:
@@ -81,15 +87,22 @@ def facts_for(grant: Grant, server: Server, tool: Tool, arguments: object) -> Fa
 
 def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime) -> Admission:
     """Decide, reserve and audit one call. Raises grants.AuthFailure (nothing audited: no grant is known)."""
-    grant = authenticate_call(token, server, now)
+    grants.check_token_shape(token)
+    with connection.cursor() as cursor:
+        cursor.execute(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk, True,
+                                      server.pk, tool_name, tokens.prefix_of(token)])
+        row = cursor.fetchone()
+    grant = grants.check_call_auth(row, token, server, now)
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
-    tool = lookup_tool(server, tool_name)
-    if tool is None:
+    tool_id, category, level, tool_hash, version, created = row[grants.CALL_AUTH_COLUMNS:]
+    if tool_id is None:
         message = f"unknown tool {tool_name!r}: it is not in this server's catalogue (names are case-sensitive)"
         return _refuse(base, Call.Decision.DENY, "unknown_tool", message, "", None, grant)
-    version, policy = policy_for(server, grant)
+    tool = Tool(id=tool_id, server_id=server.pk, name=tool_name, risk_category=category, risk_level=level,
+                definition_hash=tool_hash)
+    policy = _parsed(version, created) if version is not None else None
     decision = evaluate(facts_for(grant, server, tool, arguments), policy, {}, now.timestamp())
     if decision.action == "approve" and decision.refusal is None:
         return _approval_needed(base, decision, version, grant, tool, now)
@@ -150,12 +163,23 @@ def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now
                       approval: Approval | None = None) -> Admission:
     """Counters and the audit row in one transaction: one commit, and a failed audit write takes the
     reservation back with it (nothing is forwarded, so nothing is consumed)."""
+    reservations = decision.reservations
+    row = dict(base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW, rule=decision.rule,
+               policy_version_id=version, approval=approval, counters=[r.key for r in reservations],
+               outcome=Call.Outcome.PENDING)
     try:
-        with transaction.atomic():
-            ratelimit.take(decision.reservations)
-            call_id = audit.open_row(**base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW,
-                                     rule=decision.rule, policy_version_id=version, approval=approval,
-                                     counters=[r.key for r in decision.reservations], outcome=Call.Outcome.PENDING)
+        if not reservations:
+            call_id = audit.open_row(**row)
+        elif len(reservations) == 1 and connection.vendor == "postgresql":
+            # One statement: a busy counter's row lock is never held across a round trip (or the GIL).
+            only = reservations[0]
+            call_id = audit.open_row_reserving(ratelimit.RESERVE_SQL, [only.key, only.window_end, only.max], **row)
+            if call_id is None:
+                raise ratelimit.Full(only)
+        else:
+            with transaction.atomic():
+                ratelimit.take(reservations)
+                call_id = audit.open_row(**row)
     except ratelimit.Full as exc:
         message = limit_message(exc.reservation, now.timestamp())
         return _refuse(base, Call.Decision.DENY, "limit", message, exc.reservation.rule, version, grant,

@@ -1,6 +1,6 @@
 """Database work of the tools/call hot path, off the event loop.
 
-A small pool of threads (each keeps its own Django connection) runs the synchronous decision and outcome
+A pool of threads (each keeps its own Django connection; one thread for SQLite, see DB_THREADS) runs the synchronous decision and outcome
 steps, so one call's commit does not queue every other call behind it. asgiref's `sync_to_async` does the same
 with more bookkeeping per hop than the gateway's whole policy evaluation; the hot path needs none of it
 (no thread-sensitive code, no request signals).
@@ -22,8 +22,21 @@ from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("portcullis.db")
 
-DB_THREADS = 4
-_POOL = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="portcullis-db")
+# PostgreSQL: a few threads, so one call's round trips and commit do not queue the others behind them.
+# SQLite: one. Its writers take one lock, and a second connection of the same process waiting for it sleeps in
+# SQLite's busy handler (1, 2, 5, 10 … ms), which under load cost more than queueing in one thread.
+DB_THREADS = {"postgresql": 4, "sqlite": 1}
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        from django.db import connection
+
+        _POOL = ThreadPoolExecutor(max_workers=DB_THREADS.get(connection.vendor, 4),
+                                   thread_name_prefix="portcullis-db")
+    return _POOL
 
 T = TypeVar("T")
 
@@ -32,7 +45,7 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """func(*args, **kwargs) on a database thread; the caller's context variables go with it."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
-    return await loop.run_in_executor(_POOL, functools.partial(context.run, func, *args, **kwargs))
+    return await loop.run_in_executor(_pool(), functools.partial(context.run, func, *args, **kwargs))
 
 
 class Batch(Generic[T]):

@@ -82,40 +82,40 @@ def authenticate(token: str | None, server: Server, now: datetime) -> Grant:
     return grant
 
 
-_CALL_AUTH_SQL = None
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # last_used_at is refreshed at most this often (one write saved)
 
 
-def _call_auth_sql() -> str:
-    global _CALL_AUTH_SQL
-    if _CALL_AUTH_SQL is None:
-        grants, links = Grant._meta.db_table, Grant.servers.through._meta.db_table
-        _CALL_AUTH_SQL = (
-            f"SELECT g.id, g.name, g.token_digest, g.revoked_at IS NOT NULL, "
-            f"CASE WHEN g.expires_at IS NOT NULL AND g.expires_at <= %s THEN 1 ELSE 0 END, "
-            f"CASE WHEN EXISTS (SELECT 1 FROM {links} l WHERE l.grant_id = g.id AND l.server_id = %s) "
-            f"THEN 1 ELSE 0 END, "
-            f"CASE WHEN g.last_used_at IS NULL OR g.last_used_at < %s THEN 1 ELSE 0 END, "
-            f"(SELECT s.enabled FROM {Server._meta.db_table} s WHERE s.id = %s) "
-            f"FROM {grants} g WHERE g.token_prefix = %s")
-    return _CALL_AUTH_SQL
+def call_auth_sql(extra_columns: str = "", extra_from: str = "") -> str:
+    """The hot path's authentication as fixed SQL: the grant found by its token prefix with every check the
+    ORM version makes, plus the server's enabled flag. A caller (calls.admit) appends its own columns and joins
+    so that one round trip fetches everything a decision needs. Parameters, in order: now, server id,
+    now - LAST_USED_RESOLUTION, server id, [the extra parameters], token prefix."""
+    grants, links = Grant._meta.db_table, Grant.servers.through._meta.db_table
+    return (
+        f"SELECT g.id, g.name, g.token_digest, g.revoked_at IS NOT NULL, "
+        f"CASE WHEN g.expires_at IS NOT NULL AND g.expires_at <= %s THEN 1 ELSE 0 END, "
+        f"CASE WHEN EXISTS (SELECT 1 FROM {links} l WHERE l.grant_id = g.id AND l.server_id = %s) "
+        f"THEN 1 ELSE 0 END, "
+        f"CASE WHEN g.last_used_at IS NULL OR g.last_used_at < %s THEN 1 ELSE 0 END, "
+        f"(SELECT s.enabled FROM {Server._meta.db_table} s WHERE s.id = %s){extra_columns} "
+        f"FROM {grants} g{extra_from} WHERE g.token_prefix = %s")
 
 
-def authenticate_call(token: str | None, server: Server, now: datetime) -> Grant:
-    """authenticate() for the tools/call hot path: the same checks in one fixed query, plus the server's
-    enabled flag; returns a Grant carrying only id and name."""
+def call_auth_params(server: Server, now: datetime) -> list:
     from django.db import connection
 
-    if not token or not tokens.looks_like_token(token):
-        raise AuthFailure(401, "missing or malformed bearer token")
     adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(_call_auth_sql(), [adapt(now), server.pk, adapt(now - LAST_USED_RESOLUTION), server.pk,
-                                          tokens.prefix_of(token)])
-        row = cursor.fetchone()
-    if row is None or not tokens.matches(token, row[2]):
+    return [adapt(now), server.pk, adapt(now - LAST_USED_RESOLUTION), server.pk]
+
+
+CALL_AUTH_COLUMNS = 8  # the columns call_auth_sql() selects before the caller's own
+
+
+def check_call_auth(row: tuple | None, token: str | None, server: Server, now: datetime) -> Grant:
+    """The grant from a call_auth_sql() row, or AuthFailure with the reason; refreshes last_used_at."""
+    if row is None or not token or not tokens.matches(token, row[2]):
         raise AuthFailure(401, "unknown token")
-    grant_id, name, _, revoked, expired, covers, stale, enabled = row
+    grant_id, name, _, revoked, expired, covers, stale, enabled = row[:CALL_AUTH_COLUMNS]
     if revoked:
         raise AuthFailure(401, "this grant has been revoked")
     if expired:
@@ -127,3 +127,8 @@ def authenticate_call(token: str | None, server: Server, now: datetime) -> Grant
     if stale:
         Grant.objects.filter(pk=grant_id).update(last_used_at=now)
     return Grant(id=grant_id, name=name)
+
+
+def check_token_shape(token: str | None) -> None:
+    if not token or not tokens.looks_like_token(token):
+        raise AuthFailure(401, "missing or malformed bearer token")

@@ -17,7 +17,7 @@ from gateway.models import Counter
 
 # The same statement works on SQLite (>= 3.35) and PostgreSQL: insert the first use of a window, or add one
 # only while the count is below the limit. RETURNING yields no row when the WHERE refuses.
-_RESERVE_SQL = (
+RESERVE_SQL = (
     f"INSERT INTO {Counter._meta.db_table} (key, n, window_end) VALUES (%s, 1, %s) "
     f"ON CONFLICT (key) DO UPDATE SET n = {Counter._meta.db_table}.n + 1 "
     f"WHERE {Counter._meta.db_table}.n < %s RETURNING n"
@@ -60,7 +60,7 @@ def take(reservations: Sequence[Reservable]) -> None:
         raise RuntimeError("ratelimit.take() must run inside transaction.atomic()")
     with connection.cursor() as cursor:
         for res in sorted(reservations, key=lambda r: r.key):
-            cursor.execute(_RESERVE_SQL, [res.key, res.window_end, res.max])
+            cursor.execute(RESERVE_SQL, [res.key, res.window_end, res.max])
             if cursor.fetchone() is None:
                 raise Full(res)
 
