@@ -100,12 +100,15 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     if tool_id is None:
         message = f"unknown tool {tool_name!r}: it is not in this server's catalogue (names are case-sensitive)"
         return _refuse(base, Call.Decision.DENY, "unknown_tool", message, "", None, grant)
-    tool = Tool(id=tool_id, server_id=server.pk, name=tool_name, risk_category=category, risk_level=level,
-                definition_hash=tool_hash)
+    facts = Facts(grant=str(grant.pk), server=server.slug, tool=tool_name, risk_category=category,
+                  risk_level=level, arguments=arguments)
     policy = _parsed(version, created) if version is not None else None
-    decision = evaluate(facts_for(grant, server, tool, arguments), policy, {}, now.timestamp())
+    decision = evaluate(facts, policy, {}, now.timestamp())
     if decision.action == "approve" and decision.refusal is None:
-        return _approval_needed(base, decision, version, grant, tool, now)
+        # Model instances only here: the approval rows refer to them.
+        tool = Tool(id=tool_id, server_id=server.pk, name=tool_name, risk_category=category, risk_level=level,
+                    definition_hash=tool_hash)
+        return _approval_needed(base, decision, version, Grant(id=grant.pk, name=grant.name), tool, now)
     if not decision.allowed:
         return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
                        version, grant)
@@ -159,7 +162,7 @@ def _close_refused(call_id: int | None, refusal: str, message: str, now: datetim
                                                reason=redact_text(message), finished_at=now)
 
 
-def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now: datetime,
+def _reserve_and_open(base: dict, decision: Decision, version, grant: grants.CallGrant | Grant, now: datetime,
                       approval: Approval | None = None) -> Admission:
     """Counters and the audit row in one transaction: one commit, and a failed audit write takes the
     reservation back with it (nothing is forwarded, so nothing is consumed)."""
@@ -189,8 +192,8 @@ def _reserve_and_open(base: dict, decision: Decision, version, grant: Grant, now
     return Admission(call_id, True, "", decision.reservations, grant.pk)
 
 
-def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, version, grant: Grant,
-            counters: list[str] | None = None) -> Admission:
+def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, version,
+            grant: grants.CallGrant | Grant, counters: list[str] | None = None) -> Admission:
     try:
         call_id = audit.open_row(**base, decision=decision, refusal=refusal, reason=message, rule=rule,
                                  policy_version_id=version, counters=counters or [], outcome=Call.Outcome.REFUSED)

@@ -1,9 +1,9 @@
 """Database work of the tools/call hot path, off the event loop.
 
-A pool of threads (each keeps its own Django connection; one thread for SQLite, see DB_THREADS) runs the synchronous decision and outcome
-steps, so one call's commit does not queue every other call behind it. asgiref's `sync_to_async` does the same
-with more bookkeeping per hop than the gateway's whole policy evaluation; the hot path needs none of it
-(no thread-sensitive code, no request signals).
+A pool of threads (each keeps its own Django connection; one thread for SQLite, see DB_THREADS) runs the
+synchronous decision and outcome steps. asgiref's `sync_to_async` does the same with more bookkeeping per hop
+than the gateway's whole policy evaluation; the hot path needs none of it (no thread-sensitive code, no request
+signals).
 
 Outcomes are written in batches: every outcome waiting when a write starts goes in the next write, one thread
 hop and one commit for all of them. At concurrency 1 that is one outcome per write, as before; under load the

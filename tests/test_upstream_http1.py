@@ -22,7 +22,7 @@ class Upstream:
         self.closed = asyncio.Event()
         self.server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> "Upstream":
+    async def __aenter__(self) -> Upstream:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 

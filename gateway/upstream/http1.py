@@ -59,7 +59,8 @@ class Response:
         self.keep_alive = headers.get("connection", "").lower() != "close"
         encoding = headers.get("content-encoding", "identity").lower()
         if encoding != "identity":
-            raise HttpError(f"upstream answered with Content-Encoding {encoding[:40]!r}, which the gateway does not accept")
+            raise HttpError(f"upstream answered with Content-Encoding {encoding[:40]!r}, "
+                            "which the gateway does not accept")
         transfer = headers.get("transfer-encoding")
         self._chunked = transfer is not None
         if transfer is not None and transfer.lower() != "chunked":
