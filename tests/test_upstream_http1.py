@@ -211,4 +211,5 @@ async def test_only_http_urls_and_proxies_from_the_environment_are_honoured(monk
     monkeypatch.setenv("NO_PROXY", "internal.example")
     assert not Pool.usable_for("http://upstream.example/mcp")  # the SDK's client would use the proxy
     assert Pool.usable_for("http://internal.example/mcp")
+    assert not Pool.usable_for("http://user:secret@internal.example/mcp")  # Basic auth: left to the SDK's client
     Pool.usable_for.cache_clear()

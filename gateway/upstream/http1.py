@@ -172,6 +172,8 @@ class Pool:
         """False when a proxy from the environment applies: the SDK's client honours it, so the hot path must too.
         (Read once per URL: the process environment does not change under a running gateway.)"""
         parts = urlsplit(url)
+        if parts.username or parts.password:
+            return False  # credentials in the URL: the SDK's client turns them into Basic auth; this one does not
         proxies = getproxies()
         return parts.scheme not in proxies and "all" not in proxies or bool(proxy_bypass(parts.hostname or ""))
 
