@@ -127,6 +127,9 @@ PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE
 PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 50, minimum=1)
 # How long an approval stays usable.
 PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=60)
+# How long a stateless-era agent has to answer an upstream's input_required round and call again: the gateway's
+# sealed requestState (gateway/continuations.py) expires after this.
+PORTCULLIS_CONTINUATION_TTL_S = env_int("PORTCULLIS_CONTINUATION_TTL_S", 600, minimum=1)
 # Session-era SSE resumability (Last-Event-ID): the events one session keeps for replay, across its streams;
 # past either cap the oldest are dropped. A finished stream can be resumed for the TTL after its final response.
 PORTCULLIS_SSE_REPLAY_MAX_EVENTS = env_int("PORTCULLIS_SSE_REPLAY_MAX_EVENTS", 1000, minimum=1)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
-from gateway import approvals, audit, grants, ratelimit, tokens
+from gateway import approvals, audit, continuations, grants, ratelimit, tokens
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.redaction import redact, redact_text
@@ -28,6 +28,8 @@ class Admission:
     reservations: tuple[Reservation, ...] = field(default_factory=tuple)
     grant_id: int | None = None
     held: Approval | None = None  # the call waits for this approval (a person decides in the dashboard)
+    # A later round of a multi round-trip call (gateway/continuations.py): what to send the upstream.
+    continuation: continuations.Continuation | None = None
 
 
 # (version id, created) → parsed policy. Versions are immutable rows; the creation time guards against a
@@ -85,8 +87,12 @@ def facts_for(grant: Grant, server: Server, tool: Tool, arguments: object) -> Fa
                  risk_level=tool.risk_level, arguments=arguments)
 
 
-def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime) -> Admission:
-    """Decide, reserve and audit one call. Raises grants.AuthFailure (nothing audited: no grant is known)."""
+def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime,
+          request_state: object = None) -> Admission:
+    """Decide, reserve and audit one call. Raises grants.AuthFailure (nothing audited: no grant is known).
+
+    `request_state` (a stateless-era agent's retry of an `input_required` round) makes it a continuation:
+    see _continue()."""
     grants.check_token_shape(token)
     with connection.cursor() as cursor:
         cursor.execute(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk, True,
@@ -104,6 +110,8 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
                   risk_level=level, arguments=arguments)
     policy = _parsed(version, created) if version is not None else None
     decision = evaluate(facts, policy, {}, now.timestamp())
+    if request_state is not None:
+        return _continue(base, decision, version, grant, request_state, now)
     if decision.action == "approve" and decision.refusal is None:
         # Model instances only here: the approval rows refer to them.
         tool = Tool(id=tool_id, server_id=server.pk, name=tool_name, risk_category=category, risk_level=level,
@@ -113,6 +121,55 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
                        version, grant)
     return _reserve_and_open(base, decision, version, grant, now)
+
+
+@dataclass(frozen=True)
+class _UseOnce:
+    """A continuation round's single-use key, reserved like a counter of max 1 until the state expires."""
+
+    key: str
+    window_end: int
+    max: int = 1
+
+
+def _continue(base: dict, decision: Decision, version, grant: grants.CallGrant, request_state: object,
+              now: datetime) -> Admission:
+    """A later round of a call already admitted: authenticated and evaluated again, never reserved again.
+
+    The sealed state must be the gateway's own, unexpired, and bound to this grant, server, tool and exact
+    arguments. The policy decides again (a deny or hide now refuses; `approve` was satisfied when the first
+    round was admitted, so it does not hold again). The call's counters are not reserved again: the first round
+    counted the call. Each round's state is used once (its key taken with the audit row, in one commit), so a
+    round cannot be replayed past a limit; the key is given back, like a reservation, when the upstream refused
+    the round with a protocol error (it did not run), so that round may then be retried. Every round forwarded
+    has its own audit row, written first: decision allow, no counters, reason "continues call #<first id>"."""
+    binding = continuations.Binding(grant.pk, base["server"].pk, base["tool_name"], base["argument_hash"])
+    try:
+        continuation = continuations.unseal(request_state, binding=binding, now=now)
+        if continuation.round_no > continuations.MAX_ROUNDS:
+            raise continuations.Invalid(
+                f"the call went on for more than {continuations.MAX_ROUNDS} input rounds and was stopped; "
+                f"{continuations.START_AGAIN}")
+    except continuations.Invalid as exc:
+        return _refuse(base, Call.Decision.DENY, "continuation", str(exc), "", version, grant)
+    if not (decision.allowed or (decision.action == "approve" and decision.refusal is None)):
+        return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
+                       version, grant)
+    use = _UseOnce(continuation.use_key, continuation.expires_at)
+    row = dict(base, decision=Call.Decision.ALLOW, rule=decision.rule, policy_version_id=version, counters=[],
+               outcome=Call.Outcome.PENDING, reason=f"continues call #{continuation.first_call_id} "
+                                                    f"(input round {continuation.round_no})")
+    try:
+        with transaction.atomic():
+            ratelimit.take([use])
+            call_id = audit.open_row(**row)
+    except ratelimit.Full:
+        message = (f"requestState is not valid for this call (this round was already answered with it; each "
+                   f"requestState continues a call once): {continuations.START_AGAIN}")
+        return _refuse(base, Call.Decision.DENY, "continuation", message, "", version, grant)
+    except audit.AuditUnavailable as exc:
+        return Admission(None, False, str(exc), grant_id=grant.pk)
+    return Admission(call_id, True, "", (use,), grant.pk, continuation=continuation)
 
 
 def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool: Tool, now: datetime) -> Admission:

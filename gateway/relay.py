@@ -18,10 +18,16 @@ from django.conf import settings
 from django.utils import timezone
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
-from mcp_types import CONNECTION_CLOSED, PROTOCOL_VERSION_META_KEY, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CONNECTION_CLOSED,
+    PROTOCOL_VERSION_META_KEY,
+    REQUEST_TIMEOUT,
+    SERVER_INFO_META_KEY,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway import calls, dbthreads, events, input_bridge, jsonrpc, tokens
+from gateway import audit, calls, continuations, dbthreads, events, input_bridge, jsonrpc, tokens
 from gateway.agent_sessions import REGISTRY, AgentSession
 from gateway.catalogue import definition_hash, sync_tools
 from gateway.grants import AuthFailure, authenticate
@@ -122,8 +128,8 @@ def _visible_tools(server: Server, token: str, listed: list, complete: bool) -> 
 _filter_tools = sync_to_async(_visible_tools, thread_sensitive=True)
 
 
-def _admit(token: str, server: Server, name: str, arguments: object) -> calls.Admission:
-    return calls.admit(token, server, name, arguments, timezone.now())
+def _admit(token: str, server: Server, name: str, arguments: object, request_state: object) -> calls.Admission:
+    return calls.admit(token, server, name, arguments, timezone.now(), request_state)
 
 
 # The outcomes of calls finishing together are written together (dbthreads.Batch): one commit for all.
@@ -371,6 +377,16 @@ async def _dispatch(req: Request, msg: jsonrpc.Message, server: Server, link: Up
     raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"method {method!r} is not supported by this gateway")
 
 
+def _declared_capabilities(msg: jsonrpc.Message, modern: bool) -> dict | None:
+    """A stateless-era agent's client capabilities, as declared in this request's own `_meta` (the upstream is
+    told exactly these, filtered by link.declarable); None for a session-era agent, whose link already knows."""
+    if not modern:
+        return None
+    meta = msg.params.get("_meta")
+    declared = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
+    return declared if isinstance(declared, dict) else {}
+
+
 def _upstream_params(params: dict) -> dict:
     """The agent's params minus its era's envelope (the link stamps the upstream's) and minus task augmentation:
     the gateway offers no tasks, and a receiver without the capability processes the request normally."""
@@ -404,7 +420,8 @@ def _ok(msg: jsonrpc.Message, result: dict, modern: bool) -> Reply:
 async def _relay(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, modern: bool) -> Reply:
     params, on_progress = _upstream_params(msg.params), _progress_relay(req, msg)
     try:
-        result = await link.request(msg.method, params, timeout=server.timeout_seconds, on_progress=on_progress)
+        result = await link.request(msg.method, params, timeout=server.timeout_seconds, on_progress=on_progress,
+                                    client_capabilities=_declared_capabilities(msg, modern))
         if not modern and input_bridge.is_input_required(result):  # prompts/get, resources/read: as tools/call
             result = await _answer_input(req, link, msg.method, params, result, server.timeout_seconds, on_progress)
     except input_bridge.BridgeFailure as exc:
@@ -419,7 +436,8 @@ async def _relay(req: Request, msg: jsonrpc.Message, server: Server, link: Upstr
 async def _tools_list(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink,
                       modern: bool) -> Reply:
     try:
-        result = await link.request("tools/list", _upstream_params(msg.params), timeout=server.timeout_seconds)
+        result = await link.request("tools/list", _upstream_params(msg.params), timeout=server.timeout_seconds,
+                                    client_capabilities=_declared_capabilities(msg, modern))
     except MCPError as exc:
         raise RpcError(exc.code, exc.message, exc.error.data) from None
     except UpstreamError as exc:
@@ -446,7 +464,10 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call needs params.name (a string)")
     if not isinstance(arguments, dict):
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call params.arguments must be a JSON object")
-    admission = await dbthreads.run(_admit, req.token, server, name, arguments)
+    # A stateless-era agent's retry of an input_required round carries the gateway's sealed requestState: a
+    # continuation of the call it was given for (gateway/continuations.py), admitted without a second reservation.
+    request_state = msg.params.get("requestState") if modern else None
+    admission = await dbthreads.run(_admit, req.token, server, name, arguments, request_state)
     events.call_changed(admission.call_id, server.slug,
                         "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None:
@@ -461,8 +482,10 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if session is not None and (task := asyncio.current_task()) is not None:
         session.inflight[msg.id] = task  # so notifications/cancelled from the agent can cancel it
     try:
-        result = await _call_upstream(req, msg, server, link, modern)
+        result = await _call_upstream(req, msg, server, link, modern, admission.continuation)
         outcome, error = (Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK), ""
+        if modern and input_bridge.is_input_required(result):
+            result = _sealed(result, admission, server, name, arguments)
         reply = _ok(msg, result, modern)
         size = len(jsonrpc.dumps(result))
         if size > settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES:
@@ -497,14 +520,20 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
 
 
 async def _call_upstream(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink,
-                         modern: bool) -> dict:
-    """The upstream's final result. A stateless-era agent answers `input_required` itself (it is passed through);
-    for a session-era agent the gateway asks the agent and repeats the call (gateway/input_bridge.py)."""
+                         modern: bool, continuation: continuations.Continuation | None = None) -> dict:
+    """The upstream's final result. A stateless-era agent answers `input_required` itself (it is passed through,
+    with the gateway's sealed requestState); for a session-era agent the gateway asks the agent and repeats the
+    call (gateway/input_bridge.py)."""
     params = _upstream_params(msg.params)
     if not modern:  # no multi round-trip fields in the session era: the gateway alone fills them in
         params = {k: v for k, v in params.items() if k not in ("inputResponses", "requestState")}
+    elif "requestState" in params:  # the upstream gets its own state back, never the gateway's seal
+        params = {k: v for k, v in params.items() if k != "requestState"}
+        if continuation is not None and continuation.upstream_state is not None:
+            params["requestState"] = continuation.upstream_state
     on_progress = _progress_relay(req, msg)
-    result = await link.request("tools/call", params, timeout=server.timeout_seconds, on_progress=on_progress)
+    result = await link.request("tools/call", params, timeout=server.timeout_seconds, on_progress=on_progress,
+                                client_capabilities=_declared_capabilities(msg, modern))
     if modern or not input_bridge.is_input_required(result):
         return result
     return await _answer_input(req, link, "tools/call", params, result, server.timeout_seconds, on_progress)
@@ -521,6 +550,21 @@ async def _answer_input(req: Request, link: UpstreamLink, method: str, params: d
 
     ask = functools.partial(link.ask_agent, channel=req.channel) if link.ask_agent is not None else None
     return await input_bridge.complete(first, ask=ask, capabilities=link.agent_capabilities, resend=resend)
+
+
+def _sealed(result: dict, admission: calls.Admission, server: Server, name: str, arguments: dict) -> dict:
+    """An upstream's input_required for a stateless-era agent, its requestState replaced by the gateway's seal:
+    the agent's retry is then recognised as this call's next round (bound to grant, server, tool, arguments)."""
+    continuation = admission.continuation
+    binding = continuations.Binding(admission.grant_id, server.pk, name, audit.argument_hash(arguments))
+    upstream_state = result.get("requestState")
+    if not isinstance(upstream_state, str):
+        upstream_state = None
+    state = continuations.seal(
+        upstream_state, binding=binding, now=timezone.now(),
+        first_call_id=continuation.first_call_id if continuation is not None else admission.call_id,
+        round_no=continuation.round_no + 1 if continuation is not None else 1)
+    return {**result, "requestState": state}
 
 
 def _upstream_failure(msg, server: Server, exc: MCPError, modern: bool) -> tuple[str, str, Reply]:

@@ -55,8 +55,7 @@ class UpstreamLink:
         # The upstream is told the agent can answer sampling/elicitation/roots only if the agent said so: what
         # exists upstream (e.g. server-everything's sampling tools) depends on it.
         self.agent_capabilities = agent_capabilities or {}
-        self._declared = {name: value for name, value in self.agent_capabilities.items()
-                          if name in _SERVER_REQUESTS and isinstance(value, dict)}
+        self._declared = declarable(self.agent_capabilities)
         self._client: Client | None = None
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -180,9 +179,12 @@ class UpstreamLink:
 
     # --- traffic ---
     async def request(self, method: str, params: dict | None, *, timeout: float,
-                      on_progress: Callable | None = None) -> dict:
+                      on_progress: Callable | None = None, client_capabilities: dict | None = None) -> dict:
         """Send one request; returns the raw result dict. Raises MCPError (upstream error, timeout) or
-        UpstreamError (connection gone). On timeout the SDK sends notifications/cancelled upstream."""
+        UpstreamError (connection gone). On timeout the SDK sends notifications/cancelled upstream.
+
+        `client_capabilities`: a stateless-era agent's own declaration for this request (the link is shared, so
+        its agents' capabilities differ per request); None means the link's agent (its session's)."""
         session = self.client.session
         data: dict[str, Any] = {"method": method, "params": dict(params or {})}
         opts: dict[str, Any] = {"timeout": timeout}
@@ -190,10 +192,13 @@ class UpstreamLink:
             opts["on_progress"] = on_progress
         session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
         meta = data["params"].get("_meta")
-        if self._declared and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
+        if (self._declared or client_capabilities is not None) and isinstance(meta, dict) \
+                and CLIENT_CAPABILITIES_META_KEY in meta:
             # Stateless era: tell the upstream exactly what the agent declared (the SDK would stamp what its
-            # callbacks can do), so it asks only what the agent can answer.
-            meta[CLIENT_CAPABILITIES_META_KEY] = self._declared
+            # callbacks can do), so it asks only what the agent can answer. Replaced, never mutated: the SDK's
+            # dict is shared by every request of the link. The direct path below sends these same params.
+            meta[CLIENT_CAPABILITIES_META_KEY] = (self._declared if client_capabilities is None
+                                                  else declarable(client_capabilities))
         if on_progress is None and self._direct_http():
             return await self._direct(method, data["params"], opts.get("headers", {}), timeout)
         with self._in_flight():
@@ -268,6 +273,15 @@ class UpstreamLink:
             await self.on_notification(raw)
         except Exception:  # a listener's fault must not break the upstream connection
             log.exception("notification handler failed for %s", self.server.slug)
+
+
+def declarable(capabilities: object) -> dict:
+    """The part of an agent's client capabilities the gateway passes upstream: sampling, elicitation and roots
+    (the questions the gateway relays and audits). Experimental keys, tasks and anything unknown are dropped:
+    the gateway cannot police what it does not understand."""
+    if not isinstance(capabilities, dict):
+        return {}
+    return {name: value for name, value in capabilities.items() if name in _SERVER_REQUESTS and isinstance(value, dict)}
 
 
 def _refused(exc: BaseException) -> bool:

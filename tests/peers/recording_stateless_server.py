@@ -1,0 +1,69 @@
+"""The stateless-only peer (tests/peers/stateless_server.py, same tools) that also records what each tools/call
+carried: the client capabilities in its envelope and its requestState. A real process, for
+tests/test_gateway_stateless_rounds.py: what the upstream was told is read from the upstream itself.
+
+Extra tool: `envelopes` returns the records (its own calls are not recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import uvicorn
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stateless_server as base  # noqa: E402
+
+ENVELOPES: list[dict] = []
+
+
+@base.server.tool()
+async def envelopes() -> str:
+    """What each tools/call carried: tool name, declared client capabilities, requestState."""
+    return json.dumps(ENVELOPES)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.app = base.StatelessOnly()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            receive = await self._record(receive)
+        await self.app(scope, receive, send)
+
+    async def _record(self, receive):
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict) and decoded.get("method") == "tools/call":
+            params = decoded.get("params") or {}
+            if params.get("name") not in ("envelopes", "stats"):
+                meta = params.get("_meta") or {}
+                ENVELOPES.append({"tool": params.get("name"), "capabilities": meta.get(CLIENT_CAPABILITIES_META_KEY),
+                                  "requestState": params.get("requestState"),
+                                  "progress": "progressToken" in meta})
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
+
+if __name__ == "__main__":
+    uvicorn.run(Recording(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
