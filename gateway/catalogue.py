@@ -65,11 +65,13 @@ def _classify_into(tool: Tool) -> None:
 
 
 @transaction.atomic
-def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bool = True) -> RefreshSummary:
+def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bool = True,
+               mark_gone: bool | None = None) -> RefreshSummary:
     """Bring the catalogue in line with a listing. New tools are classified; changed ones flagged.
 
     Only a complete listing (every page) can say a tool is gone or give positions; one page of a paginated
-    tools/list relayed to an agent (complete=False) only adds and updates."""
+    tools/list relayed to an agent (complete=False) only adds and updates. mark_gone=False: a complete listing
+    that still cannot say a tool is gone (it was made declaring fewer client capabilities than the gateway can)."""
     summary = RefreshSummary()
     existing = {tool.name: tool for tool in Tool.objects.select_for_update().filter(server=server)}
     seen: set[str] = set()
@@ -82,7 +84,7 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
             continue
         seen.add(definition["name"])
         _upsert(server, existing.get(definition["name"]), definition, position, now, summary, complete)
-    if not complete:
+    if not complete or mark_gone is False:
         return summary
     for name, tool in existing.items():
         if name not in seen and tool.gone_at is None:

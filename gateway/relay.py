@@ -104,15 +104,25 @@ _upstream_problem = sync_to_async(_record_upstream_problem, thread_sensitive=Tru
 _KNOWN_HASHES: dict[tuple, dict[str, str]] = {}
 
 
-def _visible_tools(server: Server, token: str, listed: list, complete: bool) -> list:
+# An upstream may list some tools only to clients that can sample, elicit or list roots (server-everything
+# does). A listing made with fewer of these capabilities is no evidence that a missing tool is gone.
+EVERY_CAPABILITY = frozenset({"sampling", "elicitation", "roots"})
+
+
+def lists_everything(capabilities: dict | None) -> bool:
+    return capabilities is not None and EVERY_CAPABILITY <= capabilities.keys()
+
+
+def _visible_tools(server: Server, token: str, listed: list, complete: bool, mark_gone: bool) -> list:
     grant = authenticate(token, server, timezone.now())
     hashes = {d["name"]: definition_hash(d) for d in listed if isinstance(d, dict) and isinstance(d.get("name"), str)}
     known = _KNOWN_HASHES.setdefault((server.pk, server.created_at), dict(
         Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", "definition_hash")))
-    dropped = complete and bool(known.keys() - hashes.keys())  # a complete listing without a catalogued tool
+    dropped = mark_gone and bool(known.keys() - hashes.keys())  # a complete listing without a catalogued tool
     if dropped or any(known.get(name) != digest for name, digest in hashes.items()):
-        sync_tools(server, listed, timezone.now(), complete=complete)  # new tools get classified before use
-        if complete:
+        # New tools get classified before use.
+        sync_tools(server, listed, timezone.now(), complete=complete, mark_gone=mark_gone)
+        if mark_gone:
             known.clear()  # what a complete listing leaves out is gone (sync_tools marked it)
         known.update(hashes)
     catalogue = {t.name: t for t in Tool.objects.filter(server=server, name__in=list(hashes), gone_at__isnull=True)}
@@ -287,13 +297,13 @@ async def _refresh_catalogue(session: AgentSession) -> None:
             cursor = page.get("nextCursor")
             if not cursor:
                 break
-        await _sync_catalogue(link.server, listed)
+        await _sync_catalogue(link.server, listed, lists_everything(link.agent_capabilities))
     except Exception as exc:  # the next tools/list syncs anyway; the failure is recorded on the server
         await _upstream_problem(link.server.pk, f"catalogue refresh after list_changed failed: {exc}")
 
 
-def _sync_listing(server: Server, listed: list) -> None:
-    sync_tools(server, listed, timezone.now(), complete=True)
+def _sync_listing(server: Server, listed: list, mark_gone: bool) -> None:
+    sync_tools(server, listed, timezone.now(), complete=True, mark_gone=mark_gone)
     _KNOWN_HASHES.pop((server.pk, server.created_at), None)
 
 
@@ -446,7 +456,8 @@ async def _tools_list(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if not isinstance(listed, list):  # an unparseable list is refused, never passed through
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, f"upstream {server.slug!r} sent a tools/list without tools")
     complete = "cursor" not in msg.params and not result.get("nextCursor")
-    shown = await _filter_tools(server, req.token, listed, complete)
+    declared = _declared_capabilities(msg, modern) if modern else link.agent_capabilities
+    shown = await _filter_tools(server, req.token, listed, complete, complete and lists_everything(declared))
     out = {**result, "tools": shown}
     if modern:
         out.update(cacheScope="private", ttlMs=0)  # filtered per grant, and the policy can change at any time

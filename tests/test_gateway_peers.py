@@ -179,3 +179,23 @@ def test_mcp_server_git_is_held_to_one_repository_and_feature_branches(gateway, 
     assert reset.is_error and "history rewrites need a person" in reset.content[0].text
     branches = subprocess.run(["git", "-C", str(repo), "branch"], capture_output=True, text=True).stdout
     assert "feature/x" in branches and "main2" not in branches
+
+
+def test_tools_offered_only_to_capable_agents_stay_callable_after_a_less_capable_agent_lists(gateway):
+    """server-everything lists trigger-sampling-request only to clients that can sample. The refresh sees it (it
+    declares every capability), and a listing by an agent that cannot sample is no evidence that it is gone."""
+    token = register("ev-caps", EVERYTHING_POLICY, transport="stdio", command=[require(EVERYTHING)])
+    server = Server.objects.get(slug="ev-caps")
+    assert server.tools.filter(name="trigger-sampling-request", gone_at__isnull=True).exists()
+
+    async def go():
+        async with via(gateway, "ev-caps", token) as plain:
+            plain_names = {t.name for t in (await plain.list_tools()).tools}
+        async with via(gateway, "ev-caps", token, sampling_callback=sampling) as capable:
+            sampled = await capable.call_tool("trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
+        return plain_names, sampled
+
+    plain_names, sampled = run(go())
+    assert "trigger-sampling-request" not in plain_names and "echo" in plain_names
+    assert not sampled.is_error and "sampled-by-the-agent" in sampled.content[0].text
+    assert server.tools.filter(name="trigger-sampling-request", gone_at__isnull=True).exists()

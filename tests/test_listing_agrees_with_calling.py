@@ -240,7 +240,7 @@ def run_scenario(s: dict) -> None:
         if own is not None:
             policies.apply(server, own, grant=new.grant, actor="property")
         effective = own if own is not None else s["server_policy"]
-        shown = {d["name"] for d in _visible_tools(server, new.token, listing, complete=True)}
+        shown = {d["name"] for d in _visible_tools(server, new.token, listing, complete=True, mark_gone=True)}
         assert shown <= {d["name"] for d in listing}
         grants.append((new.token, effective, shown))
     # The listing brought the catalogue up to date before any call: new tools classified, dropped ones gone.
@@ -280,7 +280,7 @@ def test_it_refuses_a_tool_the_upstream_no_longer_lists():
                             risk_level="low")
     policies.apply(server, {"version": "1", "default": "allow"}, actor="test")
     token = create_grant("dropped-agent", [server], None).token
-    shown = [d["name"] for d in _visible_tools(server, token, [definition("pool_list")], complete=True)]
+    shown = [d["name"] for d in _visible_tools(server, token, [definition("pool_list")], complete=True, mark_gone=True)]
     assert shown == ["pool_list"]
     admission = calls.admit(token, server, "pool_delete", {}, datetime.now(UTC))
     assert not admission.forward, "a tool absent from the complete listing was forwarded to the upstream"
@@ -357,7 +357,7 @@ def test_the_endpoint_lists_and_answers_exactly_what_the_in_process_functions_sa
         listed = [t["name"] for t in agent.list_tools()]
         answers = [agent.call(name, arguments) for name, arguments in plan]
 
-    expected = [d["name"] for d in _visible_tools(server, in_process, upstream_listing, complete=True)]
+    expected = [d["name"] for d in _visible_tools(server, in_process, upstream_listing, complete=True, mark_gone=True)]
     assert listed == expected  # the same tools, in the upstream's order
     assert "pool_scrub" in listed and "system_info" in listed and "dataset_create" in listed
     assert "pool_export" not in listed and "service_start" not in listed and "dataset_delete" not in listed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 
 import anyio
-from mcp import Client
+from mcp import Client, types
 
 from gateway.models import Server
 from gateway.redaction import redact_text
@@ -29,8 +29,18 @@ async def fetch_tool_definitions(server: Server) -> list[dict]:
             raise UpstreamError(_explain(server, _describe(exc), errlog)) from None
 
 
+async def _refuse(*_args) -> types.ErrorData:
+    return types.ErrorData(code=types.INVALID_REQUEST, message="the gateway is only listing tools; nobody can answer")
+
+
+# Declared so that the listing is the upstream's whole catalogue: some upstreams offer tools only to clients
+# that can sample, elicit or list roots (server-everything does), and agents that can will call them.
+_EVERY_CAPABILITY = {"sampling_callback": _refuse, "elicitation_callback": _refuse, "list_roots_callback": _refuse}
+
+
 async def _list_all(server: Server, errlog) -> list[dict]:
-    async with Client(open_transport(server, errlog=errlog), mode="auto", cache=None) as client:
+    async with Client(open_transport(server, errlog=errlog), mode="auto", cache=None,
+                      **_EVERY_CAPABILITY) as client:
         definitions: list[dict] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
