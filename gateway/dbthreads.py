@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -104,3 +105,24 @@ def _fail(done: asyncio.Future) -> None:
     if not done.done():
         done.set_exception(RuntimeError("the call's outcome could not be written to the audit log; see the log"))
         log.exception("writing a call's outcome failed")
+
+
+def close_connections() -> None:
+    """Close the database threads' own connections and the pool (the test run drops its database after this; a
+    connection left open would keep the database in use)."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is None:
+        return
+    from django.db import connections
+
+    workers = pool._max_workers  # noqa: SLF001 - each task below must land on its own thread
+    barrier = threading.Barrier(workers)
+
+    def close() -> None:
+        barrier.wait(timeout=10)
+        connections.close_all()
+
+    for future in [pool.submit(close) for _ in range(workers)]:
+        future.result(timeout=15)
+    pool.shutdown()

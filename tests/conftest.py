@@ -9,6 +9,16 @@ from gateway.grants import create_grant, revoke
 from gateway.models import Server
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, and before it is dropped, the hot path's database threads' connections
+    closed (on PostgreSQL an open one keeps the database in use)."""
+    yield
+    from gateway import dbthreads
+
+    dbthreads.close_connections()
+
+
 @pytest.fixture
 def server(db) -> Server:
     srv = Server(slug="files", name="Files", transport=Server.Transport.STDIO, command=["mcp-files", "--root", "/srv"])

@@ -88,3 +88,11 @@ async def test_an_outcome_is_written_even_when_its_caller_is_cancelled():
             break
         await asyncio.sleep(0.01)
     assert ["second"] in rec.writes
+
+
+async def test_close_connections_runs_on_every_database_thread_and_a_new_pool_follows():
+    await dbthreads.run(lambda: None)
+    dbthreads.close_connections()
+    assert dbthreads._POOL is None
+    name = await dbthreads.run(lambda: threading.current_thread().name)
+    assert name.startswith("portcullis-db")
