@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.db import connection
 from django.db.models import Q
 
+from gateway import prepared
 from gateway.models import Call
 from gateway.redaction import redact, redact_text
 
@@ -52,9 +53,7 @@ _FOREIGN = {"grant": "grant_id", "server": "server_id", "approval": "approval_id
 def open_row(**fields) -> int:
     """Insert the row and return its id; raises AuditUnavailable on any database failure."""
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(_INSERT_SQL, _values(fields))
-            return cursor.fetchone()[0]
+        return prepared.fetchone(_INSERT_SQL, _values(fields))[0]
     except Exception as exc:  # the database is the audit log: without it nothing is forwarded
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
 
@@ -65,10 +64,8 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
     when the counter is full (then nothing was written or counted). The counter's row lock is held only
     inside the database, never across a round trip to this process."""
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
-                           [*reserve_params, *_values(fields)])
-            row = cursor.fetchone()
+        row = prepared.fetchone(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
+                                [*reserve_params, *_values(fields)])
     except Exception as exc:
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
     return row[0] if row is not None else None
@@ -110,16 +107,18 @@ _ARGUMENTS = Call._meta.get_field("arguments")
 # The outcome is committed without waiting for PostgreSQL's WAL flush (SQLite's synchronous=NORMAL makes the
 # same trade): the row that must survive, written before the upstream saw the call, was committed durably; if
 # the database crashes before this flush, the row stays pending and is marked `interrupted` at the next start.
-# One simple query, so SET LOCAL applies to exactly this statement's implicit transaction (or the caller's).
-_CLOSE_SQL_POSTGRESQL = "SET LOCAL synchronous_commit = off; " + _CLOSE_SQL
+# One statement (so it can be prepared): set_config(…, true) is SET LOCAL, for exactly this statement's implicit
+# transaction (or the caller's).
+_CLOSE_SQL_POSTGRESQL = _CLOSE_SQL.replace(
+    " WHERE id = %s", " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS outcome_commit "
+                      f"WHERE {Call._meta.db_table}.id = %s")
 
 
 def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int | None = None,
               error: str = "", now: datetime) -> None:
     sql = _CLOSE_SQL_POSTGRESQL if connection.vendor == "postgresql" else _CLOSE_SQL
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [outcome, latency_ms, result_size, redact_text(error)[:4000],
-                                    connection.ops.adapt_datetimefield_value(now), call_id])
+    prepared.fetchone(sql, [outcome, latency_ms, result_size, redact_text(error)[:4000],
+                            connection.ops.adapt_datetimefield_value(now), call_id])
 
 
 def _alive_here(worker: str) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
-from gateway import approvals, audit, continuations, grants, ratelimit, tokens
+from gateway import approvals, audit, continuations, grants, prepared, ratelimit, tokens
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.redaction import redact, redact_text
@@ -94,10 +94,8 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     `request_state` (a stateless-era agent's retry of an `input_required` round) makes it a continuation:
     see _continue()."""
     grants.check_token_shape(token)
-    with connection.cursor() as cursor:
-        cursor.execute(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk, True,
-                                      server.pk, tool_name, tokens.prefix_of(token)])
-        row = cursor.fetchone()
+    row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk,
+                                           True, server.pk, tool_name, tokens.prefix_of(token)])
     grant = grants.check_call_auth(row, token, server, now)
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
