@@ -46,7 +46,23 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """func(*args, **kwargs) on a database thread; the caller's context variables go with it."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
-    return await loop.run_in_executor(_pool(), functools.partial(context.run, func, *args, **kwargs))
+    return await loop.run_in_executor(_pool(), functools.partial(context.run, _on_a_sound_connection, func, args,
+                                                                 kwargs))
+
+
+def _on_a_sound_connection(func: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    """A connection on which a database error occurred is closed before the next task, which then connects
+    again: after a database restart the gateway recovers by itself. (Django does this between requests; the
+    database threads serve no requests.) Tasks never leave a transaction open, so closing is always safe."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.errors_occurred and conn.connection is not None:
+            log.warning("closing the %s connection of %s after a database error; the next task reconnects",
+                        conn.alias, threading.current_thread().name)
+            conn.close()
+            conn.errors_occurred = False
+    return func(*args, **kwargs)
 
 
 class Batch(Generic[T]):

@@ -96,3 +96,40 @@ async def test_close_connections_runs_on_every_database_thread_and_a_new_pool_fo
     assert dbthreads._POOL is None
     name = await dbthreads.run(lambda: threading.current_thread().name)
     assert name.startswith("portcullis-db")
+
+
+def _on_every_database_thread(func) -> list:
+    """Run func once on each database thread (a barrier keeps any thread from taking two)."""
+    workers = dbthreads._pool()._max_workers
+    barrier = threading.Barrier(workers)
+
+    def each():
+        barrier.wait(timeout=10)
+        try:
+            return func()
+        except Exception as exc:  # noqa: BLE001 - the test looks at what each thread saw
+            return exc
+
+    return [f.result(timeout=20) for f in [dbthreads._pool().submit(each) for _ in range(workers)]]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_broken_connection_fails_one_task_and_the_next_task_reconnects(server):
+    """What a database restart looks like to the database threads: their connections are dead."""
+    from django.db import connection
+
+    from gateway import prepared
+
+    def count_servers():
+        return prepared.fetchone("SELECT count(*) FROM gateway_server", [])[0]
+
+    def kill_connection():
+        connection.ensure_connection()
+        connection.connection.close()  # the driver's connection, under Django's feet
+
+    assert await dbthreads.run(count_servers) == 1
+    await asyncio.to_thread(_on_every_database_thread, kill_connection)
+    first = await asyncio.to_thread(_on_every_database_thread, count_servers)
+    assert all(isinstance(r, Exception) for r in first)  # each thread's next query fails, once
+    after = [await dbthreads.run(count_servers) for _ in range(8)]
+    assert after == [1] * 8
