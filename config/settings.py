@@ -130,6 +130,11 @@ PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=6
 # How long a stateless-era agent has to answer an upstream's input_required round and call again: the gateway's
 # sealed requestState (gateway/continuations.py) expires after this.
 PORTCULLIS_CONTINUATION_TTL_S = env_int("PORTCULLIS_CONTINUATION_TTL_S", 600, minimum=1)
+# A stateless-era agent asked mid-call by a session-era upstream (gateway/parked_calls.py): each such call holds
+# its own upstream connection (for stdio, a process) while it waits for the agent's retry. At most this many per
+# grant, and this many in one gateway process; past either, a new one is refused with an isError result.
+PORTCULLIS_PARKED_CALLS_PER_GRANT = env_int("PORTCULLIS_PARKED_CALLS_PER_GRANT", 16, minimum=1)
+PORTCULLIS_PARKED_CALLS_MAX = env_int("PORTCULLIS_PARKED_CALLS_MAX", 64, minimum=1)
 # Session-era SSE resumability (Last-Event-ID): the events one session keeps for replay, across its streams;
 # past either cap the oldest are dropped. A finished stream can be resumed for the TTL after its final response.
 PORTCULLIS_SSE_REPLAY_MAX_EVENTS = env_int("PORTCULLIS_SSE_REPLAY_MAX_EVENTS", 1000, minimum=1)

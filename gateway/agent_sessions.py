@@ -82,6 +82,10 @@ class Registry:
     def __init__(self) -> None:
         self.sessions: dict[str, AgentSession] = {}
         self.shared: dict[int, UpstreamLink] = {}
+        # Session-era upstreams, listed for stateless-era agents that declared sampling/elicitation/roots: one link
+        # per (server, declared set), so the upstream offers exactly the tools such an agent could use (at most
+        # seven per server). Only listings go through these; calls get a link of their own (gateway/parked_calls.py).
+        self.listing: dict[tuple[int, tuple[str, ...]], UpstreamLink] = {}
         self._shared_locks: dict[int, asyncio.Lock] = {}
         self._sweeper: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
@@ -131,6 +135,22 @@ class Registry:
             await link.ensure()
             return link
 
+    async def listing_link(self, server: Server, capabilities: dict) -> UpstreamLink:
+        """The link that lists a session-era upstream for stateless-era agents declaring `capabilities`."""
+        key = (server.pk, tuple(sorted(capabilities)))
+        lock = self._shared_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            link = self.listing.get(key)
+            if link is None or _config_changed(link.server, server):
+                if link is not None:
+                    closing = asyncio.create_task(link.close())
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
+                link = self.listing[key] = UpstreamLink(server, ask_agent=_no_questions,
+                                                        agent_capabilities=capabilities)
+            await link.ensure()
+            return link
+
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep(), name="portcullis:session-sweeper")
@@ -144,6 +164,11 @@ class Registry:
             cutoff = now - IDLE_SESSION_S
             for session_id in [s.id for s in self.sessions.values() if s.last_used < cutoff and not s.inflight]:
                 await self.end(session_id)
+
+
+async def _no_questions(method: str, params: dict, channel=None) -> dict:
+    """A listing link belongs to no call: a question on it cannot reach any agent."""
+    raise RuntimeError(f"{method} arrived outside a tool call; the gateway relays questions only during a call")
 
 
 def _config_changed(old: Server, new: Server) -> bool:

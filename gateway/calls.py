@@ -151,8 +151,10 @@ def _continue(base: dict, decision: Decision, version, grant: grants.CallGrant, 
     except continuations.Invalid as exc:
         return _refuse(base, Call.Decision.DENY, "continuation", str(exc), "", version, grant)
     if not (decision.allowed or (decision.action == "approve" and decision.refusal is None)):
-        return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
-                       version, grant)
+        refused = _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
+                          version, grant)
+        refused.continuation = continuation  # a genuine state: its parked upstream call (if any) is cancelled
+        return refused
     use = _UseOnce(continuation.use_key, continuation.expires_at)
     row = dict(base, decision=Call.Decision.ALLOW, rule=decision.rule, policy_version_id=version, counters=[],
                outcome=Call.Outcome.PENDING, reason=f"continues call #{continuation.first_call_id} "

@@ -16,6 +16,12 @@ upstream would hold anyway (and which a conforming upstream seals on its side).
 
 Format: `pcs1.<base64url of the JSON claims>.<base64url of HMAC-SHA256 over "pcs1.<claims>">`.
 
+Two kinds share the format. An *upstream round* carries the upstream's own requestState (a stateless-era
+upstream). A *parked call* (claim `p`, gateway/parked_calls.py) names an upstream call the gateway holds open in
+this process: a session-era upstream asked a server→client request mid-call, the gateway turned it into the
+agent's `input_required`, and the retry's answer goes to that waiting request. Both are bound, expiring and single
+use in the same way.
+
 Pure apart from reading settings: no database, no I/O.
 """
 
@@ -53,6 +59,7 @@ class Continuation:
     round_id: str  # random; the round's single-use key (gateway/calls.py)
     expires_at: int  # epoch seconds
     upstream_state: str | None  # the upstream's own requestState, forwarded unchanged
+    parked_id: str | None = None  # a parked upstream call of this process (gateway/parked_calls.py)
 
     @property
     def use_key(self) -> str:
@@ -70,11 +77,15 @@ class Binding:
     argument_hash: str
 
 
-def seal(upstream_state: str | None, *, binding: Binding, first_call_id: int, round_no: int, now: datetime) -> str:
-    """The requestState the agent gets instead of the upstream's, for the `round_no`-th continuation."""
+def seal(upstream_state: str | None, *, binding: Binding, first_call_id: int, round_no: int, now: datetime,
+         parked_id: str | None = None) -> str:
+    """The requestState the agent gets instead of the upstream's, for the `round_no`-th continuation; with
+    `parked_id`, the state names the parked upstream call the answer is for (and carries no upstream state)."""
     claims = {"s": upstream_state, "c": first_call_id, "n": round_no, "r": secrets.token_urlsafe(12),
-              "e": int(now.timestamp()) + settings.PORTCULLIS_CONTINUATION_TTL_S, "g": binding.grant_id,
+              "e": expiry(now), "g": binding.grant_id,
               "v": binding.server_id, "t": binding.tool_name, "a": binding.argument_hash}
+    if parked_id is not None:
+        claims["p"] = parked_id
     body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode())
     signed = f"{PREFIX}.{body}"
     return f"{signed}.{_b64(_mac(signed))}"
@@ -98,11 +109,12 @@ def unseal(state: object, *, binding: Binding, now: datetime) -> Continuation:
         claims = json.loads(_unb64(body))
         continuation = Continuation(first_call_id=int(claims["c"]), round_no=int(claims["n"]),
                                     round_id=str(claims["r"]), expires_at=int(claims["e"]),
-                                    upstream_state=claims["s"])
+                                    upstream_state=claims["s"], parked_id=claims.get("p"))
         bound = Binding(int(claims["g"]), int(claims["v"]), str(claims["t"]), str(claims["a"]))
     except (ValueError, KeyError, TypeError, binascii.Error):  # signed by us, so only a format change gets here
         raise Invalid(f"requestState is not valid for this call (unreadable): {START_AGAIN}") from None
-    if continuation.upstream_state is not None and not isinstance(continuation.upstream_state, str):
+    if (continuation.upstream_state is not None and not isinstance(continuation.upstream_state, str)) or \
+            (continuation.parked_id is not None and not isinstance(continuation.parked_id, str)):
         raise Invalid(f"requestState is not valid for this call (unreadable): {START_AGAIN}")
     if continuation.expires_at <= now.timestamp():
         raise Invalid(f"requestState is not valid for this call (it expired; a call's rounds must follow within "
@@ -111,6 +123,11 @@ def unseal(state: object, *, binding: Binding, now: datetime) -> Continuation:
         raise Invalid(f"requestState is not valid for this call (it belongs to another call: a different grant, "
                       f"server, tool or arguments; retry with exactly the same arguments, or {START_AGAIN})")
     return continuation
+
+
+def expiry(now: datetime) -> int:
+    """When a state sealed now expires (epoch seconds); a parked call is abandoned at the same moment."""
+    return int(now.timestamp()) + settings.PORTCULLIS_CONTINUATION_TTL_S
 
 
 def _mac(signed: str) -> bytes:

@@ -27,7 +27,7 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway import audit, calls, continuations, dbthreads, events, input_bridge, jsonrpc, tokens
+from gateway import audit, calls, continuations, dbthreads, events, input_bridge, jsonrpc, parked_calls, tokens
 from gateway.agent_sessions import REGISTRY, AgentSession
 from gateway.catalogue import definition_hash, sync_tools
 from gateway.grants import AuthFailure, authenticate
@@ -38,7 +38,7 @@ from gateway.policy import visibility
 from gateway.redaction import redact_text
 from gateway.streams import Channel
 from gateway.upstream.connect import UpstreamError
-from gateway.upstream.link import UpstreamLink
+from gateway.upstream.link import UpstreamLink, declarable
 
 GATEWAY_INFO = {"name": "portcullis", "title": "Portcullis MCP policy gateway", "version": "0.1.0"}
 
@@ -446,6 +446,9 @@ async def _relay(req: Request, msg: jsonrpc.Message, server: Server, link: Upstr
 async def _tools_list(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink,
                       modern: bool) -> Reply:
     try:
+        if modern and _bridged(link, msg):
+            # A session-era upstream offers capability-dependent tools only to a session that declared them.
+            link = await REGISTRY.listing_link(server, declarable(_declared_capabilities(msg, modern)))
         result = await link.request("tools/list", _upstream_params(msg.params), timeout=server.timeout_seconds,
                                     client_capabilities=_declared_capabilities(msg, modern))
     except MCPError as exc:
@@ -484,8 +487,15 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if admission.held is not None:
         admission = await hold(req, msg, admission)
         events.call_changed(admission.call_id, server.slug, "opened" if admission.forward else "refused")
+    parked_id = admission.continuation.parked_id if admission.continuation is not None else None
     if not admission.forward:
+        if parked_id is not None:  # a genuine state the policy now refuses: its parked upstream call ends too
+            await _abort_parked(parked_id, admission.grant_id,
+                                f"cancelled: the policy refused its continuation (call #{admission.call_id}): "
+                                f"{admission.message}")
         return _refusal(msg, admission.message, modern)
+    if parked_id is not None or (modern and admission.continuation is None and _bridged(link, msg)):
+        return await _bridged_call(req, msg, server, admission, name, arguments, parked_id)
     started = time.perf_counter()
     # Unknown until the upstream answers: an unexpected error in between must never be audited as `ok`.
     outcome, error = Call.Outcome.INTERRUPTED, "gateway error before the upstream answered"
@@ -576,6 +586,132 @@ def _sealed(result: dict, admission: calls.Admission, server: Server, name: str,
         first_call_id=continuation.first_call_id if continuation is not None else admission.call_id,
         round_no=continuation.round_no + 1 if continuation is not None else 1)
     return {**result, "requestState": state}
+
+
+# --- a session-era upstream asking a stateless-era agent (gateway/parked_calls.py) ---
+
+def _bridged(link: UpstreamLink, msg: jsonrpc.Message) -> bool:
+    """A stateless-era agent that can be asked, on an upstream reached in the session era: the shared link
+    declared nothing, so such calls (and listings) need a link that declares what this agent declared."""
+    return bool(declarable(_declared_capabilities(msg, True))) and \
+        link.protocol_version not in MODERN_PROTOCOL_VERSIONS
+
+
+async def _abort_parked(parked_id: str, grant_id: int | None, reason: str) -> None:
+    parked = parked_calls.REGISTRY.claim(parked_id, grant_id) if grant_id is not None else None
+    if parked is not None:
+        await parked_calls.REGISTRY.abort(parked, reason, settle=True)
+
+
+async def _settle_abandoned(parked: parked_calls.ParkedCall, reason: str) -> None:
+    """A parked call that ended without its final result: its first round's row gets the reason."""
+    latency = (time.perf_counter() - parked.started) * 1000
+    await _outcomes.submit((parked.first_admission, {"outcome": Call.Outcome.INTERRUPTED, "latency_ms": latency,
+                                                     "result_size": None, "error": reason, "now": timezone.now()}))
+    events.call_changed(parked.first_call_id, parked.link.server.slug if parked.link else "", "settled")
+
+
+async def _bridged_call(req: Request, msg: jsonrpc.Message, server: Server, admission: calls.Admission, name: str,
+                        arguments: dict, parked_id: str | None) -> Reply:
+    """One request of a stateless-era agent in a call a session-era upstream may ask questions in.
+
+    The first round starts the upstream call on a link of its own (declaring exactly the agent's capabilities);
+    a continuation hands the agent's answer to the parked call's waiting question. Either way the request then
+    waits for the call's next event: a question (answered to the agent as `input_required` with a sealed state
+    naming the parked call; the call stays parked) or the final result (returned; the first round's row is
+    settled with it). Rows: the first round's carries the decision and counters and is settled when the call
+    ends; each continuation has its own (settled with what its request returned)."""
+    started = time.perf_counter()
+    outcome, error = Call.Outcome.INTERRUPTED, "gateway error before the upstream answered"
+    result, reply, size = None, None, None
+    parked: parked_calls.ParkedCall | None = None
+    settle_this, ended = True, False
+    try:
+        if parked_id is None:
+            refusal = parked_calls.REGISTRY.room_for(admission.grant_id)
+            if refusal is not None:  # nothing was started upstream: the reservation is given back
+                outcome, error = Call.Outcome.PROTOCOL_ERROR, refusal
+                return _refusal(msg, refusal, True)
+            parked = parked_calls.ParkedCall(admission.grant_id, admission.call_id, started, _settle_abandoned,
+                                             first_admission=admission)
+            parked.link = UpstreamLink(server, ask_agent=parked.ask,
+                                       agent_capabilities=declarable(_declared_capabilities(msg, True)))
+            parked_calls.REGISTRY.add(parked)
+            try:
+                await parked.link.start()
+            except UpstreamError:
+                parked_calls.REGISTRY.finish(parked)
+                ended = True
+                raise
+            params = {k: v for k, v in _upstream_params(msg.params).items()
+                      if k not in ("inputResponses", "requestState")}
+            # The call may wait for the agent in every round: the server's timeout plus each round's TTL.
+            budget = server.timeout_seconds + settings.PORTCULLIS_CONTINUATION_TTL_S * (continuations.MAX_ROUNDS + 1)
+            parked.start(parked.link.request("tools/call", params, timeout=budget))
+        else:
+            parked = parked_calls.REGISTRY.claim(parked_id, admission.grant_id)
+            if parked is None:
+                outcome = Call.Outcome.REFUSED
+                error = ("the call this requestState continues is not waiting in this gateway process (it ended, "
+                         "was abandoned, or its upstream call is held by another gateway process); "
+                         f"{continuations.START_AGAIN}")
+                return _refusal(msg, error, True)
+            responses = msg.params.get("inputResponses")
+            answer = responses.get(parked.question_key) if isinstance(responses, dict) else None
+            parked.answer({"result": answer} if isinstance(answer, dict) else {"error": {
+                "code": jsonrpc.INVALID_PARAMS, "message": f"the agent sent no answer for {parked.question_key!r}"}})
+        event = await parked.next_event()
+        if isinstance(event, parked_calls.Question):
+            parked.round_no += 1
+            parked.question_key = f"portcullis-{parked.round_no}"
+            binding = continuations.Binding(admission.grant_id, server.pk, name, audit.argument_hash(arguments))
+            state = continuations.seal(None, binding=binding, first_call_id=parked.first_call_id,
+                                       round_no=parked.round_no, now=timezone.now(), parked_id=parked.id)
+            result = {"resultType": "input_required", "requestState": state,
+                      "inputRequests": {parked.question_key: {"method": event.method, "params": event.params}}}
+            parked_calls.REGISTRY.park(parked)
+            settle_this = parked_id is not None  # the first round's row waits for the call's end
+            outcome, error, size = Call.Outcome.OK, "", len(jsonrpc.dumps(result))
+            return _ok(msg, result, True)
+        parked_calls.REGISTRY.finish(parked)
+        ended = True
+        if isinstance(event.error, asyncio.CancelledError):
+            error = "the upstream call was cancelled; its outcome is unknown"
+            return _refusal(msg, error, True)
+        if event.error is not None:
+            raise event.error
+        result = event.result
+        outcome, error = (Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK), ""
+        reply, size = _ok(msg, result, True), len(jsonrpc.dumps(result))
+        if size > settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES:
+            outcome = Call.Outcome.TOOL_ERROR
+            error = (f"upstream answer of {size} bytes exceeds the gateway's limit of "
+                     f"{settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES} bytes; it was not passed on")
+            reply = _refusal(msg, error, True)
+        return reply
+    except MCPError as exc:
+        outcome, error, reply = _upstream_failure(msg, server, exc, True)
+        return reply
+    except UpstreamError as exc:
+        outcome, error = Call.Outcome.INTERRUPTED, str(exc)
+        return _refusal(msg, f"upstream unavailable: {exc}; the call's outcome is unknown", True)
+    except asyncio.CancelledError:  # the agent closed its stream: in this era, a cancellation
+        outcome, error = Call.Outcome.INTERRUPTED, "cancelled by the agent or its disconnect"
+        if parked is not None and not ended:
+            await parked_calls.REGISTRY.abort(parked, error, settle=False)
+            ended = True
+        raise
+    finally:
+        now, latency = timezone.now(), (time.perf_counter() - started) * 1000
+        if settle_this:
+            await _outcomes.submit((admission, {"outcome": outcome, "latency_ms": latency, "result_size": size,
+                                                "error": error, "now": now}))
+            events.call_changed(admission.call_id, server.slug, "settled")
+        if ended and parked is not None and parked.first_admission is not admission:
+            first = parked.first_admission
+            await _outcomes.submit((first, {"outcome": outcome, "error": error, "now": now, "result_size": size,
+                                            "latency_ms": (time.perf_counter() - parked.started) * 1000}))
+            events.call_changed(first.call_id, server.slug, "settled")
 
 
 def _upstream_failure(msg, server: Server, exc: MCPError, modern: bool) -> tuple[str, str, Reply]:

@@ -2,7 +2,9 @@
 
 Tools: `ok` answers at once; `sleep` hangs for the given seconds; `die` exits the process mid-call;
 `garbage` writes a non-JSON line to stdout before answering; `huge` answers with a text of the given size;
-`stats` reports how many cancellations arrived and this process's pid.
+`stats` reports how many cancellations arrived and this process's pid. `--session-only` removes the stateless
+era's `server/discover`, so clients fall back to `initialize` (a session-era-only upstream, whose `ask` then asks
+with a server→client request mid-call).
 """
 
 from __future__ import annotations
@@ -59,8 +61,22 @@ class Answer(BaseModel):
 async def ask(question: str, ctx: Context) -> str:
     """Asks the user (elicitation): a server→client request in the session era, input_required in the
     stateless era."""
-    result = await ctx.elicit(question, Answer)
+    try:
+        result = await ctx.elicit(question, Answer)
+    except asyncio.CancelledError:
+        CANCELLED["count"] += 1
+        raise
     return f"user said: {result.data.answer}" if result.action == "accept" else f"user {result.action}"
+
+
+@server.tool()
+async def ask_two(ctx: Context) -> str:
+    """Asks twice: two questions in one call."""
+    first = await ctx.elicit("first name?", Answer)
+    last = await ctx.elicit("last name?", Answer)
+    if first.action != "accept" or last.action != "accept":
+        return "user declined"
+    return f"hello {first.data.answer} {last.data.answer}"
 
 
 @server.tool()
@@ -69,6 +85,9 @@ async def stats() -> str:
 
 
 if __name__ == "__main__":
+    if "--session-only" in sys.argv:
+        sys.argv.remove("--session-only")
+        server._lowlevel_server._request_handlers.pop("server/discover", None)
     if len(sys.argv) == 3 and sys.argv[1] == "--http":  # Streamable HTTP on 127.0.0.1:<port>/mcp
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
     else:
