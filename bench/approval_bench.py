@@ -32,17 +32,19 @@ from pathlib import Path
 
 import httpx2
 
-from bench.gateway_bench import (
+from bench.gateway_bench import McpConnection
+from bench.harness import (
     PY,
     BenchError,
-    McpConnection,
     Processes,
-    _redacted,
-    _tail,
-    _with_database,
     free_port,
     gateway_env,
+    load_text,
     manage,
+    redacted,
+    say,
+    scratch_postgres,
+    tail,
 )
 
 SLUG = "truenas"
@@ -263,43 +265,22 @@ def prepare_database(env: dict, simulator_url: str) -> str:
     return match.group(1)
 
 
-@contextlib.contextmanager
-def postgres_database(maintenance_url: str):
-    """A fresh scratch database, created and dropped through the maintenance database (`postgres`)."""
-    import psycopg
-
-    def drop(conn) -> None:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_POSTGRES_DB}" WITH (FORCE)')
-
-    try:
-        with psycopg.connect(maintenance_url, autocommit=True, connect_timeout=10) as conn:
-            drop(conn)
-            conn.execute(f'CREATE DATABASE "{BENCH_POSTGRES_DB}"')
-    except psycopg.Error as exc:
-        raise BenchError(f"cannot create {BENCH_POSTGRES_DB} through {_redacted(maintenance_url)}: {exc}") from None
-    try:
-        yield _with_database(maintenance_url, BENCH_POSTGRES_DB)
-    finally:
-        with psycopg.connect(maintenance_url, autocommit=True, connect_timeout=10) as conn:
-            drop(conn)
-
-
 # --- the run ---
 
 async def measure(opts, database_url: str, procs: Processes, tmp: Path) -> Results:
     redis_url = start_redis(procs, tmp)
-    _say(f"redis-server: {redis_url}")
+    say(f"redis-server: {redis_url}")
     simulator_url = start_simulator(procs, tmp)
-    _say(f"simulator: {simulator_url}")
+    say(f"simulator: {simulator_url}")
     port_a, port_b = free_port(), free_port()
     origins = ",".join(f"http://{host}:{port}" for port in (port_a, port_b) for host in ("127.0.0.1", "localhost"))
     env = {**gateway_env(database_url, tmp / "state"), "REDIS_URL": redis_url,
            "PORTCULLIS_APPROVAL_HOLD_S": str(HOLD_S), "PORTCULLIS_ALLOWED_ORIGINS": origins}
-    _say(f"scratch database {_redacted(database_url)}: migrate, register, refresh, policy, grant, staff user")
+    say(f"scratch database {redacted(database_url)}: migrate, register, refresh, policy, grant, staff user")
     token = prepare_database(env, simulator_url)
     base_a = start_gateway(procs, env, port_a, tmp / "gateway-a.log")
     base_b = start_gateway(procs, env, port_b, tmp / "gateway-b.log")
-    _say(f"gateways: A {base_a} (the agent's), B {base_b}")
+    say(f"gateways: A {base_a} (the agent's), B {base_b}")
 
     agent = McpConnection(f"{base_a}/mcp/{SLUG}/", token)
     probe = SimulatorProbe(simulator_url)
@@ -316,7 +297,7 @@ async def measure(opts, database_url: str, procs: Processes, tmp: Path) -> Resul
             if i >= WARMUP_ROUNDS:
                 results.rounds.append(one)
             if (n + 1) % 20 == 0:
-                _say(f"  {n + 1}/{len(plan)} rounds")
+                say(f"  {n + 1}/{len(plan)} rounds")
     finally:
         watch.close()
         for operator in operators.values():
@@ -338,7 +319,7 @@ async def _with_logs(step, tmp: Path):
     try:
         return await step
     except (BenchError, OSError, TimeoutError, httpx2.HTTPError) as exc:
-        logs = "".join(f"\n--- end of {name} ---\n{_tail(tmp / name, 1500)}"
+        logs = "".join(f"\n--- end of {name} ---\n{tail(tmp / name, 1500)}"
                        for name in ("gateway-a.log", "gateway-b.log") if (tmp / name).exists())
         raise BenchError(f"{type(exc).__name__}: {exc}{logs}") from exc
 
@@ -346,7 +327,7 @@ async def _with_logs(step, tmp: Path):
 def report(results: Results, opts, label: str, load_before: tuple) -> bool:
     print(f"\nPortcullis approval bench: python -m bench.approval_bench {' '.join(opts.argv)}".rstrip())
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
-          f"{_load(load_before)} before, {_load(os.getloadavg())} after")
+          f"{load_text(load_before)} before, {load_text(os.getloadavg())} after")
     print(f"database: {label}; channel layer: Redis (own redis-server); two gateways (python -m config.serve), "
           f"hold window {HOLD_S} s; upstream: one truenas_sim over HTTP")
     print("latency = the simulator's receive time of the held call - the bench's clock just before the Approve "
@@ -372,20 +353,12 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def _load(averages: tuple) -> str:
-    return "/".join(f"{x:.1f}" for x in averages)
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 async def run(opts, procs: Processes, tmp: Path) -> bool:
     load_before = os.getloadavg()
     if opts.db == "sqlite":
         url = f"sqlite:///{tmp / 'approval-bench.sqlite3'}"
         return report(await measure(opts, url, procs, tmp), opts, "SQLite (scratch file, WAL)", load_before)
-    with postgres_database(opts.postgres_url) as url:
+    with scratch_postgres(opts.postgres_url, BENCH_POSTGRES_DB) as url:
         try:
             results = await measure(opts, url, procs, tmp)
         finally:

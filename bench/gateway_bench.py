@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import cProfile
 import io
@@ -23,10 +22,8 @@ import os
 import platform
 import pstats
 import re
-import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,10 +33,24 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+from bench.harness import (
+    PY,
+    ROOT,
+    START_TIMEOUT_S,
+    BenchError,
+    Processes,
+    clean_env,
+    free_port,
+    gateway_env,
+    load_text,
+    manage,
+    redacted,
+    say,
+    scratch_postgres,
+    tail,
+)
 
 SLUG = "bench"
 TOOL = "echo"
@@ -57,14 +68,7 @@ TARGET_RATIO_C16 = 0.5
 CONCURRENCIES = (1, 4, 16)
 
 CALL_TIMEOUT_S = 30  # one HTTP exchange; a gateway that stalls fails the run instead of hanging it
-COMMAND_TIMEOUT_S = 300  # one management command (migrate on a cold PostgreSQL is the slowest)
-START_TIMEOUT_S = 60  # a process listening on its port (the profiled gateway starts slowly)
-STOP_TIMEOUT_S = 15
 WARMUP_PER_CONNECTION = 20
-
-
-class BenchError(RuntimeError):
-    """Something the bench relies on did not happen; the message says what."""
 
 
 @dataclass(frozen=True)
@@ -345,65 +349,9 @@ def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 
 # --- processes: the upstream and the gateway ---
 
-class Processes:
-    """Every process the bench starts, stopped (TERM, then KILL) when the run ends, however it ends."""
-
-    def __init__(self) -> None:
-        self.running: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], env: dict, log_path: Path, port: int) -> subprocess.Popen:
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
-        self.running.append(proc)
-        try:
-            wait_for_port(port, proc, log_path)
-        except BaseException:
-            self.stop(proc)
-            raise
-        return proc
-
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT_S)
-        if proc in self.running:
-            self.running.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(reversed(self.running)):
-            self.stop(proc)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            what = " ".join(map(str, proc.args[1:3]))
-            raise BenchError(f"{what} exited with {proc.returncode} before listening; log:\n" + _tail(log_path))
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)  # polling a port, bounded by the deadline
-    raise BenchError(f"nothing listened on port {port} within {START_TIMEOUT_S} s; log:\n" + _tail(log_path))
-
-
-def _tail(path: Path, chars: int = 2000) -> str:
-    return path.read_text(errors="replace")[-chars:]
-
-
 def start_upstream(procs: Processes, tmp: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = procs.start([PY, "-m", "bench.echo_upstream", "--port", str(port)], _clean_env(),
+    proc = procs.start([PY, "-m", "bench.echo_upstream", "--port", str(port)], clean_env(),
                        tmp / "upstream.log", port)
     return proc, f"http://127.0.0.1:{port}/mcp"
 
@@ -412,20 +360,6 @@ def upstream_posts(upstream_url: str) -> dict[str, int]:
     stats_url = upstream_url.rsplit("/", 1)[0] + "/stats"
     with urllib.request.urlopen(stats_url, timeout=5) as answer:  # noqa: S310 - our own local upstream
         return json.load(answer)["posts_by_protocol_version"]
-
-
-def _clean_env() -> dict[str, str]:
-    # The developer's database, Redis and keys must never leak into the bench's processes.
-    dropped = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "PORTCULLIS_SECRETS_KEY", "PORTCULLIS_STATE_DIR",
-               "PORTCULLIS_ALLOWED_ORIGINS", "DJANGO_SETTINGS_MODULE")
-    return {k: v for k, v in os.environ.items() if k not in dropped}
-
-
-def gateway_env(database_url: str, state_dir: Path) -> dict[str, str]:
-    return {**_clean_env(), "DATABASE_URL": database_url, "PORTCULLIS_STATE_DIR": str(state_dir),
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "PORTCULLIS_SECRETS_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-            "PORTCULLIS_ALLOWED_ORIGINS": "http://127.0.0.1", "LOG_LEVEL": "WARNING"}
 
 
 PROFILED_LAUNCHER = ("import sys; from bench.gateway_bench import serve_profiled; "
@@ -445,17 +379,6 @@ def start_gateway(procs: Processes, env: dict, log_path: Path, profile_to: Path 
 
 # --- scratch databases ---
 
-def manage(env: dict, *args: str, stdin: str | None = None) -> str:
-    try:
-        done = subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, input=stdin, capture_output=True,
-                              text=True, timeout=COMMAND_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"manage.py {' '.join(args)} took over {COMMAND_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        raise BenchError(f"manage.py {' '.join(args)} failed:\n{(done.stdout + done.stderr)[-2000:]}")
-    return done.stdout
-
-
 def prepare_database(env: dict, upstream_url: str) -> str:
     """Schema, the upstream, its catalogue, the policy (allow + a limit) and a grant; returns the grant token."""
     manage(env, "migrate", "--noinput")
@@ -467,25 +390,6 @@ def prepare_database(env: dict, upstream_url: str) -> str:
     if match is None:
         raise BenchError(f"create_grant printed no token:\n{out[:500]}")
     return match.group(1)
-
-
-@contextlib.contextmanager
-def postgres_database(base_url: str):
-    """A fresh `portcullis_bench` database beside the given server's, dropped afterwards.
-
-    The maintenance connection goes to the `postgres` database: the developer's own database is never opened.
-    """
-    import psycopg
-
-    maintenance = _with_database(base_url, "postgres")
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_POSTGRES_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_POSTGRES_DB}"')
-    try:
-        yield _with_database(base_url, BENCH_POSTGRES_DB)
-    finally:
-        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_POSTGRES_DB}" WITH (FORCE)')
 
 
 def durable_commit_note(url: str, rounds: int = 50) -> str:
@@ -501,15 +405,6 @@ def durable_commit_note(url: str, rounds: int = 50) -> str:
         ms = (time.perf_counter() - start) * 1000 / rounds
         conn.execute("DROP TABLE bench_commit_probe")
     return f"one INSERT + COMMIT costs {ms:.2f} ms on this PostgreSQL (synchronous_commit={setting})"
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
-def _redacted(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 # --- one database: prepare, start the gateway, measure direct and through it ---
@@ -529,14 +424,14 @@ async def bench_database(label: str, database_url: str, note: str, upstream: tup
     upstream_proc, upstream_url = upstream
     state_dir = tmp / f"state-{label.lower()}"
     env = gateway_env(database_url, state_dir)
-    _say(f"[{label}] scratch database {_redacted(database_url)}: migrate, register, refresh, policy, grant")
+    say(f"[{label}] scratch database {redacted(database_url)}: migrate, register, refresh, policy, grant")
     token = prepare_database(env, upstream_url)  # blocking is fine: nothing else runs yet
     gateway_proc, gateway_url = start_gateway(procs, env, tmp / f"gateway-{label.lower()}.log")
     pids = {"gateway": gateway_proc.pid, "upstream": upstream_proc.pid}
-    _say(f"[{label}] direct: {upstream_url}")
+    say(f"[{label}] direct: {upstream_url}")
     direct = await measure_side(Endpoint(upstream_url, None, pids), opts.plan)
     before = upstream_posts(upstream_url)
-    _say(f"[{label}] through the gateway: {gateway_url}")
+    say(f"[{label}] through the gateway: {gateway_url}")
     through = await measure_side(Endpoint(gateway_url, token, pids), opts.plan)
     seen = _difference(upstream_posts(upstream_url), before)
     procs.stop(gateway_proc)
@@ -550,10 +445,6 @@ async def bench_database(label: str, database_url: str, note: str, upstream: tup
 
 def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: n - before.get(k, 0) for k, n in after.items() if n - before.get(k, 0)}
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- profiling the gateway ---
@@ -630,12 +521,12 @@ async def profile_gateway(label: str, env: dict, token: str, plan: Plan, cpu_ms_
     log_path = tmp / f"gateway-{label.lower()}-profiled.log"
     proc, url = start_gateway(procs, env, log_path, profile_to=out)
     concurrency = CONCURRENCIES[-1]
-    _say(f"[{label}] profiling the gateway: {plan.seconds:.0f} s at concurrency {concurrency}")
+    say(f"[{label}] profiling the gateway: {plan.seconds:.0f} s at concurrency {concurrency}")
     run, _ = await measure_throughput(Endpoint(url, token, {"gateway": proc.pid}), concurrency,
                                       plan.seconds, around=lambda: profiling(proc, out))
     procs.stop(proc)
     if not out.exists():
-        return f"(no profile written; gateway log:\n{_tail(log_path)})"
+        return f"(no profile written; gateway log:\n{tail(log_path)})"
     if save_to:
         shutil.copyfile(out, f"{save_to}-{label.lower()}.prof")
     return profile_report(pstats.Stats(str(out)), run.calls, cpu_ms_per_call)
@@ -754,7 +645,7 @@ def _step_lines(stats: pstats.Stats, calls: int, cpu_ms_per_call: float) -> list
 def print_report(results: list[DbResult], opts, upstream_url: str, load_before: tuple) -> None:
     print(f"\nPortcullis gateway bench: python -m bench {' '.join(opts.argv)}".rstrip())
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
-          f"{_load(load_before)} before the run, {_load(os.getloadavg())} after (others' work skews latencies; "
+          f"{load_text(load_before)} before the run, {load_text(os.getloadavg())} after (others' work skews latencies; "
           "CPU per call is the steadier figure)")
     print(f"upstream: bench/echo_upstream.py (mcp low-level Server on uvicorn, SSE answers) at {upstream_url}")
     print(f"client: raw asyncio HTTP/1.1 keep-alive, session era, one MCP session per connection; "
@@ -768,10 +659,6 @@ def print_report(results: list[DbResult], opts, upstream_url: str, load_before: 
     for result in results:
         if result.profile:
             print(f"\n=== profile of the gateway on {result.label} ===\n{result.profile}")
-
-
-def _load(averages: tuple) -> str:
-    return "/".join(f"{x:.1f}" for x in averages)
 
 
 def _print_db(result: DbResult) -> None:
@@ -853,14 +740,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(opts, procs: Processes, tmp: Path) -> None:
     load_before = os.getloadavg()
     upstream = start_upstream(procs, tmp)
-    _say(f"upstream: bench/echo_upstream.py at {upstream[1]} (pid {upstream[0].pid})")
+    say(f"upstream: bench/echo_upstream.py at {upstream[1]} (pid {upstream[0].pid})")
     results: list[DbResult] = []
     try:
         if opts.db in ("sqlite", "both"):
             url = f"sqlite:///{tmp / 'bench.sqlite3'}"
             results.append(await bench_database("SQLite", url, SQLITE_NOTE, upstream, opts, procs, tmp))
         if opts.db in ("postgres", "both"):
-            with postgres_database(opts.postgres_url) as url:
+            with scratch_postgres(opts.postgres_url, BENCH_POSTGRES_DB) as url:
                 note = durable_commit_note(url)
                 results.append(await bench_database("PostgreSQL", url, note, upstream, opts, procs, tmp))
     finally:
