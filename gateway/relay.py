@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
@@ -39,6 +41,8 @@ from gateway.redaction import redact_text
 from gateway.streams import Channel
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink, declarable
+
+log = logging.getLogger("portcullis.relay")
 
 GATEWAY_INFO = {"name": "portcullis", "title": "Portcullis MCP policy gateway", "version": "0.1.0"}
 
@@ -139,7 +143,12 @@ _filter_tools = sync_to_async(_visible_tools, thread_sensitive=True)
 
 
 def _admit(token: str, server: Server, name: str, arguments: object, request_state: object) -> calls.Admission:
-    return calls.admit(token, server, name, arguments, timezone.now(), request_state)
+    try:
+        return calls.admit(token, server, name, arguments, timezone.now(), request_state)
+    except DatabaseError as exc:  # the database is the audit log: nothing is forwarded without it
+        log.error("tools/call refused, database unavailable: %s", redact_text(str(exc))[:500])
+        return calls.Admission(None, False, f"audit log unavailable ({type(exc).__name__}): the gateway cannot "
+                                            "reach its database, so the call was not forwarded; try again shortly")
 
 
 # The outcomes of calls finishing together are written together (dbthreads.Batch): one commit for all.

@@ -133,3 +133,4 @@ async def test_a_broken_connection_fails_one_task_and_the_next_task_reconnects(s
     assert all(isinstance(r, Exception) for r in first)  # each thread's next query fails, once
     after = [await dbthreads.run(count_servers) for _ in range(8)]
     assert after == [1] * 8
+
