@@ -199,3 +199,52 @@ def test_tools_offered_only_to_capable_agents_stay_callable_after_a_less_capable
     assert "trigger-sampling-request" not in plain_names and "echo" in plain_names
     assert not sampled.is_error and "sampled-by-the-agent" in sampled.content[0].text
     assert server.tools.filter(name="trigger-sampling-request", gone_at__isnull=True).exists()
+
+
+def test_a_stateless_agent_answers_server_everythings_elicitation_through_the_gateway(gateway):
+    """server-everything speaks only the session era and asks mid-call; a 2026-07-28 agent that can elicit
+    sees its elicitation tool listed and answers the question as an input_required round."""
+    policy = {"version": "1", "default": "deny", "tools": {"echo": {}, "trigger-elicitation-request": {}}}
+    token = register("ev-stateless", policy, transport="stdio", command=[require(EVERYTHING)])
+    asked: list[str] = []
+
+    async def on_elicit(ctx, params):
+        asked.append(params.message)
+        schema = params.requested_schema.get("properties", {}) if params.requested_schema else {}
+        content = {}
+        for name, spec in schema.items():
+            kind = spec.get("type")
+            if "enum" in spec:
+                content[name] = spec["enum"][0]
+            elif kind == "boolean":
+                content[name] = True
+            elif kind in ("integer", "number"):
+                content[name] = spec.get("minimum", 1)
+            elif kind == "string" and spec.get("format") == "email":
+                content[name] = "agent@example.com"
+            elif kind == "string" and spec.get("format") == "date":
+                content[name] = "2026-11-25"
+            elif kind == "string" and spec.get("format") in ("uri", "url"):
+                content[name] = "https://example.com"
+            elif kind == "string":
+                content[name] = "portcullis-agent"
+        return types.ElicitResult(action="accept", content=content)
+
+    async def go():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        async with Client(streamable_http_client(gateway.url("ev-stateless"), http_client=http), cache=None,
+                          elicitation_callback=on_elicit) as agent:
+            version = agent.protocol_version
+            names = {t.name for t in (await agent.list_tools()).tools}
+            result = await agent.call_tool("trigger-elicitation-request", {})
+            return version, names, result
+
+    version, names, result = run(go())
+    assert version == "2026-07-28"
+    assert names == {"echo", "trigger-elicitation-request"}
+    assert asked, "the agent was never asked"
+    assert not result.is_error, result.content
+    text = " ".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+    assert "accept" in text.lower()
+    first = Call.objects.filter(server_slug="ev-stateless", tool_name="trigger-elicitation-request").order_by("id")
+    assert first[0].outcome == "ok"
