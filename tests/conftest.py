@@ -11,12 +11,18 @@ from gateway.models import Server
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):
-    """pytest-django's test database, and before it is dropped, the hot path's database threads' connections
-    closed (on PostgreSQL an open one keeps the database in use)."""
+    """pytest-django's test database; before it is dropped, the connections other threads opened are closed (on
+    PostgreSQL an open one keeps the database in use)."""
     yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
     from gateway import dbthreads
 
     dbthreads.close_connections()
+    # In-process tests that await sync_to_async(thread_sensitive=True) outside a request leave a connection open in
+    # asgiref's shared thread.
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
 @pytest.fixture
