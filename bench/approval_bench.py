@@ -44,6 +44,7 @@ from bench.harness import (
     redacted,
     say,
     scratch_postgres,
+    set_up_server,
     tail,
 )
 
@@ -251,18 +252,11 @@ def start_gateway(procs: Processes, env: dict, port: int, log_path: Path) -> str
 
 
 def prepare_database(env: dict, simulator_url: str) -> str:
-    """Schema, the simulator and its catalogue, the approve policy, a grant (its token) and a staff user."""
-    manage(env, "migrate", "--noinput")
-    manage(env, "register_server", SLUG, "--http", simulator_url)
-    manage(env, "refresh_tools", SLUG)
-    manage(env, "apply_policy", SLUG, "-", stdin=json.dumps(POLICY))
-    out = manage(env, "create_grant", "bench-agent", "--server", SLUG)
-    match = re.search(r"token \(shown once[^)]*\):\s*(\S+)", out)
-    if match is None:
-        raise BenchError(f"create_grant printed no token:\n{out[:500]}")
+    """The simulator and its catalogue, the approve policy, a grant (its token) and a staff user."""
+    token = set_up_server(env, SLUG, simulator_url, POLICY)
     manage({**env, "DJANGO_SUPERUSER_PASSWORD": OPERATOR_PASSWORD}, "createsuperuser", "--noinput",
            "--username", OPERATOR, "--email", "bench@example.invalid")
-    return match.group(1)
+    return token
 
 
 # --- the run ---

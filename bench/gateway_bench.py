@@ -45,10 +45,10 @@ from bench.harness import (
     free_port,
     gateway_env,
     load_text,
-    manage,
     redacted,
     say,
     scratch_postgres,
+    set_up_server,
     tail,
 )
 
@@ -380,16 +380,8 @@ def start_gateway(procs: Processes, env: dict, log_path: Path, profile_to: Path 
 # --- scratch databases ---
 
 def prepare_database(env: dict, upstream_url: str) -> str:
-    """Schema, the upstream, its catalogue, the policy (allow + a limit) and a grant; returns the grant token."""
-    manage(env, "migrate", "--noinput")
-    manage(env, "register_server", SLUG, "--http", upstream_url)
-    manage(env, "refresh_tools", SLUG)
-    manage(env, "apply_policy", SLUG, "-", stdin=json.dumps(POLICY))
-    out = manage(env, "create_grant", "bench-agent", "--server", SLUG)
-    match = re.search(r"token \(shown once[^)]*\):\s*(\S+)", out)
-    if match is None:
-        raise BenchError(f"create_grant printed no token:\n{out[:500]}")
-    return match.group(1)
+    """The upstream, its catalogue, the policy (allow + a limit) and a grant; returns the grant token."""
+    return set_up_server(env, SLUG, upstream_url, POLICY)
 
 
 def durable_commit_note(url: str, rounds: int = 50) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -149,3 +150,17 @@ def say(text: str) -> None:
 
 def load_text(averages: tuple) -> str:
     return "/".join(f"{x:.1f}" for x in averages)
+
+
+def set_up_server(env: dict, slug: str, upstream_url: str, policy: dict) -> str:
+    """Schema, the upstream registered and its catalogue read, the policy applied and a grant; returns its token
+    (through the real management commands, as an operator would)."""
+    manage(env, "migrate", "--noinput")
+    manage(env, "register_server", slug, "--http", upstream_url)
+    manage(env, "refresh_tools", slug)
+    manage(env, "apply_policy", slug, "-", stdin=json.dumps(policy))
+    out = manage(env, "create_grant", "bench-agent", "--server", slug)
+    match = re.search(r"token \(shown once[^)]*\):\s*(\S+)", out)
+    if match is None:
+        raise BenchError(f"create_grant printed no token:\n{out[:500]}")
+    return match.group(1)

@@ -60,6 +60,7 @@ def revoked_grant(server):
 
 # --- a real gateway: daphne in a subprocess, on the test database ---
 
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -96,6 +97,37 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
         except OSError:
             time.sleep(0.05)  # polling a port: bounded by the deadline above
     raise RuntimeError(f"nothing listened on {port} within {timeout} s")
+
+
+@contextlib.contextmanager
+def http_peer(argv: list[str], env: dict | None = None, quiet: bool = False):
+    """A real upstream process serving Streamable HTTP on a free port: `{port}` in argv (or PORT in env, for
+    server-everything) is replaced by the port. Yields its /mcp URL; stopped however the test ends."""
+    port = free_port()
+    out = subprocess.DEVNULL if quiet else None
+    by_env = not any("{port}" in arg for arg in argv)
+    proc = subprocess.Popen([arg.replace("{port}", str(port)) for arg in argv], cwd=ROOT, stdout=out, stderr=out,
+                            env={**os.environ, **({"PORT": str(port)} if by_env else {}), **(env or {})})
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop(proc)
+
+
+def register_http_server(slug: str, url: str, policy: dict, name: str = "") -> Server:
+    """An HTTP upstream registered, its catalogue read with the real command, and a policy applied."""
+    import io
+
+    from django.core.management import call_command
+
+    from gateway import policies
+
+    server = Server.objects.create(slug=slug, name=name or slug, transport=Server.Transport.HTTP, url=url,
+                                   timeout_seconds=10)
+    call_command("refresh_tools", slug, stdout=io.StringIO())
+    policies.apply(server, policy, actor="test")
+    return server
 
 
 class Gateway:

@@ -29,7 +29,7 @@ from django.core.management import call_command
 from gateway import policies
 from gateway.grants import create_grant
 from gateway.models import Call, Grant, Server
-from tests.conftest import ROOT, free_port, start_gateway, stop, wait_for_port
+from tests.conftest import ROOT, free_port, http_peer, start_gateway, stop, wait_for_port
 
 # The marker makes pytest-django create the test database, which the gateway subprocess shares. All traffic to the
 # gateway happens in the module fixtures, before the first test: transaction=True keeps a test from holding SQLite's
@@ -265,14 +265,8 @@ def run_http_checks(url: str) -> dict[str, tuple[bool, str]]:
 
 @pytest.fixture(scope="module")
 def everything_url():
-    port = free_port()
-    proc = subprocess.Popen([require(EVERYTHING), "streamableHttp"], env={**os.environ, "PORT": str(port)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        stop(proc)
+    with http_peer([require(EVERYTHING), "streamableHttp"], quiet=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

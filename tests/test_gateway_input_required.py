@@ -9,22 +9,18 @@ gateway repeats the upstream call with the answers, within one audited call.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import subprocess
 import sys
 
 import httpx2
 import pytest
-from django.core.management import call_command
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import policies
 from gateway.grants import create_grant
 from gateway.input_bridge import MAX_ROUNDS
-from gateway.models import Call, Server
-from tests.conftest import ROOT, free_port, stop, wait_for_port
+from gateway.models import Call
+from tests.conftest import ROOT, http_peer, register_http_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -35,22 +31,13 @@ POLICY = {"version": "1", "default": "allow", "tools": {
 @pytest.fixture(scope="module")
 def upstream():
     """The stateless-only upstream, one process for the module."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "peers" / "stateless_server.py"), str(port)],
-                            cwd=ROOT)
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        stop(proc)
+    with http_peer([sys.executable, str(ROOT / "tests" / "peers" / "stateless_server.py"), "{port}"]) as url:
+        yield url
 
 
 @pytest.fixture
 def token(gateway, upstream):
-    server = Server.objects.create(slug="stateless", name="stateless only", transport=Server.Transport.HTTP,
-                                   url=upstream, timeout_seconds=10)
-    call_command("refresh_tools", "stateless", stdout=io.StringIO())
-    policies.apply(server, POLICY, actor="test")
+    server = register_http_server("stateless", upstream, POLICY, name="stateless only")
     return create_grant("agent", [server], None).token
 
 

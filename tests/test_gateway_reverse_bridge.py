@@ -12,9 +12,7 @@ refused with nothing delivered; a policy that now denies, or an agent that never
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -22,15 +20,14 @@ from datetime import timedelta
 import httpx2
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.utils import timezone
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway import continuations, policies
 from gateway.grants import create_grant
-from gateway.models import Call, Counter, Server
-from tests.conftest import ROOT, free_port, start_gateway, stop, wait_for_port
+from gateway.models import Call, Counter
+from tests.conftest import ROOT, http_peer, register_http_server, start_gateway, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -41,14 +38,9 @@ SHORT_TTL_S = 2
 
 @pytest.fixture(scope="module")
 def upstream():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "peers" / "fault_server.py"), "--session-only",
-                             "--http", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        stop(proc)
+    with http_peer([sys.executable, str(ROOT / "tests" / "peers" / "fault_server.py"), "--session-only", "--http",
+                    "{port}"], quiet=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +54,7 @@ def short_gateway(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture
 def server(upstream):
-    server = Server.objects.create(slug="sessions", name="session era only", transport=Server.Transport.HTTP,
-                                   url=upstream, timeout_seconds=10)
-    call_command("refresh_tools", "sessions", stdout=io.StringIO())
-    policies.apply(server, POLICY, actor="test")
-    return server
+    return register_http_server("sessions", upstream, POLICY, name="session era only")
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ is refused with nothing forwarded.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -27,15 +25,14 @@ import httpx2
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.utils import timezone
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway import approvals, audit, continuations, policies
 from gateway.grants import create_grant
-from gateway.models import Approval, Call, Counter, Server
-from tests.conftest import ROOT, free_port, stop, wait_for_port
+from gateway.models import Approval, Call, Counter
+from tests.conftest import ROOT, http_peer, register_http_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -47,23 +44,13 @@ CAPS_META = "io.modelcontextprotocol/clientCapabilities"
 
 @pytest.fixture(scope="module")
 def upstream():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "peers" / "recording_stateless_server.py"),
-                             str(port)], cwd=ROOT)
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        stop(proc)
+    with http_peer([sys.executable, str(ROOT / "tests" / "peers" / "recording_stateless_server.py"), "{port}"]) as url:
+        yield url
 
 
 @pytest.fixture
 def server(gateway, upstream):
-    server = Server.objects.create(slug="stateless", name="stateless only", transport=Server.Transport.HTTP,
-                                   url=upstream, timeout_seconds=10)
-    call_command("refresh_tools", "stateless", stdout=io.StringIO())
-    policies.apply(server, POLICY, actor="test")
-    return server
+    return register_http_server("stateless", upstream, POLICY, name="stateless only")
 
 
 @pytest.fixture

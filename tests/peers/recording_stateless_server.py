@@ -36,32 +36,11 @@ class Recording:
         await self.app(scope, receive, send)
 
     async def _record(self, receive):
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        try:
-            decoded = json.loads(body)
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, dict) and decoded.get("method") == "tools/call":
-            params = decoded.get("params") or {}
-            if params.get("name") not in ("envelopes", "stats"):
-                meta = params.get("_meta") or {}
-                ENVELOPES.append({"tool": params.get("name"), "capabilities": meta.get(CLIENT_CAPABILITIES_META_KEY),
-                                  "requestState": params.get("requestState"),
-                                  "progress": "progressToken" in meta})
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+        params, replay = await base.read_tools_call(receive)
+        if params is not None and params.get("name") not in ("envelopes", "stats"):
+            meta = params.get("_meta") or {}
+            ENVELOPES.append({"tool": params.get("name"), "capabilities": meta.get(CLIENT_CAPABILITIES_META_KEY),
+                              "requestState": params.get("requestState"), "progress": "progressToken" in meta})
         return replay
 
 

@@ -122,6 +122,34 @@ async def stats() -> str:
     return json.dumps(SEEN)
 
 
+async def read_tools_call(receive):
+    """Reads a request body whole: (the params of a tools/call in it, or None; a receive that replays the body
+    unchanged to the app)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        decoded = None
+    params = None
+    if isinstance(decoded, dict) and decoded.get("method") == "tools/call":
+        params = decoded.get("params") if isinstance(decoded.get("params"), dict) else {}
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return params, replay
+
+
 class StatelessOnly:
     """ASGI app: every request takes the SDK's stateless-era entry (no sessions, no legacy handshake)."""
 
@@ -139,29 +167,9 @@ class StatelessOnly:
 
     async def _note_call(self, receive):
         """Records each tools/call's inputResponses keys (for the tests), replaying the body unchanged."""
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        try:
-            decoded = json.loads(body)
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, dict) and decoded.get("method") == "tools/call":
-            params = decoded.get("params") or {}
-            if params.get("name") != "stats":
-                SEEN.append(sorted((params.get("inputResponses") or {}).keys()))
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+        params, replay = await read_tools_call(receive)
+        if params is not None and params.get("name") != "stats":
+            SEEN.append(sorted((params.get("inputResponses") or {}).keys()))
         return replay
 
     async def _lifespan(self, receive, send) -> None:
