@@ -17,7 +17,7 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -50,10 +50,44 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
                                                                  kwargs))
 
 
+def hop(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """`func` as a coroutine function whose every call runs on a database thread (see `run`)."""
+
+    @functools.wraps(func)
+    async def on_a_database_thread(*args: Any, **kwargs: Any) -> T:
+        return await run(func, *args, **kwargs)
+
+    return on_a_database_thread
+
+
 def _on_a_sound_connection(func: Callable[..., T], args: tuple, kwargs: dict) -> T:
-    """A connection on which a database error occurred is closed before the next task, which then connects
-    again: after a database restart the gateway recovers by itself. (Django does this between requests; the
-    database threads serve no requests.) Tasks never leave a transaction open, so closing is always safe."""
+    """Run a task so that a lost database connection heals by itself (a restart, a failover, an idle timeout, a
+    pooler restart, `pg_terminate_backend`): Django checks its connections between requests, and these threads
+    serve none.
+
+    - Before the task, a connection on which a database error occurred is closed; the task connects again.
+    - When the task fails and a connection it used turns out to be dead, that connection is closed and the task
+      runs once more on a fresh one. A statement sent on a dead connection never ran, and tasks are whole
+      transactions, so running again is safe; when the database is still down, the second try fails too and the
+      caller refuses with its reason. (If a connection died exactly while a COMMIT was in flight, the task may
+      have committed once already: for an admission that means one extra audit row and one extra count, on the
+      cautious side.) A live connection (a constraint, a lock timeout) is never retried.
+
+    Tasks never leave a transaction open, so closing a connection between tasks is always safe."""
+    from django.db import DatabaseError
+
+    _close_errored_connections()
+    try:
+        return func(*args, **kwargs)
+    except DatabaseError:
+        if not _close_dead_connections():
+            raise
+        log.warning("a database connection of %s was lost; reconnecting and running the task once more",
+                    threading.current_thread().name)
+    return func(*args, **kwargs)
+
+
+def _close_errored_connections() -> None:
     from django.db import connections
 
     for conn in connections.all(initialized_only=True):
@@ -62,7 +96,33 @@ def _on_a_sound_connection(func: Callable[..., T], args: tuple, kwargs: dict) ->
                         conn.alias, threading.current_thread().name)
             conn.close()
             conn.errors_occurred = False
-    return func(*args, **kwargs)
+
+
+def _close_dead_connections() -> bool:
+    """Close this thread's connections that can no longer run a statement; whether there was one."""
+    from django.db import connections
+
+    dead = False
+    for conn in connections.all(initialized_only=True):
+        if conn.in_atomic_block:  # a caller's transaction: not ours to close (tasks open their own)
+            continue
+        if conn.connection is None:  # Django closed it itself when the failed transaction could not roll back
+            dead = dead or conn.errors_occurred
+        elif not _alive(conn):
+            conn.close()
+            dead = True
+        conn.errors_occurred = False
+    return dead
+
+
+def _alive(conn) -> bool:
+    if conn.vendor != "sqlite":
+        return conn.is_usable()  # a `SELECT 1` on the driver's connection
+    try:  # Django takes an SQLite connection for usable always; a closed handle is not
+        conn.connection.execute("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure means this handle cannot run the task
+        return False
+    return True
 
 
 class Batch(Generic[T]):

@@ -11,12 +11,12 @@ import asyncio
 import logging
 from urllib.parse import parse_qsl
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
-from gateway import approvals, jsonrpc, ratelimit, relay
+from gateway import approvals, dbthreads, jsonrpc, ratelimit, relay
 from gateway.agent_sessions import REGISTRY
 from gateway.audit import mark_interrupted
 from gateway.jsonrpc import RpcError
@@ -37,8 +37,12 @@ async def _on_first_request() -> None:
     global _started, _maintenance
     if _started:
         return
+    try:
+        count = await dbthreads.run(mark_interrupted, timezone.now())
+    except DatabaseError as exc:  # tried again before the next request; this one is answered on its own merits
+        log.error("start-up work postponed, the database is unavailable: %s", exc)
+        return
     _started = True
-    count = await sync_to_async(mark_interrupted, thread_sensitive=True)(timezone.now())
     if count:
         log.warning("marked %d audit rows left in flight by dead gateway processes as interrupted", count)
     _maintenance = asyncio.create_task(_maintain(), name="portcullis:maintenance")
@@ -54,7 +58,7 @@ async def _maintain() -> None:
     """Counter rows of ended windows and overdue approvals would otherwise only ever accumulate."""
     while True:
         try:
-            await sync_to_async(_housekeeping, thread_sensitive=True)()
+            await dbthreads.run(_housekeeping)
         except Exception:  # a failed sweep is retried next time; it never affects calls
             log.exception("housekeeping failed")
         await asyncio.sleep(MAINTENANCE_EVERY_S)
@@ -125,9 +129,9 @@ class McpEndpoint:
             if not req.token:
                 raise RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token")
             stream, feed = await relay.open_get_stream(req, last_event_id)
-        except (RpcError, relay.AuthFailure) as exc:
-            err = exc if isinstance(exc, RpcError) else relay.auth_error(exc, None)
-            await _send(send, err.http_status, err.body())
+        except (RpcError, relay.AuthFailure, DatabaseError) as exc:
+            err = relay.refusal_of(exc)
+            await _send(send, err.http_status, err.body(), relay.RETRY_LATER if isinstance(exc, DatabaseError) else [])
             return
         await _start_sse(send)
         # daphne sends the status line and headers only with the first body chunk: send one now, or the agent
@@ -255,6 +259,8 @@ async def guarded(coro, msg_id) -> relay.Reply:
         return await coro
     except RpcError as err:
         return relay.error_reply(RpcError(err.code, err.message, err.data, msg_id))
+    except DatabaseError as exc:
+        return relay.error_reply(relay.database_unavailable(exc, msg_id), relay.RETRY_LATER)
     except Exception:
         log.exception("internal error in the MCP endpoint")
         return relay.Reply(500, RpcError(jsonrpc.INTERNAL_ERROR, "internal gateway error; see the gateway log",

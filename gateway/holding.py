@@ -10,17 +10,20 @@ in time → the agent is told to call again once a person approved.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
-from gateway import calls
+from gateway import calls, dbthreads
 from gateway.approvals import APPROVALS_GROUP
 from gateway.models import Approval
 from gateway.streams import KEEPALIVE_MESSAGE
+
+log = logging.getLogger("portcullis.holding")
 
 POLL_S = 0.5  # database check between events: bounds the decision latency when events cannot arrive
 PROGRESS_EVERY_S = 5  # progress notification interval for agents that asked for progress
@@ -33,9 +36,9 @@ def _state(approval_id: int) -> tuple[str, str, str]:
     return row.state, row.reason, who
 
 
-_read_state = sync_to_async(_state, thread_sensitive=True)
-_release = sync_to_async(calls.release, thread_sensitive=True)
-_refuse = sync_to_async(calls.refuse_held, thread_sensitive=True)
+_read_state = dbthreads.hop(_state)
+_release = dbthreads.hop(calls.release)
+_refuse = dbthreads.hop(calls.refuse_held)
 
 
 def pending_text(approval: Approval) -> str:
@@ -50,7 +53,11 @@ async def hold(req, msg, admission: calls.Admission) -> calls.Admission:
     waiter = await _Waiter.open(approval.pk)
     try:
         while True:
-            state, reason, who = await _read_state(approval.pk)
+            try:
+                state, reason, who = await _read_state(approval.pk)
+            except DatabaseError as exc:  # a lost connection heals on the next poll; the hold window still applies
+                log.warning("reading approval %s failed, polling again: %s", approval.pk, exc)
+                state, reason, who = Approval.State.PENDING, "", ""
             outcome = await _settle_state(admission, approval, state, reason, who)
             if outcome is not None:
                 return outcome

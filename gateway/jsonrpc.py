@@ -25,6 +25,7 @@ PAYLOAD_TOO_LARGE = -32005
 STREAM_NOT_FOUND = -32006  # Last-Event-ID names no stream, or no events, this session still keeps
 UPSTREAM_UNAVAILABLE = -32010
 UPSTREAM_TIMEOUT = -32011
+GATEWAY_UNAVAILABLE = -32012  # the gateway's own database (its audit log and policy) cannot be reached
 
 # One table maps every JSON-RPC error the gateway produces to its HTTP status.
 HTTP_STATUS = {
@@ -39,6 +40,7 @@ HTTP_STATUS = {
     SESSION_NOT_FOUND: 404,
     PAYLOAD_TOO_LARGE: 413,
     STREAM_NOT_FOUND: 404,
+    GATEWAY_UNAVAILABLE: 503,
 }
 
 MAX_DEPTH = 64  # deeper JSON is refused: no MCP message needs it, and deep values cost stack everywhere

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import parse_qs
 
+from django.db import DatabaseError
+
 from gateway import jsonrpc, relay
 from gateway.agent_sessions import REGISTRY
 from gateway.endpoint import (
@@ -60,6 +62,10 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
         return
     except RpcError as err:
         await _send(send, err.http_status, err.body())
+        return
+    except DatabaseError as exc:
+        err = relay.database_unavailable(exc)
+        await _send(send, err.http_status, err.body(), relay.RETRY_LATER)
         return
     if len(_STREAMS) >= MAX_STREAMS:
         await _send(send, 503, {"error": "too many legacy SSE streams open on this gateway process"})

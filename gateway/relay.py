@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
@@ -93,7 +93,7 @@ def _load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
     return server, grant.pk
 
 
-_authorise = sync_to_async(_load_and_authorise, thread_sensitive=True)
+_authorise = dbthreads.hop(_load_and_authorise)
 
 
 def _record_upstream_problem(server_id: int, report: str) -> None:
@@ -102,10 +102,13 @@ def _record_upstream_problem(server_id: int, report: str) -> None:
                                                last_contact_at=timezone.now())
 
 
-_upstream_problem = sync_to_async(_record_upstream_problem, thread_sensitive=True)
+_upstream_problem = dbthreads.hop(_record_upstream_problem)
 
 # (server id, created) → {tool name: definition hash} last synced into the catalogue.
 _KNOWN_HASHES: dict[tuple, dict[str, str]] = {}
+# One catalogue sync at a time in this process: listings arrive on several database threads (PostgreSQL), and two
+# syncs inserting the same new tool would collide.
+_CATALOGUE_SYNC = threading.Lock()
 
 
 # An upstream may list some tools only to clients that can sample, elicit or list roots (server-everything
@@ -124,11 +127,11 @@ def _visible_tools(server: Server, token: str, listed: list, complete: bool, mar
         Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", "definition_hash")))
     dropped = mark_gone and bool(known.keys() - hashes.keys())  # a complete listing without a catalogued tool
     if dropped or any(known.get(name) != digest for name, digest in hashes.items()):
-        # New tools get classified before use.
-        sync_tools(server, listed, timezone.now(), complete=complete, mark_gone=mark_gone)
-        if mark_gone:
-            known.clear()  # what a complete listing leaves out is gone (sync_tools marked it)
-        known.update(hashes)
+        with _CATALOGUE_SYNC:  # New tools get classified before use.
+            sync_tools(server, listed, timezone.now(), complete=complete, mark_gone=mark_gone)
+            if mark_gone:
+                known.clear()  # what a complete listing leaves out is gone (sync_tools marked it)
+            known.update(hashes)
     catalogue = {t.name: t for t in Tool.objects.filter(server=server, name__in=list(hashes), gone_at__isnull=True)}
     _, policy = calls.policy_for(server, grant)
     shown = []
@@ -139,7 +142,7 @@ def _visible_tools(server: Server, token: str, listed: list, complete: bool, mar
     return shown
 
 
-_filter_tools = sync_to_async(_visible_tools, thread_sensitive=True)
+_filter_tools = dbthreads.hop(_visible_tools)
 
 
 def _admit(token: str, server: Server, name: str, arguments: object, request_state: object) -> calls.Admission:
@@ -169,6 +172,28 @@ async def handle(req: Request, msg: jsonrpc.Message) -> Reply:
         return error_reply(auth_error(exc, msg.id), headers)
     except RpcError as err:
         return error_reply(RpcError(err.code, err.message, err.data, msg.id))
+    except DatabaseError as exc:
+        return error_reply(database_unavailable(exc, msg.id), RETRY_LATER)
+
+
+# A 503 tells agents and load balancers alike that trying again shortly is the way out.
+RETRY_LATER = [("retry-after", "5")]
+
+
+def database_unavailable(exc: DatabaseError, msg_id=None) -> RpcError:
+    """What an agent reads when the gateway cannot reach its own database: nothing was forwarded."""
+    log.error("request refused, database unavailable: %s", redact_text(str(exc))[:500])
+    return RpcError(jsonrpc.GATEWAY_UNAVAILABLE,
+                    f"gateway database unavailable ({type(exc).__name__}): the gateway cannot check the policy or "
+                    "write the audit log, so nothing was forwarded; try again shortly", id=msg_id)
+
+
+def refusal_of(exc: RpcError | AuthFailure | DatabaseError, msg_id=None) -> RpcError:
+    if isinstance(exc, AuthFailure):
+        return auth_error(exc, msg_id)
+    if isinstance(exc, DatabaseError):
+        return database_unavailable(exc, msg_id)
+    return exc
 
 
 def auth_error(exc: AuthFailure, msg_id) -> RpcError:
@@ -312,11 +337,12 @@ async def _refresh_catalogue(session: AgentSession) -> None:
 
 
 def _sync_listing(server: Server, listed: list, mark_gone: bool) -> None:
-    sync_tools(server, listed, timezone.now(), complete=True, mark_gone=mark_gone)
-    _KNOWN_HASHES.pop((server.pk, server.created_at), None)
+    with _CATALOGUE_SYNC:
+        sync_tools(server, listed, timezone.now(), complete=True, mark_gone=mark_gone)
+        _KNOWN_HASHES.pop((server.pk, server.created_at), None)
 
 
-_sync_catalogue = sync_to_async(_sync_listing, thread_sensitive=True)
+_sync_catalogue = dbthreads.hop(_sync_listing)
 
 
 def _progress_relay(req: Request, msg: jsonrpc.Message):

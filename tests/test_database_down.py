@@ -26,3 +26,40 @@ def test_a_call_while_the_database_fails_is_refused_with_a_reason_and_not_forwar
     assert not admission.forward and admission.call_id is None
     assert admission.message.startswith("audit log unavailable (")
     assert "not forwarded; try again shortly" in admission.message
+
+
+@pytest.fixture
+def unreachable_grants(db):
+    """The grants table is gone: every authorisation fails with a database error, as in an outage."""
+    from django.db import connection
+
+    from gateway.models import Grant
+
+    table = Grant._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO portcullis_unreachable")  # noqa: S608 - a model's table
+    yield
+    connection.close()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE portcullis_unreachable RENAME TO {table}")  # noqa: S608
+
+
+@pytest.mark.parametrize("body", [
+    {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+                                                                   "capabilities": {}}},
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}},
+], ids=["initialize", "stateless-tools-list"])
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_request_while_the_database_fails_gets_503_with_the_reason_not_an_internal_error(
+        server, grant_that_may, unreachable_grants, body):
+    from gateway import jsonrpc, relay
+
+    headers = {"mcp-method": "tools/list", "mcp-protocol-version": "2026-07-28"}
+    req = relay.Request(slug="files", token=grant_that_may.token, headers=headers)
+    reply = await relay.handle(req, jsonrpc.parse(jsonrpc.dumps(body)))
+    assert reply.status == 503 and ("retry-after", "5") in reply.headers
+    error = reply.body["error"]
+    assert error["code"] == jsonrpc.GATEWAY_UNAVAILABLE and error["message"].startswith("gateway database unavailable")
+    assert "nothing was forwarded; try again shortly" in error["message"]

@@ -114,8 +114,8 @@ def _on_every_database_thread(func) -> list:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_broken_connection_fails_one_task_and_the_next_task_reconnects(server):
-    """What a database restart looks like to the database threads: their connections are dead."""
+async def test_a_lost_connection_is_replaced_and_the_task_runs_once_more_on_a_fresh_one(server):
+    """What a database restart looks like to the database threads: their connections are dead. No task fails."""
     from django.db import connection
 
     from gateway import prepared
@@ -129,8 +129,45 @@ async def test_a_broken_connection_fails_one_task_and_the_next_task_reconnects(s
 
     assert await dbthreads.run(count_servers) == 1
     await asyncio.to_thread(_on_every_database_thread, kill_connection)
-    first = await asyncio.to_thread(_on_every_database_thread, count_servers)
-    assert all(isinstance(r, Exception) for r in first)  # each thread's next query fails, once
+    first = await asyncio.to_thread(_on_every_database_thread,
+                                    lambda: dbthreads._on_a_sound_connection(count_servers, (), {}))
+    assert first == [1] * len(first)  # each thread's next task ran on a new connection
     after = [await dbthreads.run(count_servers) for _ in range(8)]
     assert after == [1] * 8
 
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_error_on_a_live_connection_is_not_retried_and_the_task_ran_once(server):
+    from django.db import DatabaseError, connection
+
+    runs = []
+
+    def bad_statement():
+        runs.append(1)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table_here")
+
+    with pytest.raises(DatabaseError):
+        await dbthreads.run(bad_statement)
+    assert runs == [1]
+    assert await dbthreads.run(lambda: connection.cursor().execute("SELECT 1") and True)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_gateways_database_hops_recover_from_lost_connections(server, grant_that_may):
+    """Authorisation, tools/list filtering, the catalogue and held calls use the database threads too (asgiref's
+    shared thread never checks its connection)."""
+    from django.db import connection
+
+    from gateway import holding, relay
+
+    def kill_connection():
+        connection.ensure_connection()
+        connection.connection.close()
+
+    await relay._authorise("files", grant_that_may.token)
+    await asyncio.to_thread(_on_every_database_thread, kill_connection)
+    loaded, grant_id = await relay._authorise("files", grant_that_may.token)
+    assert loaded.slug == "files" and grant_id == grant_that_may.grant.pk
+    assert await relay._filter_tools(loaded, grant_that_may.token, [], True, False) == []
+    assert holding._read_state.__wrapped__ is holding._state
