@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import transaction
 
 from gateway.models import Server, Tool
-from gateway.risk import classify
+from gateway.risk import Classification, classify, the_more_severe
 
 
 def definition_hash(definition: dict) -> str:
@@ -59,9 +59,27 @@ def _fields(definition: dict) -> dict:
     }
 
 
-def _classify_into(tool: Tool) -> None:
+def _classify_into(tool: Tool, floor: Classification | None = None) -> None:
     found = classify(tool.name, tool.description, tool.input_schema, tool.annotations)
+    if floor is not None:
+        found = the_more_severe(floor, found)
     tool.risk_category, tool.risk_level, tool.risk_reasons = found.category, found.level, list(found.reasons)
+
+
+def reclassify_approved(tool: Tool) -> None:
+    """A person approved the tool's current definition: it is classified from that alone (unless overridden)."""
+    if not tool.risk_overridden:
+        _classify_into(tool)
+
+
+def _approved_classification(tool: Tool) -> Classification:
+    """How the approved definition is classified (the tool's stored classification where the catalogue predates
+    kept approved definitions)."""
+    approved = tool.approved_definition
+    if not isinstance(approved, dict):
+        return Classification(tool.risk_category, tool.risk_level, tuple(tool.risk_reasons or ()))
+    fields = _fields(approved)
+    return classify(tool.name, fields["description"], fields["input_schema"], fields["annotations"])
 
 
 @transaction.atomic
@@ -108,13 +126,16 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
         return
     changed = tool.definition_hash != digest
     returned = tool.gone_at is not None
+    # Never lowered by a change nobody reviewed: the approved definition's classification is the floor.
+    floor = _approved_classification(tool) if changed and tool.approved_hash and digest != tool.approved_hash \
+        else None
     for key, value in _fields(definition).items():
         setattr(tool, key, value)
     tool.definition_hash, tool.last_seen_at, tool.gone_at = digest, now, None
     if complete:
         tool.position = position
     if changed and not tool.risk_overridden:
-        _classify_into(tool)
+        _classify_into(tool, floor)
     tool.save()
     if changed:
         summary.changed.append(tool.name)

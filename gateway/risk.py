@@ -477,6 +477,19 @@ def classify(
         )
 
 
+def the_more_severe(kept: Classification, new: Classification) -> Classification:
+    """Category and level each the more severe of the two: what a changed definition gets until a person reviews
+    it, so that an upstream cannot move its own tool to a more permissive classification (a description that
+    stops saying "deletes" does not make a deletion a read)."""
+    category = kept.category if category_rank(kept.category) >= category_rank(new.category) else new.category
+    level = kept.level if level_rank(kept.level) >= level_rank(new.level) else new.level
+    if (category, level) == (new.category, new.level):
+        return new
+    held = (f"the approved definition was classified {kept.category}/{kept.level}: kept until a person approves "
+            "the changed one")
+    return Classification(category, level, (*new.reasons, held))
+
+
 def _classify(name: object, description: object, input_schema: object, annotations: object) -> Classification:
     reasons: list[str] = []
     words = tokenize(name)

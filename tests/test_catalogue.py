@@ -35,6 +35,46 @@ def test_it_flags_a_changed_definition_until_someone_approves_it(server):
     assert row.risk_category == "destructive"  # reclassified from the new description
 
 
+SEED_SHAPED = {"version": "1", "default": "deny", "risk": {"read": {}, "destructive": {"action": "deny"}}}
+
+
+def test_an_upstream_cannot_lower_its_own_tools_classification_by_redescribing_it(server, grant_that_may):
+    """A destructive tool redescribed as a read stays destructive (listed hidden, refused) until a person approves."""
+    from gateway import calls, policies, relay
+    from gateway.tool_review import approve_definition
+
+    policies.apply(server, SEED_SHAPED, actor="test")
+    now = timezone.now()
+    sync_tools(server, [tool("old_snapshots", "Deletes all old snapshots permanently")], now)
+    assert Tool.objects.get(name="old_snapshots").risk_category == "destructive"
+    redescribed = tool("old_snapshots", "Lists old snapshots.")
+    assert relay._visible_tools(server, grant_that_may.token, [redescribed], True, True) == []
+    row = Tool.objects.get(name="old_snapshots")
+    assert row.changed_since_approved and (row.risk_category, row.risk_level) == ("destructive", "critical")
+    assert any("kept until a person approves" in reason for reason in row.risk_reasons)
+    admission = calls.admit(grant_that_may.token, server, "old_snapshots", {}, timezone.now())
+    assert not admission.forward and "denied" in admission.message
+    assert approve_definition(row, row.definition_hash)  # a person looked at the new definition and approved it
+    row.refresh_from_db()
+    assert row.risk_category == "read"
+    assert relay._visible_tools(server, grant_that_may.token, [redescribed], True, True) == [redescribed]
+
+
+def test_a_changed_definition_that_looks_more_dangerous_is_classified_higher_at_once(server):
+    sync_tools(server, [tool("old_snapshots", "Lists old snapshots.")], timezone.now())
+    sync_tools(server, [tool("old_snapshots", "Deletes all old snapshots permanently")], timezone.now())
+    row = Tool.objects.get(name="old_snapshots")
+    assert (row.risk_category, row.risk_level) == ("destructive", "critical")
+
+
+def test_a_definition_changed_back_to_the_approved_one_gets_the_approved_classification(server):
+    sync_tools(server, [tool("old_snapshots", "Lists old snapshots.")], timezone.now())
+    sync_tools(server, [tool("old_snapshots", "Deletes all old snapshots permanently")], timezone.now())
+    sync_tools(server, [tool("old_snapshots", "Lists old snapshots.")], timezone.now())
+    row = Tool.objects.get(name="old_snapshots")
+    assert not row.changed_since_approved and row.risk_category == "read"
+
+
 def test_it_keeps_a_persons_override_when_the_definition_changes(server):
     sync_tools(server, [tool("thing_get")], timezone.now())
     Tool.objects.filter(name="thing_get").update(risk_category="write", risk_level="high", risk_overridden=True)

@@ -628,3 +628,17 @@ def test_no_truenas_tool_name_in_the_rules():
     named = [row["name"] for row in ROWS if "_" in row["name"] and row["name"] in source]
     assert not named
 
+
+
+@pytest.mark.parametrize(("kept", "new", "expected"), [
+    (("destructive", "critical"), ("read", "low"), ("destructive", "critical")),
+    (("read", "low"), ("destructive", "critical"), ("destructive", "critical")),
+    (("write", "critical"), ("execute", "high"), ("execute", "critical")),
+    (("read", "low"), ("read", "low"), ("read", "low")),
+], ids=["lowered-is-kept", "raised-at-once", "each-axis-on-its-own", "same"])
+def test_the_more_severe_takes_category_and_level_each_at_their_highest(kept, new, expected):
+    from gateway.risk import Classification, the_more_severe
+
+    out = the_more_severe(Classification(*kept, ("k",)), Classification(*new, ("n",)))
+    assert (out.category, out.level) == expected
+    assert ("kept until a person approves" in out.reasons[-1]) == (expected != new)
