@@ -147,6 +147,11 @@ PORTCULLIS_REDACT_PATTERNS = env_list("PORTCULLIS_REDACT_PATTERNS", [])
 PORTCULLIS_STDIO_ENV_ALLOW = env_list("PORTCULLIS_STDIO_ENV_ALLOW",
                                       ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL"])
 
+# Programs a stdio server may start (exact first words of its command line; empty: any, for the people allowed
+# to set commands) and environment keys a stdio server may be given although they change how programs start.
+PORTCULLIS_STDIO_COMMANDS = env_list("PORTCULLIS_STDIO_COMMANDS", [])
+PORTCULLIS_STDIO_ENV_KEYS_ALLOWED = env_list("PORTCULLIS_STDIO_ENV_KEYS_ALLOWED", [])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

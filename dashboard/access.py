@@ -12,6 +12,11 @@ def can_manage(user) -> bool:
     return bool(user.is_authenticated and user.is_active and user.is_staff)
 
 
+def can_change_commands(user) -> bool:
+    """What a stdio server runs, runs on the gateway's host: superusers and holders of the permission only."""
+    return bool(can_manage(user) and (user.is_superuser or user.has_perm("gateway.change_server_command")))
+
+
 def staff_required(view):
     """For every view that changes something (and the pages that only exist to change something): 403 otherwise."""
 

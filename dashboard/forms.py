@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from gateway.grants import GrantError, parse_duration
 from gateway.models import SLUG_VALIDATOR, Call, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS, SCOPES
+from gateway.stdio_rules import command_problem, env_problem
 
 
 class WriteOnlyLines(forms.Textarea):
@@ -51,8 +52,9 @@ class ServerForm(forms.Form):
     timeout_seconds = forms.IntegerField(min_value=1, max_value=3600, initial=60, label="Timeout (seconds)")
     enabled = forms.BooleanField(required=False, initial=True, help_text="disabled servers refuse every call")
 
-    def __init__(self, *args, instance: Server | None = None, **kwargs):
-        self.instance = instance
+    def __init__(self, *args, instance: Server | None = None, may_change_commands: bool = False, **kwargs):
+        self.instance, self.may_change_commands = instance, may_change_commands
+        self.secrets_cleared = False
         if instance is not None:
             kwargs.setdefault("initial", {
                 "slug": instance.slug, "name": instance.name, "transport": instance.transport,
@@ -62,7 +64,14 @@ class ServerForm(forms.Form):
         if instance is not None:
             self.fields["slug"].disabled = True
             self.fields["env"].help_text = "KEY=VALUE per line; leave empty to keep what is stored"
-            self.fields["headers"].help_text = "Name=value per line; leave empty to keep what is stored"
+            self.fields["headers"].help_text = ("Name=value per line; leave empty to keep what is stored (a new "
+                                                "host, port or scheme removes them unless you enter them again)")
+        if not may_change_commands:
+            self.fields["command"].help_text = ONLY_ADMINS
+            self.fields["env"].help_text = ONLY_ADMINS
+            if instance is not None and instance.transport == Server.Transport.STDIO:
+                for name in ("transport", "command", "env", "clear_secrets"):
+                    self.fields[name].disabled = True
 
     def clean_slug(self):
         slug = self.cleaned_data["slug"]
@@ -85,16 +94,31 @@ class ServerForm(forms.Form):
     def clean(self):
         data = super().clean()
         transport = data.get("transport")
+        if not self.may_change_commands and self._changes_what_runs(data):
+            self.add_error("command", ONLY_ADMINS)
+            return data
         if transport == Server.Transport.STDIO:
             if not data.get("command"):
                 self.add_error("command", "a stdio server needs the command that starts it")
             if data.get("headers"):
                 self.add_error("headers", "headers are for HTTP/SSE servers; a stdio server takes environment values")
+            for field, problem in (("command", command_problem(data.get("command") or [])),
+                                   ("env", env_problem(data.get("env") or {}))):
+                if problem:
+                    self.add_error(field, problem)
         elif transport in (Server.Transport.HTTP, Server.Transport.SSE):
             self._clean_url(data)
             if data.get("env"):
                 self.add_error("env", "environment values are for stdio servers; an HTTP server takes headers")
         return data
+
+    def _changes_what_runs(self, data) -> bool:
+        stdio = Server.Transport.STDIO
+        before = self.instance
+        if before is None or before.transport != stdio:
+            return data.get("transport") == stdio
+        return (data.get("transport") != stdio or data.get("command") != before.command or bool(data.get("env"))
+                or bool(data.get("clear_secrets")))
 
     def _clean_url(self, data) -> None:
         parts = urlsplit(data.get("url", ""))
@@ -110,7 +134,12 @@ class ServerForm(forms.Form):
         server.transport, server.timeout_seconds, server.enabled = (
             data["transport"], data["timeout_seconds"], data["enabled"])
         stdio = data["transport"] == Server.Transport.STDIO
+        before = _destination(server) if server.pk is not None else None
         server.command, server.url = (data["command"], "") if stdio else ([], data["url"])
+        if before is not None and before != _destination(server) and (server.env_sealed or server.headers_sealed):
+            # Stored credentials were given for the old destination: a new one gets only what is entered now.
+            server.env, server.headers = {}, {}
+            self.secrets_cleared = not (data["env"] or data["headers"])
         if data["clear_secrets"]:
             server.env, server.headers = {}, {}
         if stdio:
@@ -124,6 +153,22 @@ class ServerForm(forms.Form):
         server.full_clean()
         server.save()
         return server
+
+
+ONLY_ADMINS = ("only an administrator can set what a stdio server runs on the gateway's host (its command line "
+               "and environment): ask one to register or change it")
+
+
+def _destination(server: Server) -> tuple:
+    """Where stored secrets go: the program that gets the environment, or the scheme, host and port of the URL."""
+    if server.transport == Server.Transport.STDIO:
+        return ("stdio", tuple(server.command))
+    parts = urlsplit(server.url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme))
 
 
 class CatalogueFilter(forms.Form):

@@ -50,9 +50,23 @@ class Server(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        # Narrower than changing a server: what a stdio server runs runs on the gateway's host (gateway/stdio_rules.py).
+        permissions = [("change_server_command",
+                        "Can register or change what a stdio server runs (its command line and environment)")]
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from gateway.stdio_rules import command_problem, env_problem
+
+        if self.transport != self.Transport.STDIO:
+            return
+        problems = {"command": command_problem(self.command), "env": env_problem(self.env)}
+        if any(problems.values()):
+            raise ValidationError({field: text for field, text in problems.items() if text})
 
     @property
     def env(self) -> dict[str, str]:
@@ -306,3 +320,18 @@ class Counter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.n}"
+
+
+class ServerChange(models.Model):
+    """Every change to a server's registration: who, when, what (secret values never: only which keys changed)."""
+
+    server = models.ForeignKey(Server, null=True, on_delete=models.SET_NULL, related_name="changes")
+    slug = models.CharField(max_length=50)  # kept when the server is deleted
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.CharField(max_length=200)  # "alice" or "cli:register_server"
+    created_at = models.DateTimeField(default=timezone.now)
+    summary = models.CharField(max_length=500)
+    details = models.JSONField(default=list)  # one line per changed thing
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]

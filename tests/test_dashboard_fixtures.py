@@ -20,7 +20,8 @@ from gateway.catalogue import sync_tools
 from gateway.models import Server
 
 # Star-imported by the test modules: pytest finds these fixtures in each module's namespace.
-__all__ = ["csrf_client", "http_server", "reader", "reader_client", "staff", "staff_client", "truenas"]
+__all__ = ["csrf_client", "http_server", "reader", "reader_client", "staff", "staff_client", "superuser",
+           "superuser_client", "truenas"]
 
 TSV = Path(__file__).parent / "data" / "truenas-tools.tsv"
 ENV_SECRET = "tn-api-key-9f8e7d6c5b4a3210"  # a value that must never appear in a page
@@ -74,6 +75,19 @@ def http_server(db) -> Server:
 @pytest.fixture
 def staff(django_user_model):
     return django_user_model.objects.create_user("alice", password=PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    """A superuser: the only kind of user (with holders of gateway.change_server_command) who sets stdio commands."""
+    return django_user_model.objects.create_user("root-admin", password=PASSWORD, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def superuser_client(superuser) -> Client:
+    client = Client()
+    client.force_login(superuser)
+    return client
 
 
 @pytest.fixture

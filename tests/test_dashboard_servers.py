@@ -28,12 +28,12 @@ def test_it_lists_servers_with_transport_health_risk_counts_and_configs(staff_cl
     assert 'data-copy="cfg-truenas-0"' in body
 
 
-def test_it_registers_a_stdio_server_with_a_write_only_secret(staff_client, db):
-    response = register(staff_client, command=shlex.join(TIME_SERVER), env="TZ_TOKEN=abcdefghijkl-secret-0001")
+def test_it_registers_a_stdio_server_with_a_write_only_secret(superuser_client, db):
+    response = register(superuser_client, command=shlex.join(TIME_SERVER), env="TZ_TOKEN=abcdefghijkl-secret-0001")
     assert response.status_code == 302 and response["Location"] == "/servers/time/"
     server = Server.objects.get(slug="time")
     assert server.command == TIME_SERVER and server.env == {"TZ_TOKEN": "abcdefghijkl-secret-0001"}
-    page = staff_client.get("/servers/time/").content.decode()
+    page = superuser_client.get("/servers/time/").content.decode()
     assert "abcdefghijkl-secret-0001" not in page and "•••0001" in page
 
 
@@ -46,8 +46,8 @@ def test_it_registers_a_stdio_server_with_a_write_only_secret(staff_client, db):
     ({"command": "x", "env": "no-equals-sign"}, "env", "KEY=VALUE"),
     ({"slug": "Bad_Slug", "command": "x"}, "slug", "lowercase letters"),
 ], ids=["no-command", "bad-quotes", "not-http", "url-credentials", "stdio-headers", "env-syntax", "slug"])
-def test_it_says_which_field_to_fix(staff_client, db, fields, field, message):
-    response = register(staff_client, **fields)
+def test_it_says_which_field_to_fix(superuser_client, db, fields, field, message):
+    response = register(superuser_client, **fields)
     body = response.content.decode()
     assert response.status_code == 200 and message in body
     assert body.index(message) > body.index(f'name="{field}"')
@@ -74,19 +74,19 @@ def test_it_disables_and_enables_a_server(staff_client, truenas):
 
 
 @pytest.mark.slow
-def test_it_refreshes_tools_from_a_real_stdio_server_and_shows_what_is_new(staff_client, db):
-    register(staff_client, command=shlex.join(TIME_SERVER))
-    response = staff_client.post("/servers/time/refresh/", follow=True)
+def test_it_refreshes_tools_from_a_real_stdio_server_and_shows_what_is_new(superuser_client, db):
+    register(superuser_client, command=shlex.join(TIME_SERVER))
+    response = superuser_client.post("/servers/time/refresh/", follow=True)
     body = response.content.decode()
     assert "Refreshed: 2 new, 0 changed, 0 gone" in body and "get_current_time" in body
     assert Tool.objects.filter(server__slug="time").count() == 2
     assert "● ok" in body
-    again = staff_client.post("/servers/time/refresh/", follow=True).content.decode()
+    again = superuser_client.post("/servers/time/refresh/", follow=True).content.decode()
     assert "0 new, 0 changed, 0 gone, 2 unchanged" in again
 
 
 @pytest.mark.slow
-def test_it_shows_a_failed_refresh_with_the_error_and_changes_nothing(staff_client, db):
-    register(staff_client, command=f"{sys.executable} -c 'import sys; sys.exit(3)'", timeout_seconds="10")
-    body = staff_client.post("/servers/time/refresh/", follow=True).content.decode()
+def test_it_shows_a_failed_refresh_with_the_error_and_changes_nothing(superuser_client, db):
+    register(superuser_client, command=f"{sys.executable} -c 'import sys; sys.exit(3)'", timeout_seconds="10")
+    body = superuser_client.post("/servers/time/refresh/", follow=True).content.decode()
     assert "refresh failed, nothing changed" in body and "▲ error" in body

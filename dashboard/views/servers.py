@@ -9,15 +9,16 @@ from django.db.models import Count, F, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from dashboard.access import staff_required
+from dashboard.access import can_change_commands, staff_required
 from dashboard.forms import ServerForm
-from gateway import policies
+from gateway import policies, server_changes
 from gateway.clientconfig import client_configs, gateway_url
 from gateway.management.commands.refresh_tools import refresh
-from gateway.models import Server, Tool
+from gateway.models import Server, ServerChange, Tool
 from gateway.vault import VaultError, masked
 
 CATEGORIES = [c for c, _ in Tool.Category.choices]
+HISTORY_SHOWN = 50  # the newest changes on a server's page
 
 
 def _with_counts(qs):
@@ -56,15 +57,20 @@ def server_detail(request, slug):
     secrets, vault_error = _secrets(server)
     return render(request, "dashboard/servers/detail.html", {
         "server": server, "secrets": secrets, "vault_error": vault_error, "gateway_url": gateway_url(slug),
+        "changes": ServerChange.objects.filter(server=server).select_related("user")[:HISTORY_SHOWN],
+        "may_change_commands": can_change_commands(request.user),
         "configs": _configs(slug), "active": policies.active_version(server),
         "refreshed": request.session.pop(f"refresh:{server.pk}", None)})
 
 
 @staff_required
 def server_new(request):
-    form = ServerForm(request.POST or None, initial={"transport": Server.Transport.STDIO})
+    may = can_change_commands(request.user)
+    form = ServerForm(request.POST or None, may_change_commands=may,
+                      initial={"transport": Server.Transport.STDIO if may else Server.Transport.HTTP})
     if request.method == "POST" and form.is_valid():
         server = form.save()
+        server_changes.record(server, {}, actor=request.user.get_username(), user=request.user)
         messages.success(request, f"registered {server.slug}: now refresh its tools to load them")
         return redirect("dashboard:server", slug=server.slug)
     return render(request, "dashboard/servers/form.html", {"form": form, "server": None})
@@ -73,10 +79,15 @@ def server_new(request):
 @staff_required
 def server_edit(request, slug):
     server = get_object_or_404(Server, slug=slug)
-    form = ServerForm(request.POST or None, instance=server)
+    before = server_changes.snapshot(server)
+    form = ServerForm(request.POST or None, instance=server, may_change_commands=can_change_commands(request.user))
     if request.method == "POST" and form.is_valid():
         form.save()
+        server_changes.record(server, before, actor=request.user.get_username(), user=request.user)
         messages.success(request, f"saved {server.slug}")
+        if form.secrets_cleared:
+            messages.warning(request, "the destination changed, so the stored environment and headers were "
+                                      "removed: enter them again if the new destination should get them")
         return redirect("dashboard:server", slug=server.slug)
     secrets, vault_error = _secrets(server)
     return render(request, "dashboard/servers/form.html",
@@ -87,8 +98,10 @@ def server_edit(request, slug):
 @staff_required
 def server_toggle(request, slug):
     server = get_object_or_404(Server, slug=slug)
+    before = server_changes.snapshot(server)
     server.enabled = request.POST.get("enabled") == "1"
     server.save(update_fields=["enabled", "updated_at"])
+    server_changes.record(server, before, actor=request.user.get_username(), user=request.user)
     messages.success(request, f"{server.slug} is {'enabled' if server.enabled else 'disabled: every call is refused'}")
     return redirect("dashboard:server", slug=slug)
 

@@ -18,6 +18,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.models import Server
+from gateway.stdio_rules import LaunchRefused, check_launch
 
 
 class UpstreamError(RuntimeError):
@@ -50,6 +51,10 @@ def stdio_environment(server: Server) -> dict[str, str]:
 def stdio_parameters(server: Server) -> StdioServerParameters:
     if not server.command:
         raise UpstreamError(f"server {server.slug!r} has no command to start")
+    try:  # saved rows were checked already; a row written some other way is checked here, before anything runs
+        check_launch(server.command, server.env)
+    except LaunchRefused as exc:
+        raise UpstreamError(f"server {server.slug!r} was not started: {exc}") from None
     return StdioServerParameters(command=server.command[0], args=list(server.command[1:]),
                                  env=stdio_environment(server))
 

@@ -44,7 +44,7 @@ def sign_in(page, base):
 def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transactional_db, page, shoot,
                                                              django_user_model):
     base = live_server.url
-    django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
+    django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True, is_superuser=True)
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 

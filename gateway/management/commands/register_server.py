@@ -1,9 +1,11 @@
+import getpass
 import shlex
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from gateway import server_changes
 from gateway.clientconfig import gateway_url
 from gateway.management.lookup import key_values
 from gateway.models import Server
@@ -42,6 +44,7 @@ class Command(BaseCommand):
             raise CommandError(f"server {slug!r} already exists; pass --update to change it")
         if opts["timeout"] < 1 or opts["timeout"] > 3600:
             raise CommandError("--timeout must be between 1 and 3600 seconds")
+        before = server_changes.snapshot(server)
         server = server or Server(slug=slug)
         server.name = opts["name"] or server.name or slug
         server.timeout_seconds = opts["timeout"]
@@ -53,6 +56,7 @@ class Command(BaseCommand):
             problems = (f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
             raise CommandError("; ".join(problems)) from None
         server.save()
+        server_changes.record(server, before, actor=f"cli:register_server ({getpass.getuser()})")
         self.stdout.write(self.style.SUCCESS(f"{'updated' if opts['update'] else 'registered'} server {slug!r}"))
         self.stdout.write(f"  upstream:    {server.get_transport_display()} {server.target_display()}")
         for label, values in (("env", server.env), ("headers", server.headers)):
