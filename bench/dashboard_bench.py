@@ -93,7 +93,7 @@ def main() -> None:
 def run(user, repeat: int) -> None:
     from django.test import Client
 
-    from gateway.call_log import CallFilter, page
+    from gateway.calls.call_log import CallFilter, page
     from gateway.models import Call
 
     client = Client()

@@ -74,7 +74,7 @@ def database_from_url(name: str, url: str | None, sqlite_path: Path) -> dict:
     except ValueError:
         raise ConfigError(f"{name}: the port is not a number") from None
     options = dict(parse_qsl(parts.query))
-    # The hot path's statements are prepared (gateway/prepared.py asks for it per statement; psycopg refuses while
+    # The hot path's statements are prepared (gateway/calls/prepared.py asks for it per statement; psycopg refuses while
     # the threshold is None, Django's default) and a generic plan is what saves their planning. Django's own
     # queries use client-side binding and are never prepared, so neither setting changes them.
     options.setdefault("prepare_threshold", 1_000_000_000)

@@ -3,8 +3,8 @@
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.urls import re_path
 
-from gateway.endpoint import McpEndpoint
-from gateway.legacy_sse import LegacySseEndpoint
+from gateway.edge.endpoint import McpEndpoint
+from gateway.edge.legacy_sse import LegacySseEndpoint
 
 
 def http_routes(django_app):

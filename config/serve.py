@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 
 import uvloop
@@ -24,9 +23,6 @@ import uvloop
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 from daphne import cli  # noqa: E402
-
-# Seconds for a request body to arrive in full; slower uploads (slow-loris) are cut off.
-BODY_DEADLINE_S = float(os.environ.get("PORTCULLIS_BODY_DEADLINE_S", 30))
 
 
 class QuerylessAccessLog(cli.AccessLogGenerator):
@@ -56,14 +52,15 @@ class _Discard:
         pass
 
 
-def limit_request_bodies(limit: int) -> None:
+def limit_request_bodies(limit: int, deadline: float) -> None:
+    """Bodies over `limit` bytes are discarded as they stream in; one still arriving after `deadline` s is cut off."""
     from daphne.http_protocol import WebRequest
     from twisted.internet import reactor
     from twisted.web import http
 
     def got_length(self, length):
         self.portcullis_seen, self.portcullis_too_large = 0, length is not None and length > limit
-        self.portcullis_deadline = reactor.callLater(BODY_DEADLINE_S, _cut_off, self)
+        self.portcullis_deadline = reactor.callLater(deadline, _cut_off, self)
         if self.portcullis_too_large:
             self.content = _Discard()
         else:
@@ -127,8 +124,9 @@ def _cut_off(request) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     cli.AccessLogGenerator = QuerylessAccessLog  # the CLI builds its access log from this name
-    limit = int(os.environ.get("PORTCULLIS_MAX_BODY_BYTES", 4 * 1024 * 1024))
-    limit_request_bodies(limit)
+    from config import settings  # the same values the application reads (a bad one stops the start, named)
+
+    limit_request_bodies(settings.PORTCULLIS_MAX_BODY_BYTES, settings.PORTCULLIS_BODY_DEADLINE_S)
     skip_unused_request_work()
     cli.CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
 

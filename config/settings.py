@@ -120,6 +120,8 @@ STATIC_ROOT = STATE_DIR / "static"
 PORTCULLIS_DEFAULT_TIMEOUT_S = env_int("PORTCULLIS_DEFAULT_TIMEOUT_S", 60, minimum=1)
 # Largest request body an agent may send; larger bodies get 413 before they are read.
 PORTCULLIS_MAX_BODY_BYTES = env_int("PORTCULLIS_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# Seconds for a request body to arrive in full (config/serve.py cuts the connection, the endpoint answers 408).
+PORTCULLIS_BODY_DEADLINE_S = env_int("PORTCULLIS_BODY_DEADLINE_S", 30, minimum=1)
 # Largest single message accepted from an upstream; larger ones are refused cleanly.
 PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES", 16 * 1024 * 1024,
                                                 minimum=1024)
@@ -128,9 +130,9 @@ PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 50, minimum=1
 # How long an approval stays usable.
 PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=60)
 # How long a stateless-era agent has to answer an upstream's input_required round and call again: the gateway's
-# sealed requestState (gateway/continuations.py) expires after this.
+# sealed requestState (gateway/calls/continuations.py) expires after this.
 PORTCULLIS_CONTINUATION_TTL_S = env_int("PORTCULLIS_CONTINUATION_TTL_S", 600, minimum=1)
-# A stateless-era agent asked mid-call by a session-era upstream (gateway/parked_calls.py): each such call holds
+# A stateless-era agent asked mid-call by a session-era upstream (protocol/parked_calls.py): each such call holds
 # its own upstream connection (for stdio, a process) while it waits for the agent's retry. At most this many per
 # grant, and this many in one gateway process; past either, a new one is refused with an isError result.
 PORTCULLIS_PARKED_CALLS_PER_GRANT = env_int("PORTCULLIS_PARKED_CALLS_PER_GRANT", 16, minimum=1)

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from dashboard import queue
 from dashboard.access import can_manage
-from gateway import approvals
-from gateway.approvals import APPROVALS_GROUP
+from gateway.calls import approvals
+from gateway.calls.approvals import APPROVALS_GROUP
 from gateway.events import CALLS_GROUP
 from gateway.models import Call
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gateway import policies
 from gateway.models import Grant, PolicyVersion, Server
 from gateway.policy import export_policy, parse_policy
-from gateway.policy_edit import EMPTY_POLICY
+from gateway.policy.editing import EMPTY_POLICY
 
 
 def _key(server: Server, grant: Grant | None, what: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.models import Tool
 from gateway.policy import PolicyInvalid, parse_policy
-from gateway.policy_edit import Effective, ToolFacts, effective_actions
+from gateway.policy.editing import Effective, ToolFacts, effective_actions
 
 RISK_ORDER = ["financial", "destructive", "execute", "write", "read"]  # most dangerous first
 

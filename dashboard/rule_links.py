@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from gateway import policy_edit
 from gateway.policy import RISK_LEVELS, pointer_join
+from gateway.policy import editing as policy_edit
 
 
 def rule_link(rule: str, server_slug: str) -> str:

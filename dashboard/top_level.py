@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dashboard.effective import live_tools
 from dashboard.rule_form import limit_rows, limits_posted
-from gateway import policy_edit
 from gateway.policy import NAMED_WINDOWS, SCOPES, PolicyInvalid
-from gateway.policy_edit import DEFAULT_ALL_TOOLS_COUNTER, ToolFacts
+from gateway.policy import editing as policy_edit
+from gateway.policy.editing import DEFAULT_ALL_TOOLS_COUNTER, ToolFacts
 
 EMPTY_HIDE_ROWS = 1  # blank hide rows offered below the existing entries
 

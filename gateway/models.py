@@ -312,7 +312,7 @@ class Approval(models.Model):
 
 
 class Counter(models.Model):
-    """One rate-limit window's count. Reserved with a conditional upsert; see gateway/ratelimit.py."""
+    """One rate-limit window's count. Reserved with a conditional upsert; see gateway/calls/ratelimit.py."""
 
     key = models.CharField(max_length=400, primary_key=True)
     n = models.PositiveIntegerField(default=0)

@@ -13,7 +13,7 @@ from django.db.models import Max
 
 from gateway.models import Grant, PolicyVersion, Server, Tool
 from gateway.policy import export_policy, parse_policy
-from gateway.policy_diff import one_line, summarize
+from gateway.policy.diff import one_line, summarize
 
 
 @dataclass(frozen=True)

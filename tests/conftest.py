@@ -17,7 +17,7 @@ def django_db_setup(django_db_setup):
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from gateway import dbthreads
+    from gateway.calls import dbthreads
 
     dbthreads.close_connections()
     # In-process tests that await sync_to_async(thread_sensitive=True) outside a request leave a connection open in

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from gateway.catalogue import definition_hash, sync_tools
+from gateway.catalogue.sync import definition_hash, sync_tools
 from gateway.models import Tool
 
 
@@ -40,8 +40,9 @@ SEED_SHAPED = {"version": "1", "default": "deny", "risk": {"read": {}, "destruct
 
 def test_an_upstream_cannot_lower_its_own_tools_classification_by_redescribing_it(server, grant_that_may):
     """A destructive tool redescribed as a read stays destructive (listed hidden, refused) until a person approves."""
-    from gateway import calls, policies, relay
-    from gateway.tool_review import approve_definition
+    from gateway import calls, policies
+    from gateway.catalogue.review import approve_definition
+    from gateway.protocol import relay
 
     policies.apply(server, SEED_SHAPED, actor="test")
     now = timezone.now()

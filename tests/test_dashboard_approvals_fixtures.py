@@ -12,7 +12,8 @@ import json
 import pytest
 from django.utils import timezone
 
-from gateway import approvals, policies
+from gateway import policies
+from gateway.calls import approvals
 from gateway.grants import create_grant
 from gateway.models import Approval, Server, Tool
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from gateway.call_log import CallFilter, page
+from gateway.calls.call_log import CallFilter, page
 from gateway.models import Call
 from tests.test_dashboard_fixtures import *  # noqa: F403 - fixtures
 from tests.test_dashboard_fixtures import htmx

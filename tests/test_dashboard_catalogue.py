@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from gateway.catalogue import sync_tools
+from gateway.catalogue.review import side_by_side
+from gateway.catalogue.sync import sync_tools
 from gateway.models import Tool
-from gateway.tool_review import side_by_side
 from tests.test_dashboard_fixtures import *  # noqa: F403 - fixtures
 from tests.test_dashboard_fixtures import HOSTILE_DESCRIPTION, htmx, truenas_definitions
 

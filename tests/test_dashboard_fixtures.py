@@ -16,7 +16,7 @@ from django.test import Client
 from django.utils import timezone
 
 from gateway import policies
-from gateway.catalogue import sync_tools
+from gateway.catalogue.sync import sync_tools
 from gateway.models import Server
 
 # Star-imported by the test modules: pytest finds these fixtures in each module's namespace.

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.test import Client
 
-from gateway.approvals import APPROVALS_GROUP
+from gateway.calls.approvals import APPROVALS_GROUP
 from gateway.events import CALLS_GROUP
 from gateway.models import Call
 from tests.test_dashboard_approvals_fixtures import *  # noqa: F403 - fixtures

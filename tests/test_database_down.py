@@ -11,8 +11,8 @@ def test_a_call_while_the_database_fails_is_refused_with_a_reason_and_not_forwar
     """No audit row can be written, so nothing is forwarded; the agent reads why and what to do."""
     from django.db import connection
 
-    from gateway import relay
     from gateway.models import Grant
+    from gateway.protocol import relay
 
     table = Grant._meta.db_table
     with connection.cursor() as cursor:
@@ -54,7 +54,7 @@ def unreachable_grants(db):
 @pytest.mark.asyncio
 async def test_a_request_while_the_database_fails_gets_503_with_the_reason_not_an_internal_error(
         server, grant_that_may, unreachable_grants, body):
-    from gateway import jsonrpc, relay
+    from gateway.protocol import jsonrpc, relay
 
     headers = {"mcp-method": "tools/list", "mcp-protocol-version": "2026-07-28"}
     req = relay.Request(slug="files", token=grant_that_may.token, headers=headers)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway import dbthreads
+from gateway.calls import dbthreads
 
 pytestmark = pytest.mark.asyncio
 
@@ -118,7 +118,7 @@ async def test_a_lost_connection_is_replaced_and_the_task_runs_once_more_on_a_fr
     """What a database restart looks like to the database threads: their connections are dead. No task fails."""
     from django.db import connection
 
-    from gateway import prepared
+    from gateway.calls import prepared
 
     def count_servers():
         return prepared.fetchone("SELECT count(*) FROM gateway_server", [])[0]
@@ -159,7 +159,7 @@ async def test_the_gateways_database_hops_recover_from_lost_connections(server, 
     shared thread never checks its connection)."""
     from django.db import connection
 
-    from gateway import holding, relay
+    from gateway.protocol import holding, relay
 
     def kill_connection():
         connection.ensure_connection()

@@ -18,7 +18,8 @@ from django.utils import timezone
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import approvals, policies
+from gateway import policies
+from gateway.calls import approvals
 from gateway.grants import create_grant
 from gateway.models import Approval, Call, PolicyVersion, Server
 from tests.conftest import ROOT, free_port, start_gateway, stop, wait_for_port

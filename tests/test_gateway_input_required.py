@@ -18,8 +18,8 @@ from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.grants import create_grant
-from gateway.input_bridge import MAX_ROUNDS
 from gateway.models import Call
+from gateway.protocol.input_bridge import MAX_ROUNDS
 from tests.conftest import ROOT, http_peer, register_http_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -301,8 +301,8 @@ def test_the_replay_buffer_keeps_only_the_newest_events_and_finished_streams_exp
 
 
 def test_the_byte_cap_spans_all_streams_of_a_session_and_everything_is_freed_when_it_ends(settings):
-    from gateway.jsonrpc import RpcError
-    from gateway.resumption import Replay, ResumableStream
+    from gateway.protocol.jsonrpc import RpcError
+    from gateway.protocol.resumption import Replay, ResumableStream
 
     settings.PORTCULLIS_SSE_REPLAY_MAX_BYTES = 2048
 

@@ -1,4 +1,4 @@
-"""A stateless-era agent asked mid-call by a session-era upstream, through the gateway (gateway/parked_calls.py).
+"""A stateless-era agent asked mid-call by a session-era upstream, through the gateway (protocol/parked_calls.py).
 
 A real gateway (daphne), a real session-era-only upstream (tests/peers/fault_server.py --session-only over HTTP:
 its `ask` tool calls ctx.elicit, a server→client request inside the call) and the real SDK `Client` in its
@@ -24,7 +24,8 @@ from django.utils import timezone
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import continuations, policies
+from gateway import policies
+from gateway.calls import continuations
 from gateway.grants import create_grant
 from gateway.models import Call, Counter
 from tests.conftest import ROOT, http_peer, register_http_server, start_gateway, stop

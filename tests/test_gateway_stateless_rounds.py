@@ -6,7 +6,7 @@ default (modern) mode as the agent, which answers `input_required` rounds and re
 POSTs where a test needs to forge or replay a requestState.
 
 What must hold: the upstream is told exactly the capabilities the agent declared (sampling/elicitation/roots
-only); the agent only ever sees the gateway's sealed requestState (gateway/continuations.py) and the upstream only
+only); the agent only ever sees the gateway's sealed requestState (gateway/calls/continuations.py) and the upstream only
 its own; a call's later rounds are not counted against limits again but are evaluated and audited (one row per
 upstream request, reason "continues call #<first id>"); a forged, tampered, expired, replayed or misapplied state
 is refused with nothing forwarded.
@@ -29,7 +29,8 @@ from django.utils import timezone
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import approvals, audit, continuations, policies
+from gateway import policies
+from gateway.calls import approvals, audit, continuations
 from gateway.grants import create_grant
 from gateway.models import Approval, Call, Counter
 from tests.conftest import ROOT, http_peer, register_http_server

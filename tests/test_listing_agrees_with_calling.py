@@ -28,12 +28,13 @@ from django.db import transaction
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway import approvals, calls, policies
-from gateway.catalogue import definition_hash
+from gateway import calls, policies
+from gateway.calls import approvals
+from gateway.catalogue.sync import definition_hash
 from gateway.grants import create_grant
 from gateway.models import Call, Counter, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_KEYS, RISK_LEVELS, SCOPES, parse_policy
-from gateway.relay import _visible_tools
+from gateway.protocol.relay import _visible_tools
 from tests.conftest import start_gateway, stop
 
 # --------------------------------------------------------------------------- what is generated

@@ -1,11 +1,11 @@
-"""Tests for gateway/policy_diff.py: change lines between canonical documents and the one-line summary."""
+"""Tests for gateway/policy/diff.py: change lines between canonical documents and the one-line summary."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.policy import export_policy, parse_policy
-from gateway.policy_diff import MAX_ONE_LINE, one_line, summarize
+from gateway.policy.diff import MAX_ONE_LINE, one_line, summarize
 from tests import policy_cases as C
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import policy as P
 from gateway.policy import canonical_json, export_policy, load_policy_text, parse_policy
+from gateway.policy import engine as P
 from tests.policy_cases import SEED
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "POLICY.md").read_text(encoding="utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.policy import Facts, PolicyInvalid, evaluate, parse_policy
-from gateway.policy_edit import (
+from gateway.policy.editing import (
     ToolFacts,
     common_properties,
     effective_actions,

@@ -1,11 +1,11 @@
-"""gateway/prepared.py: the hot path's statements run in Django's transactions and, on PostgreSQL, are prepared."""
+"""gateway/calls/prepared.py: hot-path statements run in Django's transactions and, on PostgreSQL, are prepared."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
 
-from gateway import prepared
+from gateway.calls import prepared
 from gateway.models import Server
 
 pytestmark = pytest.mark.django_db(transaction=True)

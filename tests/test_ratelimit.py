@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from django.db import connection
 
-from gateway import ratelimit
+from gateway.calls import ratelimit
 from gateway.models import Counter
 
 

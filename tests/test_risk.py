@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import risk
-from gateway.risk import CATEGORIES, LEVELS, Classification, category_rank, classify, level_rank, tokenize
+from gateway.catalogue import risk
+from gateway.catalogue.risk import CATEGORIES, LEVELS, Classification, category_rank, classify, level_rank, tokenize
 
 RISK_SOURCE = Path(risk.__file__)
 TSV = Path(__file__).parent / "data" / "truenas-tools.tsv"
@@ -482,7 +482,7 @@ def test_imports_only_the_standard_library():
         if isinstance(node, ast.Import):
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import in gateway/risk.py"
+            assert node.level == 0, "relative import in gateway/catalogue/risk.py"
             modules.add(node.module.split(".")[0])
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id not in ("open", "__import__", "exec", "eval"), node.func.id
@@ -623,7 +623,7 @@ def test_truenas_hard_cases(name, category, level):
 
 
 def test_no_truenas_tool_name_in_the_rules():
-    """The rules are general words: no TrueNAS tool name (with an underscore) appears in gateway/risk.py."""
+    """The rules are general words: no TrueNAS tool name (with an underscore) appears in gateway/catalogue/risk.py."""
     source = RISK_SOURCE.read_text(encoding="utf-8")
     named = [row["name"] for row in ROWS if "_" in row["name"] and row["name"] in source]
     assert not named
@@ -637,7 +637,7 @@ def test_no_truenas_tool_name_in_the_rules():
     (("read", "low"), ("read", "low"), ("read", "low")),
 ], ids=["lowered-is-kept", "raised-at-once", "each-axis-on-its-own", "same"])
 def test_the_more_severe_takes_category_and_level_each_at_their_highest(kept, new, expected):
-    from gateway.risk import Classification, the_more_severe
+    from gateway.catalogue.risk import Classification, the_more_severe
 
     out = the_more_severe(Classification(*kept, ("k",)), Classification(*new, ("n",)))
     assert (out.category, out.level) == expected

@@ -76,6 +76,6 @@ def pending_approvals() -> int:
     """Approvals waiting for a person, for the navigation badge and the tab title: one COUNT query per page."""
     from django.utils import timezone
 
-    from gateway.approvals import pending_count
+    from gateway.calls.approvals import pending_count
 
     return pending_count(timezone.now())

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from dashboard import queue
 from dashboard.access import can_manage, staff_required
 from dashboard.forms import DecisionForm
-from gateway import approvals
+from gateway.calls import approvals
 
 CARD = "dashboard/approvals/_card.html"
 

@@ -17,11 +17,12 @@ from dashboard import drafts, top_level
 from dashboard.access import staff_required
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools
 from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
-from gateway import policies, policy_edit
+from gateway import policies
 from gateway.models import Grant, PolicyVersion, Server, Tool
 from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text, pointer_join
-from gateway.policy_diff import summarize
-from gateway.policy_edit import ToolFacts
+from gateway.policy import editing as policy_edit
+from gateway.policy.diff import summarize
+from gateway.policy.editing import ToolFacts
 
 FILTER_FIELDS = ("q", "category", "level", "action", "changed")
 

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, render
 
 from dashboard import rule_links
 from dashboard.forms import CallFilterForm
-from gateway.call_log import CallFilter, page
+from gateway.calls.call_log import CallFilter, page
 from gateway.models import Call, Grant, Server
 
 

@@ -19,10 +19,10 @@ from dashboard.effective import live_tools
 from dashboard.rule_form import errors_by_field, posted_values
 from dashboard.views.builder import Owner
 from dashboard.views.tool_rule import rule_context
-from gateway import policy_edit
 from gateway.models import Tool
 from gateway.policy import ACTIONS, PolicyInvalid, Problem
-from gateway.policy_edit import GlobReach, ToolFacts
+from gateway.policy import editing as policy_edit
+from gateway.policy.editing import GlobReach, ToolFacts
 
 MAX_KEY_LENGTH = 200  # a pattern longer than any tool name is a paste accident
 

@@ -10,8 +10,8 @@ from dashboard import drafts, top_level
 from dashboard.access import staff_required
 from dashboard.rule_form import errors_by_field
 from dashboard.views.builder import Owner, _filters, _state, page_context
-from gateway import policy_edit
 from gateway.policy import PolicyInvalid
+from gateway.policy import editing as policy_edit
 
 
 @require_POST

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.management.base import CommandError
 from django.db.models import Count, F, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -12,8 +11,8 @@ from django.views.decorators.http import require_POST
 from dashboard.access import can_change_commands, staff_required
 from dashboard.forms import ServerForm
 from gateway import policies, server_changes
+from gateway.catalogue.refresh import RefreshFailed, refresh
 from gateway.clientconfig import client_configs, gateway_url
-from gateway.management.commands.refresh_tools import refresh
 from gateway.models import Server, ServerChange, Tool
 from gateway.vault import VaultError, masked
 
@@ -112,7 +111,7 @@ def server_refresh(request, slug):
     server = get_object_or_404(Server, slug=slug)
     try:
         summary = refresh(server)
-    except CommandError as exc:
+    except RefreshFailed as exc:
         messages.error(request, f"refresh failed, nothing changed: {exc}")
         return redirect("dashboard:server", slug=slug)
     request.session[f"refresh:{server.pk}"] = {

@@ -14,9 +14,9 @@ from dashboard.access import can_manage
 from dashboard.effective import actions_for
 from dashboard.rule_form import arg_rows, errors_by_field, limit_rows, posted_values
 from dashboard.views.builder import Owner
-from gateway import policy_edit
 from gateway.models import Tool
 from gateway.policy import NAMED_WINDOWS, SCOPES, PolicyInvalid, alias_counter
+from gateway.policy import editing as policy_edit
 
 
 def rule_context(props, values: dict, errors: dict, key: str) -> dict:

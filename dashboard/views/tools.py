@@ -11,14 +11,14 @@ from dashboard.access import staff_required
 from dashboard.effective import actions_for, filter_tools, live_tools
 from dashboard.forms import CatalogueFilter, OverrideForm
 from gateway import policies
-from gateway.models import Server, Tool
-from gateway.tool_review import (
+from gateway.catalogue.review import (
     ReviewError,
     approve_definition,
     approved_definition,
     override_classification,
     side_by_side,
 )
+from gateway.models import Server, Tool
 
 
 @login_required

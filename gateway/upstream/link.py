@@ -93,7 +93,7 @@ class UpstreamLink:
             # An agent that can answer sampling/elicitation/roots gets a session-era upstream session, where
             # the upstream may ask it mid-call (a dual-era server's push-style asks only work there); an upstream
             # that refuses the session era is then reached in the stateless era, where its input_required
-            # results are bridged to the agent (gateway/input_bridge.py). Otherwise the SDK picks the newest era.
+            # results are bridged to the agent (protocol/input_bridge.py). Otherwise the SDK picks the newest era.
             modes = ("legacy", "auto") if callbacks else ("auto",)
             for mode in modes:
                 try:

@@ -31,7 +31,7 @@ class Command(BaseCommand):
             if opts["check"]:
                 doc = policies.canonical(document)
                 active = policies.active_version(server, grant)
-                from gateway.policy_diff import summarize
+                from gateway.policy.diff import summarize
 
                 self._report(summarize(active.document if active else None, doc), [], None)
                 return

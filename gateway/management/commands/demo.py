@@ -6,14 +6,14 @@ from importlib import resources
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from gateway import policies
+from gateway.catalogue.refresh import RefreshFailed, refresh
 from gateway.clientconfig import gateway_url
 from gateway.grants import create_grant
 from gateway.management.commands.create_grant import write_grant
-from gateway.management.commands.refresh_tools import refresh
 from gateway.models import Grant, Server
 
 DEMO_SLUG = "truenas"
@@ -31,7 +31,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         server = self._server()
-        summary = refresh(server)
+        try:
+            summary = refresh(server)
+        except RefreshFailed as exc:
+            raise CommandError(f"the demo's TrueNAS simulator could not be listed: {exc}") from None
         self.stdout.write(f"tools of {DEMO_SLUG}: {summary.lines()[0]}")
         seed = json.loads(resources.files("gateway").joinpath("seed/truenas-policy.json").read_text())
         result = policies.apply(server, seed, actor="cli:demo")

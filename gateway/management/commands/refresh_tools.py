@@ -1,13 +1,7 @@
-import asyncio
-
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from gateway.catalogue import sync_tools
+from gateway.catalogue.refresh import RefreshFailed, refresh
 from gateway.management.lookup import server_by_slug
-from gateway.models import Server
-from gateway.upstream.connect import UpstreamError
-from gateway.upstream.listing import fetch_tool_definitions
 
 
 class Command(BaseCommand):
@@ -22,20 +16,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         server = server_by_slug(opts["slug"])
-        summary = refresh(server)
+        try:
+            summary = refresh(server)
+        except RefreshFailed as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"refreshed {server.slug}: ") + summary.lines()[0])
         for line in summary.lines()[1:]:
             self.stdout.write(line)
 
-
-def refresh(server: Server):
-    """List the upstream and sync the catalogue; health and last error are recorded either way."""
-    try:
-        definitions = asyncio.run(fetch_tool_definitions(server))
-    except UpstreamError as exc:
-        Server.objects.filter(pk=server.pk).update(health=Server.Health.ERROR, last_error=str(exc)[:4000])
-        raise CommandError(str(exc)) from None
-    now = timezone.now()
-    summary = sync_tools(server, definitions, now)
-    Server.objects.filter(pk=server.pk).update(health=Server.Health.OK, last_error="", last_contact_at=now)
-    return summary

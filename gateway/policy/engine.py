@@ -1,4 +1,4 @@
-"""Portcullis policy engine: evaluate tool calls against a policy (parsed by gateway/policy_document.py).
+"""Portcullis policy engine: evaluate tool calls against a policy (parsed by gateway/policy/document.py).
 
 This module is pure on purpose: standard library only, no I/O, no clock reads
 (the caller passes `now`).  Every decision is therefore reproducible from its
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # The document half of the engine, re-exported so `gateway.policy` stays the one place callers import from.
-from gateway.policy_document import *  # noqa: F403
-from gateway.policy_document import (  # private helpers the evaluation shares with the parser
+from gateway.policy.document import *  # noqa: F403
+from gateway.policy.document import (  # private helpers the evaluation shares with the parser
     MISSING,
     ArgSchema,
     Limit,

@@ -1,11 +1,11 @@
-"""Upstream calls parked between two requests of a stateless-era agent (the reverse of gateway/input_bridge.py).
+"""Upstream calls parked between two requests of a stateless-era agent (the reverse of input_bridge.py).
 
 A session-era upstream asks its client mid-call with a server→client request (elicitation/create,
 sampling/createMessage, roots/list) and waits for the answer inside the call. A stateless-era (2026-07-28) agent
 has no channel for that: it is asked by an `input_required` result and answers by calling the tool again. So the
 gateway gives each such call its own upstream link, declaring exactly the agent's capabilities (a shared session
 could not tell which call a question belongs to), answers the agent's pending request with the question as
-`input_required` under a sealed requestState naming this parked call (gateway/continuations.py), and keeps the
+`input_required` under a sealed requestState naming this parked call (gateway/calls/continuations.py), and keeps the
 upstream call waiting in its callback until the agent's retry brings the answer.
 
 Everything here is in this process's memory: a retry that lands on another gateway process finds no parked call

@@ -1,6 +1,6 @@
 """The policy document: load, validate and export the policy JSON (PolicyLayer's shape plus our fields).
 
-Pure like gateway/policy.py, which evaluates what this module parses: standard library only, no I/O.
+Pure like gateway/policy/engine.py, which evaluates what this module parses: standard library only, no I/O.
 parse_policy() collects ALL problems so an operator can fix a policy in one go. docs/POLICY.md is the
 reference for the format.
 """

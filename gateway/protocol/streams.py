@@ -5,14 +5,14 @@ response; `None` on the feed ends the response. A POST's answer stays plain JSON
 log message, a server→client request) must reach the agent before the final response: then it becomes an SSE
 stream. The channels here keep nothing once written (the stateless era, where closing the stream cancels the
 call, and the legacy HTTP+SSE stream, which is the session); session-era streams are resumable
-(gateway/resumption.py).
+(gateway/protocol/resumption.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from gateway.jsonrpc import dumps
+from gateway.protocol.jsonrpc import dumps
 
 KEEPALIVE = b": keep-alive\n\n"
 KEEPALIVE_MESSAGE = {"portcullis:keepalive": True}  # put in a channel: the endpoint writes an SSE comment

@@ -1,9 +1,9 @@
 """The MCP side of the agent endpoint: which era, which session, and what each method does.
 
-HTTP concerns (Host, Origin, sizes, content types) stay in gateway/endpoint.py; this module takes one
+HTTP concerns (Host, Origin, sizes, content types) stay in gateway/edge/endpoint.py; this module takes one
 parsed JSON-RPC message from an authenticated-looking request and returns one reply. Every request is
 authorised against the database (a revoked grant stops on its next call); `tools/call` goes through
-gateway/calls.py; every other known method is relayed faithfully to the upstream.
+gateway/calls/admission.py; every other known method is relayed faithfully to the upstream.
 """
 
 from __future__ import annotations
@@ -29,16 +29,18 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway import audit, calls, continuations, dbthreads, events, input_bridge, jsonrpc, parked_calls, tokens
-from gateway.agent_sessions import REGISTRY, AgentSession
-from gateway.catalogue import definition_hash, sync_tools
+from gateway import calls, events, tokens
+from gateway.calls import audit, continuations, dbthreads
+from gateway.catalogue.sync import definition_hash, sync_tools
 from gateway.grants import AuthFailure, authenticate
-from gateway.holding import hold
-from gateway.jsonrpc import RpcError
 from gateway.models import Call, Server, Tool
 from gateway.policy import visibility
+from gateway.protocol import input_bridge, jsonrpc, parked_calls
+from gateway.protocol.holding import hold
+from gateway.protocol.jsonrpc import RpcError
+from gateway.protocol.sessions import REGISTRY, AgentSession
+from gateway.protocol.streams import Channel
 from gateway.redaction import redact_text
-from gateway.streams import Channel
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink, declarable
 
@@ -278,7 +280,7 @@ def session_for(req: Request) -> AgentSession:
 
 async def open_get_stream(req: Request, last_event_id: str | None = None) -> tuple[Channel, asyncio.Queue]:
     """The session's stream for messages not tied to a request (list_changed, logging, server requests), or with
-    Last-Event-ID the rest of that stream of this session (gateway/resumption.py); the stream and its feed."""
+    Last-Event-ID the rest of that stream of this session (gateway/protocol/resumption.py); the stream and its feed."""
     session = session_for(req)
     await _authorise(req.slug, req.token)
     if last_event_id is not None:
@@ -514,7 +516,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     if not isinstance(arguments, dict):
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call params.arguments must be a JSON object")
     # A stateless-era agent's retry of an input_required round carries the gateway's sealed requestState: a
-    # continuation of the call it was given for (gateway/continuations.py), admitted without a second reservation.
+    # continuation of the call it was given for (gateway/calls/continuations.py), admitted without a second reservation.
     request_state = msg.params.get("requestState") if modern else None
     admission = await dbthreads.run(_admit, req.token, server, name, arguments, request_state)
     events.call_changed(admission.call_id, server.slug,
@@ -579,7 +581,7 @@ async def _call_upstream(req: Request, msg: jsonrpc.Message, server: Server, lin
                          modern: bool, continuation: continuations.Continuation | None = None) -> dict:
     """The upstream's final result. A stateless-era agent answers `input_required` itself (it is passed through,
     with the gateway's sealed requestState); for a session-era agent the gateway asks the agent and repeats the
-    call (gateway/input_bridge.py)."""
+    call (gateway/protocol/input_bridge.py)."""
     params = _upstream_params(msg.params)
     if not modern:  # no multi round-trip fields in the session era: the gateway alone fills them in
         params = {k: v for k, v in params.items() if k not in ("inputResponses", "requestState")}
@@ -623,7 +625,7 @@ def _sealed(result: dict, admission: calls.Admission, server: Server, name: str,
     return {**result, "requestState": state}
 
 
-# --- a session-era upstream asking a stateless-era agent (gateway/parked_calls.py) ---
+# --- a session-era upstream asking a stateless-era agent (gateway/protocol/parked_calls.py) ---
 
 def _bridged(link: UpstreamLink, msg: jsonrpc.Message) -> bool:
     """A stateless-era agent that can be asked, on an upstream reached in the session era: the shared link

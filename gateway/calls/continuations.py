@@ -10,14 +10,14 @@ Hence the upstream's `requestState` never reaches the agent as it is: the gatewa
 HMAC-signed with a key derived from SECRET_KEY (its own label, as gateway/tokens.py does), that carries the
 upstream's original state and what the continuation is bound to: the first round's audit row, the grant, the
 server, the tool, the hash of the exact arguments (audit.argument_hash), the round number, a random round id
-(single use, see gateway/calls.py) and an expiry (PORTCULLIS_CONTINUATION_TTL_S). It is signed, not encrypted:
+(single use, see gateway/calls/admission.py) and an expiry (PORTCULLIS_CONTINUATION_TTL_S). It is signed, not encrypted:
 the only thing in it the agent did not send itself is the upstream's own state, which a direct client of the
 upstream would hold anyway (and which a conforming upstream seals on its side).
 
 Format: `pcs1.<base64url of the JSON claims>.<base64url of HMAC-SHA256 over "pcs1.<claims>">`.
 
 Two kinds share the format. An *upstream round* carries the upstream's own requestState (a stateless-era
-upstream). A *parked call* (claim `p`, gateway/parked_calls.py) names an upstream call the gateway holds open in
+upstream). A *parked call* (claim `p`, protocol/parked_calls.py) names an upstream call the gateway holds open in
 this process: a session-era upstream asked a server→client request mid-call, the gateway turned it into the
 agent's `input_required`, and the retry's answer goes to that waiting request. Both are bound, expiring and single
 use in the same way.
@@ -40,7 +40,7 @@ from datetime import datetime
 from django.conf import settings
 
 PREFIX = "pcs1"
-# An upstream still asking after this many answered rounds is not converging (as gateway/input_bridge.py).
+# An upstream still asking after this many answered rounds is not converging (as gateway/protocol/input_bridge.py).
 MAX_ROUNDS = 8
 # What the agent reads when its requestState cannot continue a call: it can always start the call afresh.
 START_AGAIN = "call the tool again without requestState (and without inputResponses) to start the call afresh"
@@ -56,10 +56,10 @@ class Continuation:
 
     first_call_id: int
     round_no: int  # 1 for the agent's first retry, 2 for the next, ...
-    round_id: str  # random; the round's single-use key (gateway/calls.py)
+    round_id: str  # random; the round's single-use key (gateway/calls/admission.py)
     expires_at: int  # epoch seconds
     upstream_state: str | None  # the upstream's own requestState, forwarded unchanged
-    parked_id: str | None = None  # a parked upstream call of this process (gateway/parked_calls.py)
+    parked_id: str | None = None  # a parked upstream call of this process (gateway/protocol/parked_calls.py)
 
     @property
     def use_key(self) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from gateway.catalogue import reclassify_approved
+from gateway.catalogue.sync import reclassify_approved
 from gateway.models import Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS
 
@@ -30,7 +30,7 @@ def approve_definition(tool: Tool, seen_hash: str) -> bool:
     updated = Tool.objects.filter(pk=tool.pk, definition_hash=seen_hash).update(**fields)
     tool.refresh_from_db()
     if updated:
-        # The classification kept from the earlier definition (gateway/catalogue.py) gives way to the new one's.
+        # The classification kept from the earlier definition (gateway/catalogue/sync.py) gives way to the new one's.
         reclassify_approved(tool)
         tool.save(update_fields=["risk_category", "risk_level", "risk_reasons"])
     return bool(updated)

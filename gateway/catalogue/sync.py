@@ -9,8 +9,8 @@ from datetime import datetime
 
 from django.db import transaction
 
+from gateway.catalogue.risk import Classification, classify, the_more_severe
 from gateway.models import Server, Tool
-from gateway.risk import Classification, classify, the_more_severe
 
 
 def definition_hash(definition: dict) -> str:

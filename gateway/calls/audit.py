@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from django.db import connection
 from django.db.models import Q
 
-from gateway import prepared
+from gateway.calls import prepared
 from gateway.models import Call
 from gateway.redaction import redact, redact_text
 

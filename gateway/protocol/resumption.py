@@ -20,9 +20,9 @@ from collections import deque
 
 from django.conf import settings
 
-from gateway import jsonrpc
-from gateway.jsonrpc import RpcError
-from gateway.streams import KEEPALIVE, KEEPALIVE_MESSAGE, Channel, sse_event
+from gateway.protocol import jsonrpc
+from gateway.protocol.jsonrpc import RpcError
+from gateway.protocol.streams import KEEPALIVE, KEEPALIVE_MESSAGE, Channel, sse_event
 
 EVENT_ID = re.compile(r"([0-9a-f]{16})-(0|[1-9][0-9]{0,15})")
 PRIMING_SINCE = "2025-11-25"  # earlier clients may choke on an event without data

@@ -3,7 +3,7 @@
 Each session-era agent session gets its own upstream session (link): server→client requests and progress
 can then only belong to that agent. Stateless-era agents share one link per server. Both live in this
 process's memory; a session id is bound to the grant whose token opened it. A session's SSE streams are
-resumable (gateway/resumption.py); their replay buffer is freed when the session ends.
+resumable (gateway/protocol/resumption.py); their replay buffer is freed when the session ends.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from gateway import jsonrpc, tokens
-from gateway.jsonrpc import RpcError
+from gateway import tokens
 from gateway.models import Server
-from gateway.resumption import PRIMING_SINCE, Replay, ResumableStream
-from gateway.streams import Channel
+from gateway.protocol import jsonrpc
+from gateway.protocol.jsonrpc import RpcError
+from gateway.protocol.resumption import PRIMING_SINCE, Replay, ResumableStream
+from gateway.protocol.streams import Channel
 from gateway.upstream.link import UpstreamLink
 
 IDLE_SESSION_S = 30 * 60  # a session nobody used for this long is closed, with its upstream
@@ -84,7 +85,7 @@ class Registry:
         self.shared: dict[int, UpstreamLink] = {}
         # Session-era upstreams, listed for stateless-era agents that declared sampling/elicitation/roots: one link
         # per (server, declared set), so the upstream offers exactly the tools such an agent could use (at most
-        # seven per server). Only listings go through these; calls get a link of their own (gateway/parked_calls.py).
+        # seven per server). Only listings go through these; calls get a link of their own (parked_calls.py).
         self.listing: dict[tuple[int, tuple[str, ...]], UpstreamLink] = {}
         self._shared_locks: dict[int, asyncio.Lock] = {}
         self._sweeper: asyncio.Task | None = None

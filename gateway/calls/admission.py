@@ -12,7 +12,8 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
-from gateway import approvals, audit, continuations, grants, prepared, ratelimit, tokens
+from gateway import grants, tokens
+from gateway.calls import approvals, audit, continuations, prepared, ratelimit
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.redaction import redact, redact_text
@@ -28,7 +29,7 @@ class Admission:
     reservations: tuple[Reservation, ...] = field(default_factory=tuple)
     grant_id: int | None = None
     held: Approval | None = None  # the call waits for this approval (a person decides in the dashboard)
-    # A later round of a multi round-trip call (gateway/continuations.py): what to send the upstream.
+    # A later round of a multi round-trip call (gateway/calls/continuations.py): what to send the upstream.
     continuation: continuations.Continuation | None = None
 
 

@@ -18,10 +18,11 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from gateway import calls, dbthreads
-from gateway.approvals import APPROVALS_GROUP
+from gateway import calls
+from gateway.calls import dbthreads
+from gateway.calls.approvals import APPROVALS_GROUP
 from gateway.models import Approval
-from gateway.streams import KEEPALIVE_MESSAGE
+from gateway.protocol.streams import KEEPALIVE_MESSAGE
 
 log = logging.getLogger("portcullis.holding")
 

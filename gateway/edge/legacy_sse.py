@@ -11,20 +11,20 @@ from urllib.parse import parse_qs
 
 from django.db import DatabaseError
 
-from gateway import jsonrpc, relay
-from gateway.agent_sessions import REGISTRY
-from gateway.endpoint import (
-    _bearer,
-    _pump,
-    _send,
-    _start_sse,
-    _wait_disconnect,
+from gateway.edge.http_io import (
+    bearer_token,
     guarded,
     preflight,
+    pump,
     read_message,
+    send_json,
+    start_sse,
+    wait_disconnect,
 )
-from gateway.jsonrpc import RpcError
-from gateway.streams import Channel
+from gateway.protocol import jsonrpc, relay
+from gateway.protocol.jsonrpc import RpcError
+from gateway.protocol.sessions import REGISTRY
+from gateway.protocol.streams import Channel
 
 # Streams opened by GET /sse: id → (slug, token digest, channel); the id is also the session id.
 _STREAMS: dict[str, tuple[str, str, Channel]] = {}
@@ -37,9 +37,9 @@ class LegacySseEndpoint:
         if headers is None:
             return
         slug, leg = scope["url_route"]["kwargs"]["slug"], scope["url_route"]["kwargs"]["leg"]
-        token = _bearer(headers)
+        token = bearer_token(headers)
         if not token:
-            await _send(send, 401, RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token").body(),
+            await send_json(send, 401, RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token").body(),
                         [("www-authenticate", 'Bearer realm="portcullis"')])
             return
         if leg == "sse" and scope["method"] == "GET":
@@ -48,7 +48,7 @@ class LegacySseEndpoint:
             session_id = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("sessionId", [""])[0]
             await _message(slug, token, headers, session_id, receive, send)
         else:
-            await _send(send, 405, {"error": "use GET /sse and POST /messages"})
+            await send_json(send, 405, {"error": "use GET /sse and POST /messages"})
 
 
 async def _open_stream(slug, token, headers, receive, send) -> None:
@@ -58,27 +58,27 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
         await relay._authorise(slug, token)
     except relay.AuthFailure as exc:
         err = relay.auth_error(exc, None)
-        await _send(send, err.http_status, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])
+        await send_json(send, err.http_status, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])
         return
     except RpcError as err:
-        await _send(send, err.http_status, err.body())
+        await send_json(send, err.http_status, err.body())
         return
     except DatabaseError as exc:
         err = relay.database_unavailable(exc)
-        await _send(send, err.http_status, err.body(), relay.RETRY_LATER)
+        await send_json(send, err.http_status, err.body(), relay.RETRY_LATER)
         return
     if len(_STREAMS) >= MAX_STREAMS:
-        await _send(send, 503, {"error": "too many legacy SSE streams open on this gateway process"})
+        await send_json(send, 503, {"error": "too many legacy SSE streams open on this gateway process"})
         return
     stream_id, channel = REGISTRY.new_id(), Channel()
     _STREAMS[stream_id] = (slug, tokens.digest(token), channel)
-    await _start_sse(send)
+    await start_sse(send)
     endpoint = f"/mcp/{slug}/messages?sessionId={stream_id}".encode()
     await send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",
                 "more_body": True})
-    gone = asyncio.create_task(_wait_disconnect(receive))
+    gone = asyncio.create_task(wait_disconnect(receive))
     try:
-        await _pump(channel.feed, gone, send)
+        await pump(channel.feed, gone, send)
     finally:
         channel.close()
         _STREAMS.pop(stream_id, None)
@@ -90,7 +90,7 @@ async def _message(slug, token, headers, session_id, receive, send) -> None:
 
     pending = _STREAMS.get(session_id)
     if pending is None or pending[0] != slug or not tokens.matches(token, pending[1]):
-        await _send(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
+        await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
         return
     msg = await read_message(headers, receive, send)
     if msg is None:
@@ -98,7 +98,7 @@ async def _message(slug, token, headers, session_id, receive, send) -> None:
     channel = pending[2]
     req = relay.Request(slug=slug, token=token, headers=headers, session_id=session_id, channel=channel,
                         sse_stream=(session_id, channel))
-    await _send(send, 202, None)
+    await send_json(send, 202, None)
     reply = await guarded(relay.handle(req, msg), msg.id)
     if reply.body is not None:
         await channel.put(reply.body)

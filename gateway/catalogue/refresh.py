@@ -1,0 +1,29 @@
+"""Refresh a server's catalogue from the upstream itself: list every tool, sync, and record the server's health."""
+
+from __future__ import annotations
+
+import asyncio
+
+from django.utils import timezone
+
+from gateway.catalogue.sync import RefreshSummary, sync_tools
+from gateway.models import Server
+from gateway.upstream.connect import UpstreamError
+from gateway.upstream.listing import fetch_tool_definitions
+
+
+class RefreshFailed(Exception):
+    """The upstream could not be listed; nothing in the catalogue changed. The message says why."""
+
+
+def refresh(server: Server) -> RefreshSummary:
+    """List the upstream and sync the catalogue; health and last error are recorded either way."""
+    try:
+        definitions = asyncio.run(fetch_tool_definitions(server))
+    except UpstreamError as exc:
+        Server.objects.filter(pk=server.pk).update(health=Server.Health.ERROR, last_error=str(exc)[:4000])
+        raise RefreshFailed(str(exc)) from None
+    now = timezone.now()
+    summary = sync_tools(server, definitions, now)
+    Server.objects.filter(pk=server.pk).update(health=Server.Health.OK, last_error="", last_contact_at=now)
+    return summary
