@@ -58,6 +58,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "dashboard.middleware.DatabaseBusyMiddleware",  # a locked or unreachable database: 503 with what to do
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -129,6 +130,8 @@ PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE
 PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 50, minimum=1)
 # How long an approval stays usable.
 PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=60)
+# Pending approvals one grant may have at once; past it, a call needing a new approval is refused (isError).
+PORTCULLIS_PENDING_APPROVALS_PER_GRANT = env_int("PORTCULLIS_PENDING_APPROVALS_PER_GRANT", 20, minimum=1)
 # How long a stateless-era agent has to answer an upstream's input_required round and call again: the gateway's
 # sealed requestState (gateway/calls/continuations.py) expires after this.
 PORTCULLIS_CONTINUATION_TTL_S = env_int("PORTCULLIS_CONTINUATION_TTL_S", 600, minimum=1)
@@ -153,6 +156,17 @@ PORTCULLIS_STDIO_ENV_ALLOW = env_list("PORTCULLIS_STDIO_ENV_ALLOW",
 # to set commands) and environment keys a stdio server may be given although they change how programs start.
 PORTCULLIS_STDIO_COMMANDS = env_list("PORTCULLIS_STDIO_COMMANDS", [])
 PORTCULLIS_STDIO_ENV_KEYS_ALLOWED = env_list("PORTCULLIS_STDIO_ENV_KEYS_ALLOWED", [])
+
+# The kinds of address an http/sse upstream may have (gateway/upstream_addresses.py), checked at registration and
+# before every connection: public, private, loopback, link-local, metadata (cloud metadata services, refused unless
+# listed even where private or link-local are). Reserved addresses (0.0.0.0, multicast, ...) are never allowed.
+PORTCULLIS_UPSTREAM_ADDRESSES = env_list("PORTCULLIS_UPSTREAM_ADDRESSES", ["public", "private", "loopback"])
+if _unknown := [k for k in PORTCULLIS_UPSTREAM_ADDRESSES
+                if k not in ("public", "private", "loopback", "link-local", "metadata")]:
+    from config.env import ConfigError
+
+    raise ConfigError(f"PORTCULLIS_UPSTREAM_ADDRESSES: {_unknown[0]!r} is not a kind of address; list some of "
+                      f"public, private, loopback, link-local, metadata (comma separated)")
 
 LOGGING = {
     "version": 1,

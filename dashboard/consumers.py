@@ -3,17 +3,29 @@
 The consumer renders the same partials the pages use (a call log row, an approval card) and sends
 {"html": …} for static/js/live.js to put in place by element id, plus {"pending": n} for the navigation
 badge and the tab title. Origin is checked by the stack around it (config/asgi.py); the session here.
+
+A socket lasts only as long as the access it was opened with: it joins its session's and its user's groups, and
+dashboard/signals.py closes them on logout (that session) and when the user is deactivated or deleted (every
+socket of theirs); a save of the user makes their sockets re-check at once (a changed password ends the other
+sessions). In case such an event is lost, the consumer also re-reads its session and user before a push when the
+last check is more than `recheck_s` seconds old. A closed socket leaves its groups at once and pushes nothing more.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
+from importlib import import_module
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib import auth
 from django.http import HttpRequest
 from django.middleware.csrf import CSRF_SECRET_LENGTH, get_token
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from dashboard import queue
 from dashboard.access import can_manage
@@ -24,34 +36,114 @@ from gateway.models import Call
 
 CALL_ROW = "dashboard/calls/_row.html"
 APPROVAL_CARD = "dashboard/approvals/_card.html"
+CLOSE_SESSION_ENDED = 4001  # the close code when the session or the user's access ended
+
+
+def user_group(user_pk) -> str:
+    return f"user-{user_pk}"
+
+
+def session_group(session_key: str) -> str:
+    """A session key is a credential: the group is named by its digest, never the key itself."""
+    return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:40]
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     live_groups = (APPROVALS_GROUP, CALLS_GROUP)
+    recheck_s = 30.0  # at most this long between re-reads of the session and user before a push
+    ended = True  # until connect() accepts: nothing is pushed
+    groups_joined: tuple[str, ...] = ()
 
     async def connect(self):
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_active:
+        session = self.scope.get("session")
+        session_key = getattr(session, "session_key", None)
+        if user is None or not user.is_authenticated or not user.is_active or not session_key:
             await self.close()  # before accept(): the handshake is refused with 403
             return
+        self.user_pk = user.pk
+        self.session_key = session_key
+        self.checked_at = time.monotonic()
         self.can_decide = can_manage(user)
         self.csrf_token = csrf_token_for(self.scope)
-        for group in self.live_groups:
+        self.groups_joined = (*self.live_groups, user_group(user.pk), session_group(session_key))
+        for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        self.ended = False
         await self.accept()
         # The page's count may be stale by now (or this is a reconnect after missed events).
         await self.send_json({"pending": await self.pending_count()})
 
     async def disconnect(self, code):
-        for group in self.live_groups:
+        await self.leave_groups()
+
+    async def leave_groups(self):
+        groups, self.groups_joined = self.groups_joined, ()
+        for group in groups:
             await self.channel_layer.group_discard(group, self.channel_name)
 
+    async def end(self):
+        """Close now; leave the groups without waiting for the browser's answer, so nothing more is pushed."""
+        if self.ended:
+            return
+        self.ended = True
+        await self.leave_groups()
+        await self.close(code=CLOSE_SESSION_ENDED)
+
+    async def live_close(self, event):
+        """dashboard/signals.py: this session logged out, or the user was deactivated or deleted."""
+        await self.end()
+
+    async def live_recheck(self, event):
+        """dashboard/signals.py: the user was saved (password, staff flag, …): check now, not at the next interval."""
+        self.checked_at = float("-inf")
+        await self.may_push()
+
+    async def may_push(self) -> bool:
+        """False once the socket ended; re-reads the session and user first when the last check is too old."""
+        if self.ended:
+            return False
+        now = time.monotonic()
+        if now - self.checked_at >= self.recheck_s:
+            self.checked_at = now
+            can_decide = await self.session_access()
+            if can_decide is None:
+                await self.end()
+                return False
+            self.can_decide = can_decide
+        return True
+
+    @database_sync_to_async
+    def session_access(self) -> bool | None:
+        """None when the session no longer signs this user in (logged out, expired, password changed) or the user
+        may no longer sign in (deactivated, deleted); otherwise whether the user may decide approvals.
+
+        The session is only read: a mismatch closes this socket, and the browser's next request or reconnect goes
+        through Django's own checks (which also handle SECRET_KEY_FALLBACKS)."""
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=self.session_key)
+        if store.get(auth.SESSION_KEY) != str(self.user_pk):  # a deleted or expired session reads as empty
+            return None
+        backend_path = store.get(auth.BACKEND_SESSION_KEY)
+        if backend_path not in settings.AUTHENTICATION_BACKENDS:
+            return None
+        user = auth.load_backend(backend_path).get_user(self.user_pk)
+        if user is None or not user.is_active:
+            return None
+        stored_hash = store.get(auth.HASH_SESSION_KEY) or ""
+        if not stored_hash or not constant_time_compare(stored_hash, user.get_session_auth_hash()):
+            return None
+        return can_manage(user)
+
     async def call_changed(self, event):
+        if not await self.may_push():
+            return
         html = await self.call_row(event["call_id"])
         if html:
             await self.send_json({"html": html})
 
     async def approval_changed(self, event):
+        if not await self.may_push():
+            return
         html, pending = await self.approval_card(event["approval_id"])
         await self.send_json({"html": html, "pending": pending} if html else {"pending": pending})
 

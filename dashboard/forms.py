@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from django import forms
 from django.core.exceptions import ValidationError
 
+from gateway import upstream_addresses
 from gateway.grants import GrantError, parse_duration
 from gateway.models import SLUG_VALIDATOR, Call, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS, SCOPES
@@ -126,6 +127,12 @@ class ServerForm(forms.Form):
             self.add_error("url", "write an http:// or https:// URL, e.g. http://127.0.0.1:3001/mcp")
         elif parts.username or parts.password:
             self.add_error("url", "put credentials in the headers, not in the URL (URLs are shown on pages and logs)")
+        else:
+            try:  # the upstream's address is allowed (gateway/upstream_addresses.py), then Django can store it
+                upstream_addresses.check_url(data["url"])
+                Server._meta.get_field("url").run_validators(data["url"])
+            except (upstream_addresses.AddressRefused, ValidationError) as exc:
+                self.add_error("url", "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc))
 
     def save(self) -> Server:
         data = self.cleaned_data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,38 @@ def test_unknown_slugs_fail_with_exit_1_and_the_known_ones(tmp_path):
     proc = manage("export_policy", "nope", env=env)
     assert proc.returncode == 1
     assert "no server with slug 'nope'" in proc.stderr
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a metadata address"),
+    ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254 is a metadata address"),
+    ("http://metadata.google.internal/computeMetadata/v1/", "metadata.google.internal is a metadata address"),
+    ("http://169.254.10.10:8080/mcp", "169.254.10.10 is a link-local address"),
+    ("http://2130706433/mcp", "legacy form that libraries read differently: write it as 127.0.0.1"),
+    ("http://0x7f000001:3001/mcp", "write it as 127.0.0.1"),
+], ids=["aws-metadata", "aws-metadata-ipv6", "gcp-metadata-name", "link-local", "integer-host", "hex-host"])
+def test_register_server_refuses_a_metadata_link_local_or_numeric_host_url_saying_what_to_do(db, url, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run("register_server", "remote", "--http", url)
+    with pytest.raises(CommandError, match="PORTCULLIS_UPSTREAM_ADDRESSES|write it as"):
+        run("register_server", "remote", "--sse", url)
+    assert not Server.objects.exists()
+
+
+def test_register_server_allows_loopback_unless_the_setting_leaves_it_out(db, settings):
+    run("register_server", "local", "--http", "http://localhost:3001/mcp")
+    settings.PORTCULLIS_UPSTREAM_ADDRESSES = ["public", "private"]
+    with pytest.raises(CommandError, match=re.escape("localhost (resolves to 127.0.0.1) is a loopback address")):
+        run("register_server", "local", "--http", "http://localhost:3002/mcp", "--update")
+    assert Server.objects.get(slug="local").url == "http://localhost:3001/mcp"
+
+
+def test_refresh_tools_refuses_an_upstream_whose_address_is_no_longer_allowed_before_connecting(db, settings):
+    run("register_server", "local", "--http", "http://localhost:9/mcp")
+    settings.PORTCULLIS_UPSTREAM_ADDRESSES = ["public", "private"]  # or the name now resolves elsewhere
+    with pytest.raises(CommandError, match=re.escape("server 'local' was not contacted: localhost (resolves to")):
+        run("refresh_tools", "local")
+    assert "loopback address" in Server.objects.get(slug="local").last_error
 
 
 # --- refresh_tools against real servers ---

@@ -183,7 +183,10 @@ def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool
         if not admission.forward:  # a limit refused it: the person's approval is not spent on nothing
             Approval.objects.filter(pk=approved.pk, state=Approval.State.USED).update(state=Approval.State.APPROVED)
         return admission
-    pending = approvals.pending_for(binding, now)
+    try:
+        pending = approvals.pending_for(binding, now)
+    except approvals.TooManyPending as exc:  # the grant's queue is full: refused, audited, nothing held
+        return _refuse(base, Call.Decision.APPROVE, "approvals", str(exc), decision.rule, version, grant)
     try:
         call_id = audit.open_row(**base, decision=Call.Decision.APPROVE, refusal="", rule=decision.rule,
                                  policy_version_id=version, outcome=Call.Outcome.PENDING, approval=pending,

@@ -30,6 +30,14 @@ class ApprovalError(ValueError):
     """A decision that cannot be taken; the message says why, for the person who tried."""
 
 
+class TooManyPending(Exception):
+    """The grant already has PORTCULLIS_PENDING_APPROVALS_PER_GRANT approvals waiting; the message is the agent's."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"too many approvals pending for this grant ({cap}): wait for an operator to decide, "
+                         "or ask one to clear the queue")
+
+
 @dataclass(frozen=True)
 class Binding:
     grant: Grant
@@ -64,17 +72,26 @@ def claim_approved(b: Binding, now: datetime) -> Approval | None:
 
 
 def pending_for(b: Binding, now: datetime) -> Approval:
-    """The pending approval for exactly this call: the existing one (identical calls wait together) or new."""
-    existing = Approval.objects.filter(_binding_filter(b), state=Approval.State.PENDING, expires_at__gt=now)
-    for approval in existing.order_by("created_at"):
-        if _still_valid(approval, b):
-            return approval
-        void(approval, "the policy or the tool's definition changed while it waited", now)
-    approval = Approval.objects.create(
-        public_id=secrets.token_hex(8), grant=b.grant, server=b.server, tool=b.tool, tool_name=b.tool.name,
-        argument_hash=b.argument_hash, arguments=b.arguments, policy_version_id=b.policy_version_id,
-        tool_hash=b.tool.definition_hash, rule=b.rule, created_at=now,
-        expires_at=now + timedelta(seconds=settings.PORTCULLIS_APPROVAL_TTL_S))
+    """The pending approval for exactly this call: the existing one (identical calls wait together) or new.
+
+    Raises TooManyPending when a new one would put more than PORTCULLIS_PENDING_APPROVALS_PER_GRANT approvals of
+    the grant in the queue. One transaction holding the grant's row (SQLite: the write lock taken at BEGIN), so
+    concurrent calls of one grant count and create one at a time and the cap is exact."""
+    with transaction.atomic():
+        list(Grant.objects.select_for_update().filter(pk=b.grant.pk).values_list("pk"))
+        existing = Approval.objects.filter(_binding_filter(b), state=Approval.State.PENDING, expires_at__gt=now)
+        for approval in existing.order_by("created_at"):
+            if _still_valid(approval, b):
+                return approval
+            void(approval, "the policy or the tool's definition changed while it waited", now)
+        cap = settings.PORTCULLIS_PENDING_APPROVALS_PER_GRANT
+        if Approval.objects.filter(grant=b.grant, state=Approval.State.PENDING, expires_at__gt=now).count() >= cap:
+            raise TooManyPending(cap)
+        approval = Approval.objects.create(
+            public_id=secrets.token_hex(8), grant=b.grant, server=b.server, tool=b.tool, tool_name=b.tool.name,
+            argument_hash=b.argument_hash, arguments=b.arguments, policy_version_id=b.policy_version_id,
+            tool_hash=b.tool.definition_hash, rule=b.rule, created_at=now,
+            expires_at=now + timedelta(seconds=settings.PORTCULLIS_APPROVAL_TTL_S))
     publish(approval)
     return approval
 
@@ -83,7 +100,7 @@ def void(approval: Approval, why: str, now: datetime) -> None:
     if Approval.objects.filter(pk=approval.pk, state__in=[Approval.State.PENDING, Approval.State.APPROVED]).update(
             state=Approval.State.EXPIRED, reason=f"void: {why}", decided_at=now):
         approval.refresh_from_db()
-        publish(approval)
+        transaction.on_commit(lambda: publish(approval))  # inside pending_for's transaction: once it commits
 
 
 def expire_overdue(now: datetime) -> int:

@@ -19,6 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from gateway.models import Server
 from gateway.stdio_rules import LaunchRefused, check_launch
+from gateway.upstream_addresses import AddressRefused, check_url_before_connecting
 
 
 class UpstreamError(RuntimeError):
@@ -63,6 +64,11 @@ def stdio_parameters(server: Server) -> StdioServerParameters:
 async def open_transport(server: Server, errlog: IO[str] | None = None, timeout: float | None = None):
     """Yield the SDK transport streams for one upstream connection."""
     timeout = timeout or server.timeout_seconds
+    if server.transport in (Server.Transport.HTTP, Server.Transport.SSE):
+        try:  # checked again at every connection, so a DNS change since registration is caught too
+            await check_url_before_connecting(server.url)
+        except AddressRefused as exc:
+            raise UpstreamError(f"server {server.slug!r} was not contacted: {exc}") from None
     if server.transport == Server.Transport.STDIO:
         params = stdio_parameters(server)
         kwargs: dict[str, Any] = {"errlog": errlog} if errlog is not None else {}

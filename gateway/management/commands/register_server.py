@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway import server_changes
+from gateway import server_changes, upstream_addresses
 from gateway.clientconfig import gateway_url
 from gateway.management.lookup import key_values
 from gateway.models import Server
@@ -88,5 +88,9 @@ class Command(BaseCommand):
             raise CommandError(f"{url!r} is not an http(s) URL")
         if parts.username or parts.password:
             raise CommandError("put credentials in --header, not in the URL (URLs are shown on pages and in logs)")
+        try:
+            upstream_addresses.check_url(url)
+        except upstream_addresses.AddressRefused as exc:
+            raise CommandError(str(exc)) from None
         server.transport, server.url, server.command = transport, url, []
         server.headers, server.env = headers, {}
