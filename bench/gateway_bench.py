@@ -548,13 +548,13 @@ LAYERS = (
 )
 # The gateway's own steps (file suffix, function, what it is), by cumulative CPU time.
 KEY_STEPS = (
-    ("relay.py", "_load_and_authorise", "relay._load_and_authorise: server + grant, every request (DB thread)"),
-    ("calls.py", "admit", "calls.admit: auth, tool, policy, counter, audit row (DB thread)"),
+    ("hops.py", "load_and_authorise", "hops.load_and_authorise: server + grant, every request (DB thread)"),
+    ("admission.py", "admit", "calls.admit: auth, tool, policy, counter, audit row (DB thread)"),
     ("grants.py", "authenticate", "  grants.authenticate (in both of the above)"),
     ("models.py", "active_policy", "  Server.active_policy: which policy version applies"),
     ("ratelimit.py", "reserve", "  ratelimit.reserve: counter upsert + commit"),
     ("audit.py", "open_row", "  audit.open_row: audit insert + commit"),
-    ("calls.py", "settle", "calls.settle: close the audit row + commit (DB thread)"),
+    ("admission.py", "settle", "calls.settle: close the audit row + commit (DB thread)"),
     ("vault.py", "unseal", "vault.unseal: decrypt the server's env/headers (Fernet)"),
 )
 

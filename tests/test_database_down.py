@@ -12,13 +12,13 @@ def test_a_call_while_the_database_fails_is_refused_with_a_reason_and_not_forwar
     from django.db import connection
 
     from gateway.models import Grant
-    from gateway.protocol import relay
+    from gateway.protocol import tools_call
 
     table = Grant._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {table} RENAME TO portcullis_unreachable")  # noqa: S608 - a model's table
     try:
-        admission = relay._admit(grant_that_may.token, server, "read_file", {}, None)
+        admission = tools_call.admit(grant_that_may.token, server, "read_file", {}, None)
     finally:
         connection.close()  # the failed statement may have left the connection unusable (PostgreSQL)
         with connection.cursor() as cursor:
@@ -55,9 +55,10 @@ def unreachable_grants(db):
 async def test_a_request_while_the_database_fails_gets_503_with_the_reason_not_an_internal_error(
         server, grant_that_may, unreachable_grants, body):
     from gateway.protocol import jsonrpc, relay
+    from gateway.protocol.exchange import Request
 
     headers = {"mcp-method": "tools/list", "mcp-protocol-version": "2026-07-28"}
-    req = relay.Request(slug="files", token=grant_that_may.token, headers=headers)
+    req = Request(slug="files", token=grant_that_may.token, headers=headers)
     reply = await relay.handle(req, jsonrpc.parse(jsonrpc.dumps(body)))
     assert reply.status == 503 and ("retry-after", "5") in reply.headers
     error = reply.body["error"]

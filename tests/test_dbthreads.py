@@ -159,15 +159,15 @@ async def test_the_gateways_database_hops_recover_from_lost_connections(server, 
     shared thread never checks its connection)."""
     from django.db import connection
 
-    from gateway.protocol import holding, relay
+    from gateway.protocol import holding, hops, tools_list
 
     def kill_connection():
         connection.ensure_connection()
         connection.connection.close()
 
-    await relay._authorise("files", grant_that_may.token)
+    await hops.authorise("files", grant_that_may.token)
     await asyncio.to_thread(_on_every_database_thread, kill_connection)
-    loaded, grant_id = await relay._authorise("files", grant_that_may.token)
+    loaded, grant_id = await hops.authorise("files", grant_that_may.token)
     assert loaded.slug == "files" and grant_id == grant_that_may.grant.pk
-    assert await relay._filter_tools(loaded, grant_that_may.token, [], True, False) == []
+    assert await tools_list.filter_tools(loaded, grant_that_may.token, [], True, False) == []
     assert holding._read_state.__wrapped__ is holding._state

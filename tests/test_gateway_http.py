@@ -75,6 +75,26 @@ def test_it_refuses_bad_tokens_before_anything_reaches_the_upstream(gateway, set
     assert not Call.objects.exists()
 
 
+@pytest.mark.parametrize("session", ["none", "unknown", "real"])
+@pytest.mark.parametrize("who", ["forged", "revoked", None])
+def test_a_bad_token_gets_401_before_any_session_check(gateway, setup, session, who):
+    """OAuth-capable clients re-authenticate on 401 only: a bad token must not read as a session problem."""
+    token = {"forged": setup["may"][:-6] + "AAAAAA", "revoked": setup["revoked"], None: None}[who]
+    sid = {"none": None, "unknown": "no-such-session", "real": None}[session]
+    if session == "real":
+        sid = initialize(gateway, setup["may"])
+    headers = {"Mcp-Session-Id": sid} if sid else {}
+    for body in (call(), {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}):
+        response = post(gateway, body, token, headers)
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    h = {**headers, **({"Authorization": f"Bearer {token}"} if token else {})}
+    assert httpx2.delete(gateway.url("truenas"), headers=h, timeout=30).status_code == 401
+    get = httpx2.get(gateway.url("truenas"), headers={**h, "Accept": "text/event-stream"}, timeout=30)
+    assert get.status_code == 401
+    assert not Call.objects.exists()
+
+
 def test_a_token_in_the_query_string_is_refused_and_not_logged(gateway, setup):
     response = httpx2.post(gateway.url("truenas") + f"?access_token={setup['may']}", content=json.dumps(INIT),
                            headers={"Content-Type": "application/json"}, timeout=30)

@@ -2,7 +2,7 @@
 
 Hypothesis generates tool sets (names, risk categories and levels, tools the upstream adds since the last
 refresh), server policies and grants with and without their own policy override, then computes the listing with
-the very function `tools/list` uses (`relay._visible_tools`) and the outcome of calls with the very function
+the very function `tools/list` uses (`tools_list.visible_tools`) and the outcome of calls with the very function
 `tools/call` uses (`calls.admit`). It checks that every tool absent from the list is refused on call (and
 consumes no counter), and that every listed tool is refused only for a limit, its arguments, a pending approval,
 or (with `show_denied`) a denial whose reason it names.
@@ -34,7 +34,7 @@ from gateway.catalogue.sync import definition_hash
 from gateway.grants import create_grant
 from gateway.models import Call, Counter, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_KEYS, RISK_LEVELS, SCOPES, parse_policy
-from gateway.protocol.relay import _visible_tools
+from gateway.protocol.tools_list import visible_tools
 from tests.conftest import start_gateway, stop
 
 # --------------------------------------------------------------------------- what is generated
@@ -43,7 +43,7 @@ TOOL_NAMES = ["pool_list", "pool_get", "pool_delete", "Pool_list", "dataset_crea
               "cloud_backup_run", "system_info", "svc:start", "a?b", "axb"]
 GLOBS = ["pool_*", "*_delete", "*", "Pool_*", "dataset_?reate", "[pd]*", "*list", "a?b", "[!a]*"]
 REASONS = ["ask an operator", "destructive tools are off for agents", "read-only agent; see the runbook"]
-# Tool sets where the upstream no longer lists some catalogued tools. Off until relay._visible_tools marks tools
+# Tool sets where the upstream no longer lists some catalogued tools. Off until tools_list.visible_tools marks tools
 # missing from a complete listing as gone: test_it_refuses_a_tool_the_upstream_no_longer_lists shows the bug.
 UPSTREAM_DROPS_TOOLS = True
 COUNTER_WINDOWS = {"calls_day": "day", "calls_hour": "hour", "burst": 900}  # one window per counter name
@@ -241,7 +241,7 @@ def run_scenario(s: dict) -> None:
         if own is not None:
             policies.apply(server, own, grant=new.grant, actor="property")
         effective = own if own is not None else s["server_policy"]
-        shown = {d["name"] for d in _visible_tools(server, new.token, listing, complete=True, mark_gone=True)}
+        shown = {d["name"] for d in visible_tools(server, new.token, listing, complete=True, mark_gone=True)}
         assert shown <= {d["name"] for d in listing}
         grants.append((new.token, effective, shown))
     # The listing brought the catalogue up to date before any call: new tools classified, dropped ones gone.
@@ -281,7 +281,7 @@ def test_it_refuses_a_tool_the_upstream_no_longer_lists():
                             risk_level="low")
     policies.apply(server, {"version": "1", "default": "allow"}, actor="test")
     token = create_grant("dropped-agent", [server], None).token
-    shown = [d["name"] for d in _visible_tools(server, token, [definition("pool_list")], complete=True, mark_gone=True)]
+    shown = [d["name"] for d in visible_tools(server, token, [definition("pool_list")], complete=True, mark_gone=True)]
     assert shown == ["pool_list"]
     admission = calls.admit(token, server, "pool_delete", {}, datetime.now(UTC))
     assert not admission.forward, "a tool absent from the complete listing was forwarded to the upstream"
@@ -358,7 +358,7 @@ def test_the_endpoint_lists_and_answers_exactly_what_the_in_process_functions_sa
         listed = [t["name"] for t in agent.list_tools()]
         answers = [agent.call(name, arguments) for name, arguments in plan]
 
-    expected = [d["name"] for d in _visible_tools(server, in_process, upstream_listing, complete=True, mark_gone=True)]
+    expected = [d["name"] for d in visible_tools(server, in_process, upstream_listing, complete=True, mark_gone=True)]
     assert listed == expected  # the same tools, in the upstream's order
     assert "pool_scrub" in listed and "system_info" in listed and "dataset_create" in listed
     assert "pool_export" not in listed and "service_start" not in listed and "dataset_delete" not in listed

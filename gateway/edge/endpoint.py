@@ -20,7 +20,10 @@ from gateway.edge.http_io import (
     start_sse,
     wait_disconnect,
 )
+from gateway.grants import AuthFailure
 from gateway.protocol import jsonrpc, relay
+from gateway.protocol.era import Era, era_of
+from gateway.protocol.exchange import Request
 from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.sessions import REGISTRY
 from gateway.protocol.streams import KEEPALIVE, Channel
@@ -33,7 +36,7 @@ class McpEndpoint:
             return
         slug = scope["url_route"]["kwargs"]["slug"]
         token = bearer_token(headers)
-        req = relay.Request(slug=slug, token=token, headers=headers, session_id=headers.get("mcp-session-id"))
+        req = Request(slug=slug, token=token, headers=headers, session_id=headers.get("mcp-session-id"))
         method = scope["method"]
         if method == "POST":
             await self._post(req, headers, receive, send)
@@ -80,10 +83,8 @@ class McpEndpoint:
             if not req.token:
                 raise RpcError(jsonrpc.UNAUTHORIZED, "missing bearer token")
             stream, feed = await relay.open_get_stream(req, last_event_id)
-        except (RpcError, relay.AuthFailure, DatabaseError) as exc:
-            err = relay.refusal_of(exc)
-            await send_json(send, err.http_status, err.body(),
-                            relay.RETRY_LATER if isinstance(exc, DatabaseError) else [])
+        except (RpcError, AuthFailure, DatabaseError) as exc:
+            await send_reply(send, relay.refused(exc))
             return
         await start_sse(send)
         # daphne sends the status line and headers only with the first body chunk: send one now, or the agent
@@ -112,7 +113,7 @@ async def _answer(req, msg, receive, send) -> None:
     task = asyncio.create_task(guarded(relay.handle(req, msg), msg.id))
     # Stateless era: closing the response stream is the cancellation. Session era: a disconnect is not one;
     # the call finishes upstream and is audited.
-    cancel_on_leave = req.session_id is None and relay.is_modern(msg)
+    cancel_on_leave = req.session_id is None and era_of(msg.method, msg.params, None) is Era.STATELESS
     gone = asyncio.create_task(wait_disconnect(receive))
     feed = channel.feed if channel is not None else None
     first = asyncio.create_task(feed.get()) if feed is not None else None

@@ -15,7 +15,9 @@ from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from gateway.edge.startup import on_first_request
+from gateway.grants import AuthFailure
 from gateway.protocol import jsonrpc, relay
+from gateway.protocol.exchange import Reply
 from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.streams import KEEPALIVE
 
@@ -82,16 +84,14 @@ async def read_message(headers, receive, send) -> jsonrpc.Message | None:
         return None
 
 
-async def guarded(coro, msg_id) -> relay.Reply:
+async def guarded(coro, msg_id) -> Reply:
     try:
         return await coro
-    except RpcError as err:
-        return relay.error_reply(RpcError(err.code, err.message, err.data, msg_id))
-    except DatabaseError as exc:
-        return relay.error_reply(relay.database_unavailable(exc, msg_id), relay.RETRY_LATER)
+    except (AuthFailure, RpcError, DatabaseError) as exc:
+        return relay.refused(exc, msg_id)
     except Exception:
         log.exception("internal error in the MCP endpoint")
-        return relay.Reply(500, RpcError(jsonrpc.INTERNAL_ERROR, "internal gateway error; see the gateway log",
+        return Reply(500, RpcError(jsonrpc.INTERNAL_ERROR, "internal gateway error; see the gateway log",
                                          id=msg_id).body())
 
 
@@ -157,7 +157,7 @@ async def read_body(headers, receive) -> bytes | tuple:
         return 408, RpcError(jsonrpc.INVALID_REQUEST, f"body not received within {deadline} s").body()
 
 
-async def send_reply(send, reply: relay.Reply) -> None:
+async def send_reply(send, reply: Reply) -> None:
     await send_json(send, reply.status, reply.body, reply.headers)
 
 

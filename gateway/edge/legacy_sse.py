@@ -55,7 +55,7 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
     from gateway import tokens
 
     try:
-        await relay._authorise(slug, token)
+        await relay.authorise(slug, token)
     except relay.AuthFailure as exc:
         err = relay.auth_error(exc, None)
         await send_json(send, err.http_status, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])

@@ -11,8 +11,8 @@ upstream call waiting in its callback until the agent's retry brings the answer.
 Everything here is in this process's memory: a retry that lands on another gateway process finds no parked call
 and is refused (the agent starts the call afresh). A call the agent never resumes is cancelled when its state
 expires (the upstream request is cancelled, which sends notifications/cancelled, and its link is closed) and its
-audit row is settled by the owner's `on_abandon`. Bounded per grant and per process: each parked call holds a
-connection, and for a stdio upstream a process.
+audit row (its first round's, `ParkedCall.first`) is settled with the reason. Bounded per grant and per process:
+each parked call holds a connection, and for a stdio upstream a process.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from gateway.models import Call
+from gateway.protocol.forwarded_call import ForwardedCall
 from gateway.upstream.link import UpstreamLink
 
 log = logging.getLogger("portcullis.parked")
@@ -50,12 +52,9 @@ class Final:
 @dataclass
 class ParkedCall:
     grant_id: int
-    first_call_id: int
-    started: float  # perf_counter at the first round, for the first row's latency
-    on_abandon: Callable[[ParkedCall, str], Awaitable[None]]
+    first: ForwardedCall  # the first round's call: its row carries the decision and is settled when the call ends
     id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     link: UpstreamLink | None = None
-    first_admission: object = None  # calls.Admission of the first round, settled when the call ends
     round_no: int = 0
     question_key: str = ""  # the key of the open question in the agent's inputRequests
     question: Question | None = None  # the question the agent was given and has not answered yet
@@ -137,7 +136,7 @@ class Registry:
 
     async def abort(self, call: ParkedCall, reason: str, *, settle: bool) -> None:
         """Cancel the upstream call (the SDK sends notifications/cancelled) and close its link; with `settle`,
-        the first round's audit row is settled by the owner (else the caller settles it)."""
+        the first round's audit row is settled with the reason (else the caller settles it)."""
         if call.ended:
             return
         call.ended = True
@@ -154,7 +153,8 @@ class Registry:
         self._close_link(call)
         if settle:
             try:
-                await call.on_abandon(call, reason)
+                call.first.record(Call.Outcome.INTERRUPTED, reason)
+                await call.first.settle()
             except Exception:  # the row stays pending; start-up marks it interrupted
                 log.exception("settling abandoned parked call %s failed", call.id)
 

@@ -10,7 +10,8 @@ Tools: `ask` asks the user one question (form elicitation, via the SDK's resolve
 in two rounds, carrying the first answer in its own request state; `sample` asks the client's model; `roots`
 asks for the client's roots; `nag` asks again on every round, forever; `rude` asks the client's model whether or
 not the client declared sampling (a misbehaving upstream); `ok` answers at once; `stats` reports how many
-tools/call requests arrived, and with what inputResponses keys.
+tools/call requests arrived, and with what inputResponses keys. For the cacheable methods: one resource
+(`peer://motd`), one resource template (`peer://notes/{name}`) and one prompt (`greet`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,21 @@ async def ok(text: str = "fine") -> str:
 @server.tool()
 async def stats() -> str:
     return json.dumps(SEEN)
+
+
+@server.resource("peer://motd", name="motd", mime_type="text/plain")
+def motd() -> str:
+    return "message of the day"
+
+
+@server.resource("peer://notes/{name}", name="note", mime_type="text/plain")
+def note(name: str) -> str:
+    return f"note {name}"
+
+
+@server.prompt()
+def greet(who: str = "you") -> str:
+    return f"Say hello to {who}."
 
 
 async def read_tools_call(receive):

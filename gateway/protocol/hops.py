@@ -1,0 +1,38 @@
+"""The protocol layer's database hops besides tools/call's own (gateway/calls/): authorising a request and
+recording an upstream's problem. Each runs as one task on the database threads (gateway/calls/dbthreads.py),
+whose connections heal after a database restart."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from gateway.calls import dbthreads
+from gateway.grants import authenticate
+from gateway.models import Server
+from gateway.protocol import jsonrpc
+from gateway.protocol.jsonrpc import RpcError
+from gateway.redaction import redact_text
+
+
+def load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
+    """The server and the grant id for a request; raises AuthFailure (401/403) or RpcError (unknown/disabled)."""
+    server = Server.objects.filter(slug=slug).first()
+    if server is None:
+        raise RpcError(jsonrpc.SESSION_NOT_FOUND, f"no MCP server {slug!r} on this gateway")
+    grant = authenticate(token, server, timezone.now())
+    if not server.enabled:
+        raise RpcError(jsonrpc.FORBIDDEN, f"server {slug!r} is disabled by an operator")
+    server.env, server.headers  # noqa: B018 - decrypt now, in the sync world, so the link never touches the ORM
+    return server, grant.pk
+
+
+authorise = dbthreads.hop(load_and_authorise)
+
+
+def _record_upstream_problem(server_id: int, report: str) -> None:
+    """A death or failure of the upstream, redacted, on the server row the dashboard shows."""
+    Server.objects.filter(pk=server_id).update(health=Server.Health.ERROR, last_error=redact_text(report)[:4000],
+                                               last_contact_at=timezone.now())
+
+
+record_upstream_problem = dbthreads.hop(_record_upstream_problem)
