@@ -35,11 +35,6 @@ class Draft:
         return self.stored and (self.active.number if self.active else 0) != self.base
 
 
-def _starting_point(server: Server, grant: Grant | None) -> PolicyVersion | None:
-    own = policies.active_version(server, grant)
-    if own is None and grant is not None:
-        return policies.active_version(server, None)  # a grant's override starts from the server's policy
-    return own
 
 
 def load(session, server: Server, grant: Grant | None) -> Draft:
@@ -47,7 +42,7 @@ def load(session, server: Server, grant: Grant | None) -> Draft:
     stored = session.get(_key(server, grant, "draft"))
     if stored is not None:
         return Draft(stored["document"], stored["base"], active, True)
-    start = _starting_point(server, grant)
+    start = policies.applicable(server, grant)  # a grant's new override starts from the server's policy
     # Re-export: PostgreSQL's jsonb does not keep key order, the draft must.
     document = export_policy(parse_policy(start.document)) if start else dict(EMPTY_POLICY)
     return Draft(document, active.number if active else 0, active, False)

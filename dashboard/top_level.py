@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dashboard.effective import live_tools
+from dashboard.policy_forms import DEFAULT_ALL_TOOLS_COUNTER
 from dashboard.rule_form import limit_rows, limits_posted
 from gateway.policy import NAMED_WINDOWS, SCOPES, PolicyInvalid
 from gateway.policy import editing as policy_edit
-from gateway.policy.editing import DEFAULT_ALL_TOOLS_COUNTER, ToolFacts
+from gateway.policy.editing import ToolFacts
 
 EMPTY_HIDE_ROWS = 1  # blank hide rows offered below the existing entries
 

@@ -67,30 +67,27 @@ class AuthFailure(Exception):
         self.status = status
 
 
-def authenticate(token: str | None, server: Server, now: datetime) -> Grant:
-    """The grant behind a bearer token, if it may use this server now. Constant-time digest comparison."""
-    if not token or not tokens.looks_like_token(token):
-        raise AuthFailure(401, "missing or malformed bearer token")
-    grant = Grant.objects.filter(token_prefix=tokens.prefix_of(token)).first()
-    if grant is None or not tokens.matches(token, grant.token_digest):
-        raise AuthFailure(401, "unknown token")
-    if grant.revoked_at is not None:
-        raise AuthFailure(401, "this grant has been revoked")
-    if grant.expires_at is not None and grant.expires_at <= now:
-        raise AuthFailure(401, "this grant has expired")
-    if not grant.servers.filter(pk=server.pk).exists():
-        raise AuthFailure(403, f"this grant does not cover server {server.slug!r}")
-    return grant
+def authenticate(token: str | None, server: Server, now: datetime) -> CallGrant:
+    """The grant behind a bearer token, if it may use this server now and the server is enabled; AuthFailure with
+    the reason otherwise. The one implementation: fixed SQL (call_auth_sql) read by check_call_auth, which
+    calls.admit runs too with its own columns added; the digest is compared in constant time."""
+    from django.db import connection
+
+    check_token_shape(token)
+    with connection.cursor() as cursor:
+        cursor.execute(call_auth_sql(), [*call_auth_params(server, now), tokens.prefix_of(token)])
+        row = cursor.fetchone()
+    return check_call_auth(row, token, server, now)
 
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # last_used_at is refreshed at most this often (one write saved)
 
 
 def call_auth_sql(extra_columns: str = "", extra_from: str = "") -> str:
-    """The hot path's authentication as fixed SQL: the grant found by its token prefix with every check the
-    ORM version makes, plus the server's enabled flag. A caller (calls.admit) appends its own columns and joins
-    so that one round trip fetches everything a decision needs. Parameters, in order: now, server id,
-    now - LAST_USED_RESOLUTION, server id, [the extra parameters], token prefix."""
+    """Authentication as fixed SQL: the grant found by its token prefix, whether it is revoked, expired, covers the
+    server and needs last_used_at refreshed, and the server's enabled flag. A caller (calls.admit) may append its
+    own columns and joins so that one round trip fetches everything a decision needs. Parameters, in order: now,
+    server id, now - LAST_USED_RESOLUTION, server id, [the extra parameters], token prefix."""
     grants, links = Grant._meta.db_table, Grant.servers.through._meta.db_table
     return (
         f"SELECT g.id, g.name, g.token_digest, g.revoked_at IS NOT NULL, "

@@ -98,15 +98,6 @@ class Server(models.Model):
             host = f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
-    def active_policy(self, grant: Grant | None = None) -> PolicyVersion | None:
-        """The grant's own active policy for this server if it has one, else the server's."""
-        qs = PolicyVersion.objects.filter(server=self, is_active=True)
-        if grant is not None:
-            own = qs.filter(grant=grant).first()
-            if own is not None:
-                return own
-        return qs.filter(grant__isnull=True).first()
-
 
 class Tool(models.Model):
     class Category(models.TextChoices):
@@ -208,9 +199,6 @@ class Grant(models.Model):
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
-
-    def usable_at(self, now) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 class Call(models.Model):

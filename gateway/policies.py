@@ -1,4 +1,4 @@
-"""Policy versions: apply a document (validated, canonical), roll back, read the active one.
+"""Policy versions: apply a document (validated, canonical), roll back, read the active one, and which one applies.
 
 Every change creates a new version; the previous one is kept. Applying a document identical to the active
 one creates nothing, so scripts can apply the same file repeatedly.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max, Q
 
 from gateway.models import Grant, PolicyVersion, Server, Tool
 from gateway.policy import export_policy, parse_policy
@@ -30,7 +30,25 @@ def canonical(document: object) -> dict:
 
 
 def active_version(server: Server, grant: Grant | None = None) -> PolicyVersion | None:
+    """The active version owned by exactly this owner: the server's (grant None) or a grant's override."""
     return PolicyVersion.objects.filter(server=server, grant=grant, is_active=True).first()
+
+
+def applicable(server: Server, grant: Grant | int | None = None) -> PolicyVersion | None:
+    """The version that decides a grant's calls on a server: the grant's own active override if it has one, else
+    the server's. The rule is written here twice, in the ORM and in SQL (`applicable_sql`, for the hot path's
+    single round trip); tests/test_policy_versions.py checks that the two agree."""
+    return (PolicyVersion.objects.filter(server=server, is_active=True)
+            .filter(Q(grant=grant) | Q(grant__isnull=True) if grant is not None else Q(grant__isnull=True))
+            .order_by(F("grant").asc(nulls_last=True)).first())
+
+
+def applicable_sql(columns: str, grant: str) -> str:
+    """`applicable` as a SELECT of `columns` (of alias p) with parameters server id and True; `grant` is the SQL
+    expression of the grant's id (a column of the outer query, or %s)."""
+    return (f"SELECT {columns} FROM {PolicyVersion._meta.db_table} p "  # noqa: S608 - code's own constants only
+            "WHERE p.server_id = %s AND p.is_active = %s "
+            f"AND (p.grant_id = {grant} OR p.grant_id IS NULL) ORDER BY p.grant_id IS NULL LIMIT 1")
 
 
 @transaction.atomic

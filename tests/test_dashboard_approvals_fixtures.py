@@ -36,7 +36,7 @@ def hold_call(server: Server, tool: Tool, grant, arguments: dict) -> Approval:
     """Create (or join) the pending approval the gateway makes for a held call, and publish it."""
     digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
     binding = approvals.Binding(grant=grant, server=server, tool=tool, argument_hash=digest, arguments=arguments,
-                                policy_version_id=server.active_policy(grant).pk, rule="/tools/share_create")
+                                policy_version_id=policies.applicable(server, grant).pk, rule="/tools/share_create")
     return approvals.pending_for(binding, timezone.now())
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -23,35 +22,56 @@ async def test_run_executes_on_a_database_thread_with_the_callers_context():
 
 
 class Recorder:
-    def __init__(self, fail_on: set | None = None, fail_all: bool = False, slow_s: float = 0.0) -> None:
+    """The write functions of a Batch. With the gate closed, a write starts (`started` is set) and waits until
+    the test opens the gate: what queues meanwhile is decided by events, not by how long a sleep lasts."""
+
+    def __init__(self, fail_on: set | None = None, fail_all: bool = False) -> None:
         self.writes: list[list] = []
-        self.fail_on, self.fail_all, self.slow_s = fail_on or set(), fail_all, slow_s
+        self.fail_on, self.fail_all = fail_on or set(), fail_all
         self.lock = threading.Lock()
+        self.started, self.gate = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def close_gate(self) -> None:
+        self.started.clear()
+        self.gate.clear()
+
+    def _wait_for_the_gate(self) -> None:
+        self.started.set()
+        assert self.gate.wait(10), "the test never opened the gate"
 
     def one(self, item) -> None:
-        time.sleep(self.slow_s)
+        self._wait_for_the_gate()
         if item in self.fail_on:
             raise ValueError(item)
         with self.lock:
             self.writes.append([item])
 
     def all(self, items: list) -> None:
-        time.sleep(self.slow_s)
+        self._wait_for_the_gate()
         if self.fail_all or self.fail_on & set(items):
             raise ValueError(items)
         with self.lock:
             self.writes.append(list(items))
 
 
+async def write_started(rec: Recorder) -> None:
+    assert await asyncio.to_thread(rec.started.wait, 10), "the write never started"
+
+
 async def test_outcomes_waiting_together_are_written_together_and_each_caller_waits_for_its_own():
-    rec = Recorder(slow_s=0.05)
+    rec = Recorder()
     batch = dbthreads.Batch(rec.one, rec.all)
     await asyncio.gather(*(batch.submit(i) for i in range(10)))
     assert rec.writes == [list(range(10))]  # submitted in one tick: one write
     rec.writes.clear()
+    rec.close_gate()
     first = asyncio.create_task(batch.submit(0))
-    await asyncio.sleep(0.01)  # its write is running; the next ones queue behind it and go together
-    await asyncio.gather(first, *(batch.submit(i) for i in range(1, 10)))
+    await write_started(rec)  # its write is running; the next ones queue behind it and go together
+    rest = [asyncio.create_task(batch.submit(i)) for i in range(1, 10)]
+    await asyncio.sleep(0)  # a yield, not a wait: the nine are queued
+    rec.gate.set()
+    await asyncio.gather(first, *rest)
     assert rec.writes == [[0], list(range(1, 10))]
 
 
@@ -64,7 +84,7 @@ async def test_a_lone_outcome_is_written_on_its_own():
 
 
 async def test_a_failing_batch_falls_back_to_one_by_one_and_only_the_bad_item_fails():
-    rec = Recorder(fail_on={5}, slow_s=0.02)
+    rec = Recorder(fail_on={5})
     batch = dbthreads.Batch(rec.one, rec.all)
     results = await asyncio.gather(*(batch.submit(i) for i in range(8)), return_exceptions=True)
     failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
@@ -73,17 +93,19 @@ async def test_a_failing_batch_falls_back_to_one_by_one_and_only_the_bad_item_fa
 
 
 async def test_an_outcome_is_written_even_when_its_caller_is_cancelled():
-    rec = Recorder(slow_s=0.1)
+    rec = Recorder()
+    rec.close_gate()
     batch = dbthreads.Batch(rec.one, rec.all)
     first = asyncio.create_task(batch.submit("first"))
-    await asyncio.sleep(0.01)
+    await write_started(rec)
     second = asyncio.create_task(batch.submit("second"))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # a yield: "second" is queued behind the running write
     second.cancel()
     with pytest.raises(asyncio.CancelledError):
         await second
+    rec.gate.set()
     await first
-    for _ in range(100):
+    for _ in range(500):  # bounded poll: the queued write runs on the database thread after `first`
         if any("second" in w for w in rec.writes):
             break
         await asyncio.sleep(0.01)

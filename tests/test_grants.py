@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from gateway.grants import AuthFailure, GrantError, authenticate, create_grant, parse_duration, revoke
+from gateway.grants import AuthFailure, CallGrant, GrantError, authenticate, create_grant, parse_duration, revoke
 
 
 def test_it_authenticates_a_grant_that_may(server, grant_that_may):
-    assert authenticate(grant_that_may.token, server, timezone.now()) == grant_that_may.grant
+    grant = grant_that_may.grant
+    assert authenticate(grant_that_may.token, server, timezone.now()) == CallGrant(grant.pk, grant.name)
 
 
 @pytest.mark.parametrize("token", [None, "", "Bearer x", "pcl_short", "pcl_" + "é" * 30],
@@ -37,7 +38,7 @@ def test_it_refuses_a_revoked_grant_with_401(server, revoked_grant):
 
 def test_it_refuses_an_expired_grant_with_401(server):
     new = create_grant("agent-expiring", [server], timezone.now() + timedelta(minutes=5))
-    assert authenticate(new.token, server, timezone.now()) == new.grant
+    assert authenticate(new.token, server, timezone.now()) == CallGrant(new.grant.pk, new.grant.name)
     with pytest.raises(AuthFailure, match="expired") as info:
         authenticate(new.token, server, timezone.now() + timedelta(minutes=6))
     assert info.value.status == 401
@@ -47,6 +48,27 @@ def test_it_refuses_a_grant_for_another_server_with_403(server, grant_for_other_
     with pytest.raises(AuthFailure, match="does not cover") as info:
         authenticate(grant_for_other_server.token, server, timezone.now())
     assert info.value.status == 403
+
+
+def test_it_refuses_a_disabled_server_with_403(server, grant_that_may):
+    server.enabled = False
+    server.save(update_fields=["enabled"])
+    with pytest.raises(AuthFailure, match="disabled by an operator") as info:
+        authenticate(grant_that_may.token, server, timezone.now())
+    assert info.value.status == 403
+
+
+def test_it_refreshes_last_used_at_at_most_once_a_minute(server, grant_that_may):
+    now = timezone.now()
+    authenticate(grant_that_may.token, server, now)
+    grant_that_may.grant.refresh_from_db()
+    assert grant_that_may.grant.last_used_at == now
+    authenticate(grant_that_may.token, server, now + timedelta(seconds=30))
+    grant_that_may.grant.refresh_from_db()
+    assert grant_that_may.grant.last_used_at == now
+    authenticate(grant_that_may.token, server, now + timedelta(seconds=61))
+    grant_that_may.grant.refresh_from_db()
+    assert grant_that_may.grant.last_used_at == now + timedelta(seconds=61)
 
 
 def test_revoking_twice_is_harmless(grant_that_may):

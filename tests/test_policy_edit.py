@@ -1,24 +1,29 @@
-"""gateway.policy_edit, the builder's pure core: actions come from the engine; edits stay canonical."""
+"""The builder's pure core (gateway/policy/editing.py: actions come from the engine; edits stay canonical) and its
+forms (dashboard/policy_forms.py: fields read into rules and back)."""
 
 from __future__ import annotations
 
 import pytest
 
+from dashboard.policy_forms import (
+    common_properties,
+    field_for_pointer,
+    form_initial,
+    glob_rule_from_form,
+    rule_from_form,
+    schema_properties,
+    top_level_field,
+    top_level_from_form,
+)
 from gateway.policy import Facts, PolicyInvalid, evaluate, parse_policy
 from gateway.policy.editing import (
     ToolFacts,
-    common_properties,
     effective_actions,
-    field_for_pointer,
-    form_initial,
     glob_reach,
-    glob_rule_from_form,
     hides_everything,
     is_glob,
     limit_tools,
     normalize,
-    rule_from_form,
-    schema_properties,
     set_actions,
     set_glob_rule,
     set_tool_rule,
@@ -26,8 +31,6 @@ from gateway.policy.editing import (
     text_diff,
     tools_hidden_by,
     tools_matched,
-    top_level_field,
-    top_level_from_form,
     top_level_of,
 )
 

@@ -24,8 +24,6 @@ from gateway.policy import editing as policy_edit
 from gateway.policy.diff import summarize
 from gateway.policy.editing import ToolFacts
 
-FILTER_FIELDS = ("q", "category", "level", "action", "changed")
-
 
 class Owner:
     """Whose policy: the server's, or one grant's override for that server."""

@@ -13,7 +13,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from dashboard import drafts
+from dashboard import drafts, policy_forms
 from dashboard.access import can_manage
 from dashboard.effective import live_tools
 from dashboard.rule_form import errors_by_field, posted_values
@@ -72,7 +72,7 @@ def _props(owner: Owner, reach: GlobReach | None):
         return []
     schemas = dict(Tool.objects.filter(server=owner.server, name__in=reach.matches, gone_at__isnull=True)
                    .values_list("name", "input_schema"))
-    return policy_edit.common_properties([schemas[n] for n in reach.matches if n in schemas])
+    return policy_forms.common_properties([schemas[n] for n in reach.matches if n in schemas])
 
 
 @login_required
@@ -91,7 +91,7 @@ def glob_rule(request, slug, key=None):
     reach = _reach(owner, draft.document, shown, facts)
     props = _props(owner, reach)
     existing = tools.get(key) if key else None
-    values = policy_edit.form_initial(existing, props)
+    values = policy_forms.form_initial(existing, props)
     if existing is None:
         values["action"] = "allow"
     values.update(key=shown, props_key=shown, _rule=existing)
@@ -109,7 +109,7 @@ def _save(request, owner, draft, key, facts):
     props_key = (data.get("props_key") or [""])[-1]  # the form's argument rows were made for this pattern
     props = _props(owner, _reach(owner, draft.document, props_key, facts))
     existing = draft.document.get("tools", {}).get(key) if key else None
-    rule, problems = policy_edit.glob_rule_from_form(data, props, existing, new_key)
+    rule, problems = policy_forms.glob_rule_from_form(data, props, existing, new_key)
     if len(new_key) > MAX_KEY_LENGTH:
         problems.append(Problem("key", f"keep the pattern under {MAX_KEY_LENGTH} characters"))
     if not problems:
@@ -118,7 +118,7 @@ def _save(request, owner, draft, key, facts):
         except PolicyInvalid as exc:
             problems = exc.problems
     if problems:
-        errors = errors_by_field(problems, lambda p: policy_edit.field_for_pointer(p, new_key, props))
+        errors = errors_by_field(problems, lambda p: policy_forms.field_for_pointer(p, new_key, props))
         values = posted_values(data)
         values["_rule"] = rule
         reach = _reach(owner, draft.document, new_key, facts)

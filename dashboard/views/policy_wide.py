@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from dashboard import drafts, top_level
+from dashboard import drafts, policy_forms, top_level
 from dashboard.access import staff_required
 from dashboard.rule_form import errors_by_field
 from dashboard.views.builder import Owner, _filters, _state, page_context
@@ -20,14 +20,14 @@ def top_level_fields(request, slug):
     owner = Owner(request, slug)
     draft = drafts.load(request.session, owner.server, owner.grant)
     data = {k: request.POST.getlist(k) for k in request.POST}
-    fields, problems = policy_edit.top_level_from_form(data)
+    fields, problems = policy_forms.top_level_from_form(data)
     if not problems:
         try:
             document = policy_edit.set_top_level(draft.document, fields)
         except PolicyInvalid as exc:
             problems = exc.problems
     if problems:
-        errors = errors_by_field(problems, lambda p: policy_edit.top_level_field(p, fields))
+        errors = errors_by_field(problems, lambda p: policy_forms.top_level_field(p, fields))
         wide = top_level.context(owner.server, draft.document, top_level.posted(data), errors)
         return _refused(request, owner, wide)
     draft = drafts.store(request.session, owner.server, owner.grant, draft, document)

@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 
-from dashboard import drafts
+from dashboard import drafts, policy_forms
 from dashboard.access import can_manage
 from dashboard.effective import actions_for
 from dashboard.rule_form import arg_rows, errors_by_field, limit_rows, posted_values
@@ -39,14 +39,14 @@ def _render(request, owner, tool, props, values, errors, status=200, effective=N
 def tool_rule(request, slug, name):
     owner = Owner(request, slug)
     tool = get_object_or_404(Tool, server=owner.server, name=name)
-    props = policy_edit.schema_properties(tool.input_schema)
+    props = policy_forms.schema_properties(tool.input_schema)
     draft = drafts.load(request.session, owner.server, owner.grant)
     existing = draft.document.get("tools", {}).get(tool.name)
     if request.method == "POST":
         if not can_manage(request.user):
             raise PermissionDenied("only staff users can change policies")
         return _save(request, owner, tool, props, draft, existing)
-    values = policy_edit.form_initial(existing, props)
+    values = policy_forms.form_initial(existing, props)
     values["_rule"] = existing
     effective = actions_for(draft.document, [tool], owner.server.slug)[tool.name]
     return _render(request, owner, tool, props, values, {}, effective=effective)
@@ -54,14 +54,14 @@ def tool_rule(request, slug, name):
 
 def _save(request, owner, tool, props, draft, existing):
     data = {k: request.POST.getlist(k) for k in request.POST}
-    rule, problems = policy_edit.rule_from_form(data, props, existing, tool.name)
+    rule, problems = policy_forms.rule_from_form(data, props, existing, tool.name)
     if not problems:
         try:
             document = policy_edit.set_tool_rule(draft.document, tool.name, rule)
         except PolicyInvalid as exc:
             problems = exc.problems
     if problems:
-        errors = errors_by_field(problems, lambda p: policy_edit.field_for_pointer(p, tool.name, props))
+        errors = errors_by_field(problems, lambda p: policy_forms.field_for_pointer(p, tool.name, props))
         values = posted_values(data)
         values["_rule"] = rule
         return _render(request, owner, tool, props, values, errors, status=400)

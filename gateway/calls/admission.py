@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
-from gateway import grants, tokens
+from gateway import grants, policies, tokens
 from gateway.calls import approvals, audit, continuations, prepared, ratelimit
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
@@ -39,8 +39,7 @@ _PARSED: dict[tuple, Policy] = {}
 _PARSED_MAX = 512
 
 # The hot path reads with fixed SQL: building these queries through the ORM cost more CPU than running them.
-_POLICY_SQL = (f"SELECT id, grant_id, created_at FROM {PolicyVersion._meta.db_table} "
-               "WHERE server_id = %s AND is_active = %s AND (grant_id = %s OR grant_id IS NULL)")
+_POLICY_SQL = policies.applicable_sql("p.id, p.created_at", "%s")
 _ADMIT_SQL: str | None = None
 
 
@@ -49,12 +48,10 @@ def _admit_sql() -> str:
     name, and the active policy version (the grant's own first, else the server's)."""
     global _ADMIT_SQL
     if _ADMIT_SQL is None:
-        versions = PolicyVersion._meta.db_table
-        version = (f"SELECT p.{{}} FROM {versions} p WHERE p.server_id = %s AND p.is_active = %s "
-                   "AND (p.grant_id = g.id OR p.grant_id IS NULL) ORDER BY p.grant_id IS NULL LIMIT 1")
         _ADMIT_SQL = grants.call_auth_sql(
             extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, "
-                           f"({version.format('id')}), ({version.format('created_at')})"),
+                           f"({policies.applicable_sql('p.id', 'g.id')}), "
+                           f"({policies.applicable_sql('p.created_at', 'g.id')})"),
             extra_from=(f" LEFT JOIN {Tool._meta.db_table} t ON t.server_id = %s AND t.name = %s "
                         "AND t.gone_at IS NULL"))
     return _ADMIT_SQL
@@ -72,18 +69,17 @@ def _parsed(version_id: int, created) -> Policy:
     return policy
 
 
-def policy_for(server: Server, grant: Grant) -> tuple[int | None, Policy | None]:
+def policy_for(server: Server, grant: Grant | grants.CallGrant) -> tuple[int | None, Policy | None]:
     """(version id, parsed policy): the grant's own active policy for this server, else the server's."""
     with connection.cursor() as cursor:
         cursor.execute(_POLICY_SQL, [server.pk, True, grant.pk])
-        rows = cursor.fetchall()
-    if not rows:
+        row = cursor.fetchone()
+    if row is None:
         return None, None
-    version_id, _, created = max(rows, key=lambda row: row[1] is not None)  # the grant's own wins
-    return version_id, _parsed(version_id, created)
+    return row[0], _parsed(row[0], row[1])
 
 
-def facts_for(grant: Grant, server: Server, tool: Tool, arguments: object) -> Facts:
+def facts_for(grant: Grant | grants.CallGrant, server: Server, tool: Tool, arguments: object) -> Facts:
     return Facts(grant=str(grant.pk), server=server.slug, tool=tool.name, risk_category=tool.risk_category,
                  risk_level=tool.risk_level, arguments=arguments)
 

@@ -136,7 +136,7 @@ def decide(approval: Approval, *, user, approve: bool, reason: str = "", always:
 
 def allow_from_now_on(approval: Approval, user) -> None:
     """Write a new version of the grant's own policy for the server in which this tool is allowed."""
-    base = approval.server.active_policy(approval.grant)
+    base = policies.applicable(approval.server, approval.grant)
     document = dict(base.document) if base else {"version": "1", "default": "deny"}
     tools = dict(document.get("tools", {}))
     rule = {k: v for k, v in tools.get(approval.tool_name, {}).items() if k != "action"}

@@ -179,8 +179,8 @@ class _Index:
     __slots__ = ("exact", "globs", "categories", "levels", "hide_exact", "hide_globs", "default_rule")
 
     def __init__(self, policy: Policy) -> None:
-        self.exact = {r.key: r for r in policy.tools if not _is_glob(r.key)}
-        globs = [r for r in policy.tools if _is_glob(r.key)]
+        self.exact = {r.key: r for r in policy.tools if not is_glob(r.key)}
+        globs = [r for r in policy.tools if is_glob(r.key)]
         # Most specific glob first: longest pattern, then lexicographic for ties.
         globs.sort(key=lambda r: (-len(r.key), r.key))
         self.globs = tuple((_glob_matcher(r.key), r) for r in globs)
@@ -190,7 +190,7 @@ class _Index:
         self.hide_exact: dict[str, int] = {}
         hide_globs = []
         for i, entry in enumerate(policy.hide):
-            if _is_glob(entry):
+            if is_glob(entry):
                 hide_globs.append((i, _glob_matcher(entry)))
             else:
                 self.hide_exact.setdefault(entry, i)
@@ -223,11 +223,8 @@ class Policy:
 
 
 def is_glob(key: str | None) -> bool:
-    """Whether a `tools` key is a glob pattern (else an exact tool name)."""
-    return _is_glob(key)
-
-
-def _is_glob(key: str | None) -> bool:
+    """Whether a `tools` key is a glob pattern (else an exact tool name): the one rule, for the engine and the
+    builder alike."""
     return key is not None and not _GLOB_CHARS.isdisjoint(key)
 
 
@@ -476,7 +473,7 @@ def _parse_limit_list(raw: Any, pointer: str, problems: _Problems, windows: _Cou
 def alias_counter(key: str) -> str:
     """Counter name for a `rate_limit` alias: '<rule key>_rate', made a valid counter."""
     # Glob and risk keys keep only [A-Za-z0-9_]; exact tool names keep the counter charset.
-    pattern = r"[^A-Za-z0-9_]" if _is_glob(key) or key in RISK_KEYS else r"[^A-Za-z0-9_.:-]"
+    pattern = r"[^A-Za-z0-9_]" if is_glob(key) or key in RISK_KEYS else r"[^A-Za-z0-9_.:-]"
     return re.sub(pattern, "_", key)[:59] + "_rate"
 
 

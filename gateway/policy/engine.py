@@ -427,7 +427,12 @@ def _evaluate(facts: Facts, policy: Policy | None, counters: Mapping[str, int], 
 
 
 def evaluate(facts: Facts, policy: Policy | None, counters: Mapping[str, int], now: float) -> Decision:
-    """Decide one tool call (see docs/POLICY.md for the numbered steps). Never raises."""
+    """Decide one tool call (see docs/POLICY.md for the numbered steps). Never raises.
+
+    `counters` (counter key -> calls already counted in its window) makes the decision refuse a call whose limit
+    is used up. The gateway passes {} and leaves exactness to the database: ratelimit.reserve() takes the
+    decision's reservations atomically and refuses there, across processes. Previews ("what would the 11th call
+    get?") and the cases-as-data tests pass real counts."""
     try:
         return _evaluate(facts, policy, counters, now)
     except EvaluationError as err:

@@ -19,9 +19,7 @@ def load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
     server = Server.objects.filter(slug=slug).first()
     if server is None:
         raise RpcError(jsonrpc.SESSION_NOT_FOUND, f"no MCP server {slug!r} on this gateway")
-    grant = authenticate(token, server, timezone.now())
-    if not server.enabled:
-        raise RpcError(jsonrpc.FORBIDDEN, f"server {slug!r} is disabled by an operator")
+    grant = authenticate(token, server, timezone.now())  # also refuses a disabled server (403)
     server.env, server.headers  # noqa: B018 - decrypt now, in the sync world, so the link never touches the ORM
     return server, grant.pk
 

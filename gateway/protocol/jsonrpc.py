@@ -24,7 +24,6 @@ SESSION_NOT_FOUND = -32004
 PAYLOAD_TOO_LARGE = -32005
 STREAM_NOT_FOUND = -32006  # Last-Event-ID names no stream, or no events, this session still keeps
 UPSTREAM_UNAVAILABLE = -32010
-UPSTREAM_TIMEOUT = -32011
 GATEWAY_UNAVAILABLE = -32012  # the gateway's own database (its audit log and policy) cannot be reached
 
 # One table maps every JSON-RPC error the gateway produces to its HTTP status.
