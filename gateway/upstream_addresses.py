@@ -178,15 +178,24 @@ def _resolved(infos) -> list[Address]:
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
-def check_url(url: str, allowed: frozenset[str] | None = None) -> None:
-    """At registration: refuse a URL whose host is, or resolves to, an address of a kind not allowed."""
+def _needs_resolving(url: str, allowed: frozenset[str] | None) -> tuple[str, int, frozenset[str]] | None:
+    """The checks that need no resolver (a metadata name, an address literal); the host, port and allowed kinds
+    when the name must still be resolved, else None."""
     allowed = allowed_kinds() if allowed is None else allowed
     host, port = host_and_port(url)
     _named_metadata(host, allowed)
     address = literal(host)
     if address is not None:
         check_addresses(host, [address], allowed)
+        return None
+    return host, port, allowed
+
+
+def check_url(url: str, allowed: frozenset[str] | None = None) -> None:
+    """At registration: refuse a URL whose host is, or resolves to, an address of a kind not allowed."""
+    if (todo := _needs_resolving(url, allowed)) is None:
         return
+    host, port, allowed = todo
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
@@ -196,13 +205,9 @@ def check_url(url: str, allowed: frozenset[str] | None = None) -> None:
 
 async def check_url_before_connecting(url: str, allowed: frozenset[str] | None = None) -> None:
     """Just before a connection opens: the same rule, and a name that does not resolve is refused too."""
-    allowed = allowed_kinds() if allowed is None else allowed
-    host, port = host_and_port(url)
-    _named_metadata(host, allowed)
-    address = literal(host)
-    if address is not None:
-        check_addresses(host, [address], allowed)
+    if (todo := _needs_resolving(url, allowed)) is None:
         return
+    host, port, allowed = todo
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from django.utils import timezone
 
@@ -23,6 +31,23 @@ def django_db_setup(django_db_setup):
     # In-process tests that await sync_to_async(thread_sensitive=True) outside a request leave a connection open in
     # asgiref's shared thread.
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+@contextlib.contextmanager
+def unreachable_table(model):
+    """The model's table renamed away for the block, as in an outage: every query of it fails with a database
+    error. The connection is closed before the name is given back (the failed ones may be in a broken state)."""
+    from django.db import connection
+
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO portcullis_unreachable")  # noqa: S608 - a model's table
+    try:
+        yield
+    finally:
+        connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE portcullis_unreachable RENAME TO {table}")  # noqa: S608
 
 
 @pytest.fixture
@@ -60,13 +85,6 @@ def revoked_grant(server):
 
 # --- a real gateway: daphne in a subprocess, on the test database ---
 
-import contextlib  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 
 from gateway.models import Server
+from tests.conftest import unreachable_table
 from tests.test_dashboard_fixtures import *  # noqa: F403 - fixtures
 from tests.test_dashboard_fixtures import htmx
 
@@ -41,13 +42,8 @@ def locked_database(db):
 
 @pytest.fixture
 def missing_table(db):
-    table = Server._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {table} RENAME TO portcullis_unreachable")  # noqa: S608 - a model's table
-    yield
-    connection.close()
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE portcullis_unreachable RENAME TO {table}")  # noqa: S608
+    with unreachable_table(Server):
+        yield
 
 
 def test_a_change_while_another_connection_holds_the_lock_answers_503_saying_what_to_do(
