@@ -121,6 +121,8 @@ STATIC_ROOT = STATE_DIR / "static"
 PORTCULLIS_DEFAULT_TIMEOUT_S = env_int("PORTCULLIS_DEFAULT_TIMEOUT_S", 60, minimum=1)
 # Largest request body an agent may send; larger bodies get 413 before they are read.
 PORTCULLIS_MAX_BODY_BYTES = env_int("PORTCULLIS_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# What an audit row (or an approval) keeps of a call's arguments, as JSON: past it, a prefix, the size and the hash.
+PORTCULLIS_AUDIT_ARGUMENT_BYTES = env_int("PORTCULLIS_AUDIT_ARGUMENT_BYTES", 16 * 1024, minimum=256)
 # Seconds for a request body to arrive in full (config/serve.py cuts the connection, the endpoint answers 408).
 PORTCULLIS_BODY_DEADLINE_S = env_int("PORTCULLIS_BODY_DEADLINE_S", 30, minimum=1)
 # Largest single message accepted from an upstream; larger ones are refused cleanly.

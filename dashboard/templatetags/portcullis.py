@@ -46,6 +46,17 @@ def pretty_json(value: object) -> SafeString:
     return inert(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False))
 
 
+@register.filter
+def truncation_note(arguments: object) -> str:
+    """What a person should know when a row kept only the start of the arguments (gateway/calls/audit.py)."""
+    kept = arguments.get("_truncated") if isinstance(arguments, dict) and len(arguments) == 1 else None
+    if not isinstance(kept, dict):
+        return ""
+    return (f"The arguments were {kept.get('bytes')} bytes of JSON; only the first "
+            f"{len(str(kept.get('prefix', '')).encode())} are kept (prefix). sha256 of the full arguments: "
+            f"{kept.get('sha256')}")
+
+
 @register.simple_tag
 def risk_badge(category: str, level: str = "") -> SafeString:
     """Colour plus words: 'destructive · critical' reads the same in greyscale."""

@@ -16,7 +16,7 @@ from gateway import grants, policies, tokens
 from gateway.calls import approvals, audit, continuations, prepared, ratelimit
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
-from gateway.redaction import redact, redact_text
+from gateway.redaction import redact_text
 
 
 @dataclass
@@ -92,7 +92,8 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     see _continue()."""
     grants.check_token_shape(token)
     row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk,
-                                           True, server.pk, tool_name, tokens.prefix_of(token)])
+                                           True, server.pk, audit.stored_text(tool_name),  # no tool has a NUL
+                                           tokens.prefix_of(token)])
     grant = grants.check_call_auth(row, token, server, now)
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
@@ -172,7 +173,8 @@ def _continue(base: dict, decision: Decision, version, grant: grants.CallGrant, 
 def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool: Tool, now: datetime) -> Admission:
     """Run now on an approval a person already gave for exactly this call (used once), or hold for one."""
     binding = approvals.Binding(grant=grant, server=base["server"], tool=tool, argument_hash=base["argument_hash"],
-                                arguments=redact(base["arguments"]), policy_version_id=version, rule=decision.rule)
+                                arguments=audit.stored_arguments(base["arguments"], base["argument_hash"]),
+                                policy_version_id=version, rule=decision.rule)
     approved = approvals.claim_approved(binding, now)
     if approved is not None:
         admission = _reserve_and_open(base, decision, version, grant, now, approval=approved)

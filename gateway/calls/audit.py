@@ -1,7 +1,8 @@
 """The audit log: one Call row per tools/call, committed before the upstream sees the request.
 
-Rows carry redacted arguments only. A row left `pending` by a process that died is marked
-`interrupted: outcome unknown` when a gateway process starts.
+Rows carry redacted arguments only, and at most PORTCULLIS_AUDIT_ARGUMENT_BYTES of them (`stored_arguments`);
+NUL characters, which PostgreSQL cannot store in text or jsonb, are kept as the visible escape `\u0000`. A row left
+`pending` by a process that died is marked `interrupted: outcome unknown` when a gateway process starts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 
@@ -34,6 +36,40 @@ def argument_hash(arguments: object) -> str:
     """sha256 of the canonical JSON of the arguments (before redaction): binds approvals to exact calls."""
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+NUL = "\x00"
+NUL_SHOWN = "\\u0000"  # the six characters \u0000: what a row keeps of a NUL character
+TRUNCATED = "_truncated"  # the key of what a row keeps of arguments too large to store whole
+
+
+def stored_text(text: str) -> str:
+    return text.replace(NUL, NUL_SHOWN) if NUL in text else text
+
+
+def _without_nul(value: object) -> object:
+    if isinstance(value, str):
+        return stored_text(value)
+    if isinstance(value, dict):
+        return {stored_text(str(k)): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def stored_arguments(arguments: object, digest: str) -> dict:
+    """What a row (an audit row, an approval) keeps of a call's arguments: redacted, NUL characters escaped, and
+    when their JSON is longer than PORTCULLIS_AUDIT_ARGUMENT_BYTES, {"_truncated": {"bytes": <the JSON's size>,
+    "sha256": <the argument hash>, "prefix": <its first bytes>}}. The argument hash (of exactly what the agent
+    sent) binds approvals and identifies the call either way."""
+    kept = _without_nul(redact(arguments if isinstance(arguments, dict) else {}))
+    text = json.dumps(kept, ensure_ascii=False)
+    limit = settings.PORTCULLIS_AUDIT_ARGUMENT_BYTES
+    size = len(text.encode())
+    if size <= limit:
+        return kept
+    prefix = text.encode()[:limit].decode(errors="ignore")
+    return {TRUNCATED: {"bytes": size, "sha256": digest, "prefix": prefix}}
 
 
 # The hot path writes audit rows with a fixed statement and converts only the values that need it (JSON,
@@ -93,9 +129,12 @@ def _values(fields: dict) -> list:
         raise TypeError(f"unknown audit fields {sorted(unknown)}")
     row = {**_DEFAULTS, **fields, "worker": WORKER_ID}
     adapt_json, adapt_time = _ARGUMENTS.get_db_prep_save, connection.ops.adapt_datetimefield_value
-    row["arguments"] = adapt_json(redact(row.get("arguments") or {}), connection)
-    row["counters"] = adapt_json(row.get("counters") or [], connection)
+    row["arguments"] = adapt_json(stored_arguments(row.get("arguments") or {}, row["argument_hash"]), connection)
+    row["counters"] = adapt_json(_without_nul(row.get("counters") or []), connection)
     row["reason"] = redact_text(row["reason"])
+    for column in ("grant_name", "tool_name", "reason", "rule", "refusal", "error"):
+        if isinstance(row.get(column), str):
+            row[column] = stored_text(row[column])
     row["created_at"] = adapt_time(row["created_at"])
     row["finished_at"] = adapt_time(row.get("finished_at"))
     return [row.get(column) for column in _COLUMNS]
@@ -117,7 +156,7 @@ _CLOSE_SQL_POSTGRESQL = _CLOSE_SQL.replace(
 def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int | None = None,
               error: str = "", now: datetime) -> None:
     sql = _CLOSE_SQL_POSTGRESQL if connection.vendor == "postgresql" else _CLOSE_SQL
-    prepared.fetchone(sql, [outcome, latency_ms, result_size, redact_text(error)[:4000],
+    prepared.fetchone(sql, [outcome, latency_ms, result_size, stored_text(redact_text(error)[:4000]),
                             connection.ops.adapt_datetimefield_value(now), call_id])
 
 
