@@ -75,3 +75,22 @@ def redact(value: object) -> object:
 
 def redact_text(value: str) -> str:
     return _configured().text(value)
+
+
+SERVER_VALUE_MIN = 5  # a shorter env/header value ("1", "on", "true") cannot be told from ordinary text
+SERVER_WORD_MIN = 8  # the words of a value ("Bearer <token>") masked on their own from this length
+
+
+def redact_server_text(server, text: str) -> str:
+    """`redact_text`, and first every one of the server's own configured secrets masked wherever it appears: its
+    environment values and header values (the tail of a stdio server's stderr may print them, an error may echo
+    them), and the longer words of each (the token of "Bearer <token>")."""
+    values: set[str] = set()
+    for value in (*server.env.values(), *server.headers.values()):
+        value = str(value)
+        if len(value) >= SERVER_VALUE_MIN:
+            values.add(value)
+        values.update(word for word in value.split() if len(word) >= SERVER_WORD_MIN)
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return redact_text(text)

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from gateway.catalogue.sync import RefreshSummary, sync_tools
 from gateway.models import Server
+from gateway.redaction import redact_server_text
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.listing import fetch_tool_definitions
 
@@ -21,8 +22,9 @@ def refresh(server: Server) -> RefreshSummary:
     try:
         definitions = asyncio.run(fetch_tool_definitions(server))
     except UpstreamError as exc:
-        Server.objects.filter(pk=server.pk).update(health=Server.Health.ERROR, last_error=str(exc)[:4000])
-        raise RefreshFailed(str(exc)) from None
+        text = redact_server_text(server, str(exc))  # the upstream layer masks them already: never rely on one place
+        Server.objects.filter(pk=server.pk).update(health=Server.Health.ERROR, last_error=text[:4000])
+        raise RefreshFailed(text) from None
     now = timezone.now()
     summary = sync_tools(server, definitions, now)
     Server.objects.filter(pk=server.pk).update(health=Server.Health.OK, last_error="", last_contact_at=now)

@@ -11,7 +11,7 @@ from gateway.grants import authenticate
 from gateway.models import Server
 from gateway.protocol import jsonrpc
 from gateway.protocol.jsonrpc import RpcError
-from gateway.redaction import redact_text
+from gateway.redaction import redact_server_text
 
 
 def load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
@@ -27,9 +27,11 @@ def load_and_authorise(slug: str, token: str) -> tuple[Server, int]:
 authorise = dbthreads.hop(load_and_authorise)
 
 
-def _record_upstream_problem(server_id: int, report: str) -> None:
-    """A death or failure of the upstream, redacted, on the server row the dashboard shows."""
-    Server.objects.filter(pk=server_id).update(health=Server.Health.ERROR, last_error=redact_text(report)[:4000],
+def _record_upstream_problem(server: Server, report: str) -> None:
+    """A death or failure of the upstream, with the server's own secrets and anything secret-looking masked, on
+    the server row the dashboard shows."""
+    Server.objects.filter(pk=server.pk).update(health=Server.Health.ERROR,
+                                               last_error=redact_server_text(server, report)[:4000],
                                                last_contact_at=timezone.now())
 
 

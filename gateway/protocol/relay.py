@@ -138,7 +138,7 @@ async def _in_session(req: Request, msg: jsonrpc.Message) -> Reply:
     try:
         await session.link.ensure()  # a dead upstream is restarted (with backoff) on the next call
     except UpstreamError as exc:
-        await record_upstream_problem(server.pk, str(exc))
+        await record_upstream_problem(server, str(exc))
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
     if req.channel is not None:
         session.channels.append(req.channel)

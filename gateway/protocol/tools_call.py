@@ -93,7 +93,7 @@ async def _forward(req: Request, msg: jsonrpc.Message, link: UpstreamLink, call:
         except MCPError as exc:
             reply = call.failed(exc)
             if call.outcome == Call.Outcome.INTERRUPTED:
-                await record_upstream_problem(server.pk, link.death_report())
+                await record_upstream_problem(server, link.death_report())
             return reply
         except UpstreamError as exc:
             return call.unreachable(exc)

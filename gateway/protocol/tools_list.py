@@ -117,4 +117,4 @@ async def refresh_catalogue(session: AgentSession) -> None:
                 break
         await _sync_catalogue(link.server, listed, lists_everything(link.agent_capabilities))
     except Exception as exc:  # the next tools/list syncs anyway; the failure is recorded on the server
-        await record_upstream_problem(link.server.pk, f"catalogue refresh after list_changed failed: {exc}")
+        await record_upstream_problem(link.server, f"catalogue refresh after list_changed failed: {exc}")

@@ -22,7 +22,7 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CONNECTION_CLOSED
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.models import Server
-from gateway.redaction import redact_text
+from gateway.redaction import redact_server_text
 from gateway.upstream import fastpath
 from gateway.upstream.connect import UpstreamError, open_transport
 
@@ -158,7 +158,7 @@ class UpstreamLink:
             tail = ""
         if tail:
             message += f"\nlast lines on stderr:\n{tail}"
-        return redact_text(message)
+        return redact_server_text(self.server, message)
 
     # --- what the upstream said at the handshake ---
     @property

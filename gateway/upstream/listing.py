@@ -8,7 +8,7 @@ import anyio
 from mcp import Client, types
 
 from gateway.models import Server
-from gateway.redaction import redact_text
+from gateway.redaction import redact_server_text
 from gateway.upstream.connect import UpstreamError, open_transport
 
 MAX_PAGES = 1000  # an upstream that keeps returning cursors is broken, not large
@@ -67,4 +67,4 @@ def _explain(server: Server, what: str, errlog) -> str:
         tail = errlog.read()[-STDERR_TAIL_BYTES:].strip()
         if tail:
             message += f"\nlast lines the server wrote to stderr:\n{tail}"
-    return redact_text(message)
+    return redact_server_text(server, message)
