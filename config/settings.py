@@ -150,6 +150,8 @@ PORTCULLIS_SSE_REPLAY_TTL_S = env_int("PORTCULLIS_SSE_REPLAY_TTL_S", 300, minimu
 # Extra argument key names (comma separated, case-insensitive substrings) and value regexes to redact.
 PORTCULLIS_REDACT_KEYS = env_list("PORTCULLIS_REDACT_KEYS", [])
 PORTCULLIS_REDACT_PATTERNS = env_list("PORTCULLIS_REDACT_PATTERNS", [])
+# Per tool, fields to redact besides key names and the schema's marks: tool-glob:dotted.path (gateway/redaction.py).
+PORTCULLIS_REDACT_FIELDS = env_list("PORTCULLIS_REDACT_FIELDS", [])
 # Environment variables a stdio upstream inherits from the gateway (never the gateway's secrets).
 PORTCULLIS_STDIO_ENV_ALLOW = env_list("PORTCULLIS_STDIO_ENV_ALLOW",
                                       ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL"])

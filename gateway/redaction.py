@@ -1,11 +1,19 @@
-"""Redaction of secrets in arguments, errors and logs, by key name and by value pattern.
+"""Redaction of secrets in arguments, errors and logs.
 
-Applied before anything reaches the audit log, an approval, a log line or a page. Extra key names and value
-patterns come from settings (PORTCULLIS_REDACT_KEYS / PORTCULLIS_REDACT_PATTERNS).
+Applied before anything reaches the audit log, an approval, a log line or a page. A value is a secret when
+- its key names one: a word anywhere in it (password, passphrase, secret, token, ...) or as its last word
+  (`key`, `pass`, `pwd`, `community`, `psk`: `encryption_key`, `monpwd`, a raw ZFS `key`; not `key_type`);
+- it is the `value` of a name/value pair whose name is a secret key ([{"name": "DB_PASSWORD", "value": ...}]);
+- the tool's input schema marks its field `format: password` or `writeOnly: true` (`schema_secret_paths`);
+- the operator listed its field for the tool in PORTCULLIS_REDACT_FIELDS (`tool-glob:dotted.path`, `[]` for the
+  items of an array: `app_*:values.env[].value`);
+- it looks like a credential wherever it appears (value patterns: bearer tokens, private keys, our own tokens...).
+Extra key words and value patterns come from settings (PORTCULLIS_REDACT_KEYS / PORTCULLIS_REDACT_PATTERNS).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -34,6 +42,11 @@ DEFAULT_VALUE_PATTERNS = (
     r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",  # user:password in URLs
 )
 
+# Key names whose last word is one of these hold a secret (`encryption_key`, `monpwd`, `community`).
+LAST_WORDS = ("key", "pass", "pwd", "community", "psk")
+NAME_KEYS = ("name", "key", "variable")  # the name half of a name/value pair
+ITEMS = "[]"  # a path step into every item of an array
+
 MAX_DEPTH = 64  # deeper values are replaced rather than walked (arguments arrive already size-limited)
 
 
@@ -44,22 +57,63 @@ class Redactor:
 
     def secret_key(self, key: object) -> bool:
         lowered = str(key).lower()
-        return any(word in lowered for word in self.key_words)
+        if any(word in lowered for word in self.key_words):
+            return True
+        words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)).lower()) if w]
+        return bool(words) and (words[-1] in LAST_WORDS or words[-1].endswith("pwd"))
 
     def text(self, value: str) -> str:
         return self.value_re.sub(REDACTED, value)
 
-    def value(self, value: object, depth: int = 0) -> object:
-        """A redacted copy of a JSON value: secret keys' values replaced, secret-looking strings masked."""
-        if depth > MAX_DEPTH:
+    def value(self, value: object, paths: frozenset[tuple[str, ...]] = frozenset(), depth: int = 0,
+              at: tuple[str, ...] = ()) -> object:
+        """A redacted copy of a JSON value: secret keys' values, the values of secret name/value pairs and the
+        values at `paths` (from the tool's schema and the settings) replaced, secret-looking strings masked."""
+        if depth > MAX_DEPTH or (paths and at in paths):
             return REDACTED
         if isinstance(value, dict):
-            return {k: (REDACTED if self.secret_key(k) else self.value(v, depth + 1)) for k, v in value.items()}
+            pair_name = next((value[k] for k in NAME_KEYS if isinstance(value.get(k), str)), None)
+            secret_pair = pair_name is not None and "value" in value and self.secret_key(pair_name)
+            return {k: (REDACTED if self.secret_key(k) or (secret_pair and k == "value")
+                        else self.value(v, paths, depth + 1, (*at, str(k)))) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.value(v, depth + 1) for v in value]
+            return [self.value(v, paths, depth + 1, (*at, ITEMS)) for v in value]
         if isinstance(value, str):
             return self.text(value)
         return value
+
+
+def schema_secret_paths(schema: object, at: tuple[str, ...] = (), depth: int = 0) -> frozenset[tuple[str, ...]]:
+    """The paths of the fields a tool's input schema marks as secret (`format: password`, `writeOnly: true`)."""
+    if not isinstance(schema, dict) or depth > MAX_DEPTH:
+        return frozenset()
+    found: set[tuple[str, ...]] = set()
+    if at and (schema.get("format") == "password" or schema.get("writeOnly") is True):
+        found.add(at)
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for name, sub in properties.items():
+            found |= schema_secret_paths(sub, (*at, str(name)), depth + 1)
+    if isinstance(schema.get("items"), dict):
+        found |= schema_secret_paths(schema["items"], (*at, ITEMS), depth + 1)
+    return frozenset(found)
+
+
+def configured_paths(tool_name: str) -> frozenset[tuple[str, ...]]:
+    """The fields PORTCULLIS_REDACT_FIELDS lists for this tool (entries `tool-glob:dotted.path`)."""
+    from django.conf import settings
+
+    found = set()
+    for entry in getattr(settings, "PORTCULLIS_REDACT_FIELDS", ()):
+        pattern, _, dotted = entry.partition(":")
+        if dotted and fnmatch.fnmatchcase(tool_name, pattern.strip()):
+            steps: list[str] = []
+            for part in dotted.strip().split("."):
+                steps.append(part.removesuffix(ITEMS))
+                if part.endswith(ITEMS):
+                    steps.append(ITEMS)
+            found.add(tuple(steps))
+    return frozenset(found)
 
 
 @lru_cache(maxsize=1)
@@ -69,8 +123,8 @@ def _configured() -> Redactor:
     return Redactor(settings.PORTCULLIS_REDACT_KEYS, settings.PORTCULLIS_REDACT_PATTERNS)
 
 
-def redact(value: object) -> object:
-    return _configured().value(value)
+def redact(value: object, paths: frozenset[tuple[str, ...]] = frozenset()) -> object:
+    return _configured().value(value, paths)
 
 
 def redact_text(value: str) -> str:

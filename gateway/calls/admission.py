@@ -99,6 +99,7 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
     tool_id, category, level, tool_hash, version, created = row[grants.CALL_AUTH_COLUMNS:]
+    base["secret_paths"] = audit.secret_paths(tool_id, tool_hash, tool_name)
     if tool_id is None:
         message = f"unknown tool {tool_name!r}: it is not in this server's catalogue (names are case-sensitive)"
         return _refuse(base, Call.Decision.DENY, "unknown_tool", message, "", None, grant)
@@ -173,7 +174,8 @@ def _continue(base: dict, decision: Decision, version, grant: grants.CallGrant, 
 def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool: Tool, now: datetime) -> Admission:
     """Run now on an approval a person already gave for exactly this call (used once), or hold for one."""
     binding = approvals.Binding(grant=grant, server=base["server"], tool=tool, argument_hash=base["argument_hash"],
-                                arguments=audit.stored_arguments(base["arguments"], base["argument_hash"]),
+                                arguments=audit.stored_arguments(base["arguments"], base["argument_hash"],
+                                                                 base["secret_paths"]),
                                 policy_version_id=version, rule=decision.rule)
     approved = approvals.claim_approved(binding, now)
     if approved is not None:

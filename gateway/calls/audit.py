@@ -19,8 +19,8 @@ from django.db import connection
 from django.db.models import Q
 
 from gateway.calls import prepared
-from gateway.models import Call
-from gateway.redaction import redact, redact_text
+from gateway.models import Call, Tool
+from gateway.redaction import configured_paths, redact, redact_text, schema_secret_paths
 
 # Identifies this process on the rows it leaves pending: host, pid, and a boot id so a reused pid differs.
 WORKER_ID = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -57,12 +57,31 @@ def _without_nul(value: object) -> object:
     return value
 
 
-def stored_arguments(arguments: object, digest: str) -> dict:
+# (tool id, definition hash) -> the paths its schema marks secret. Definitions are immutable per hash.
+_SCHEMA_PATHS: dict[tuple, frozenset] = {}
+
+
+def secret_paths(tool_id: int | None, definition_hash: str | None, tool_name: str) -> frozenset[tuple[str, ...]]:
+    """The fields of this tool's arguments that are secret besides their key names: marked in its input schema
+    (read once per definition) or listed for it in PORTCULLIS_REDACT_FIELDS."""
+    paths = configured_paths(tool_name)
+    if tool_id is None:
+        return paths
+    key = (tool_id, definition_hash)
+    if key not in _SCHEMA_PATHS:
+        if len(_SCHEMA_PATHS) >= 4096:
+            _SCHEMA_PATHS.clear()
+        schema = Tool.objects.filter(pk=tool_id).values_list("input_schema", flat=True).first()
+        _SCHEMA_PATHS[key] = schema_secret_paths(schema)
+    return paths | _SCHEMA_PATHS[key]
+
+
+def stored_arguments(arguments: object, digest: str, paths: frozenset = frozenset()) -> dict:
     """What a row (an audit row, an approval) keeps of a call's arguments: redacted, NUL characters escaped, and
     when their JSON is longer than PORTCULLIS_AUDIT_ARGUMENT_BYTES, {"_truncated": {"bytes": <the JSON's size>,
     "sha256": <the argument hash>, "prefix": <its first bytes>}}. The argument hash (of exactly what the agent
     sent) binds approvals and identifies the call either way."""
-    kept = _without_nul(redact(arguments if isinstance(arguments, dict) else {}))
+    kept = _without_nul(redact(arguments if isinstance(arguments, dict) else {}, paths))
     text = json.dumps(kept, ensure_ascii=False)
     limit = settings.PORTCULLIS_AUDIT_ARGUMENT_BYTES
     size = len(text.encode())
@@ -120,6 +139,7 @@ def _insert_from_sql() -> str:
 
 
 def _values(fields: dict) -> list:
+    paths = fields.pop("secret_paths", frozenset())
     for name, column in _FOREIGN.items():
         if name in fields:
             related = fields.pop(name)
@@ -129,7 +149,8 @@ def _values(fields: dict) -> list:
         raise TypeError(f"unknown audit fields {sorted(unknown)}")
     row = {**_DEFAULTS, **fields, "worker": WORKER_ID}
     adapt_json, adapt_time = _ARGUMENTS.get_db_prep_save, connection.ops.adapt_datetimefield_value
-    row["arguments"] = adapt_json(stored_arguments(row.get("arguments") or {}, row["argument_hash"]), connection)
+    row["arguments"] = adapt_json(stored_arguments(row.get("arguments") or {}, row["argument_hash"], paths),
+                                  connection)
     row["counters"] = adapt_json(_without_nul(row.get("counters") or []), connection)
     row["reason"] = redact_text(row["reason"])
     for column in ("grant_name", "tool_name", "reason", "rule", "refusal", "error"):
