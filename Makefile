@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The address the demo prints and the server accepts (config/settings.py derives hosts and origins from it).
+export PORTCULLIS_SERVED_URL := http://$(HOST):$(PORT)
 
 .PHONY: run test install install-test migrate demo serve system-deps npm-deps lint bench clean
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 import uvloop
@@ -122,13 +123,31 @@ def _cut_off(request) -> None:
         request.channel.transport.loseConnection()  # the body did not arrive in time
 
 
+def served_url(argv: list[str]) -> str:
+    """http://<bind>:<port> from daphne's own options (-b/--bind, -p/--port; daphne's defaults otherwise)."""
+    host, port = "127.0.0.1", "8000"
+    for i, arg in enumerate(argv):
+        for short, long_, current in (("-b", "--bind", "host"), ("-p", "--port", "port")):
+            value = None
+            if arg in (short, long_) and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(long_ + "="):
+                value = arg.split("=", 1)[1]
+            if value is not None:
+                host, port = (value, port) if current == "host" else (host, value)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a wildcard bind: the local address
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("PORTCULLIS_SERVED_URL", served_url(argv))  # before settings: the public URL's default
     cli.AccessLogGenerator = QuerylessAccessLog  # the CLI builds its access log from this name
     from config import settings  # the same values the application reads (a bad one stops the start, named)
 
     limit_request_bodies(settings.PORTCULLIS_MAX_BODY_BYTES, settings.PORTCULLIS_BODY_DEADLINE_S)
     skip_unused_request_work()
-    cli.CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
+    cli.CommandLineInterface().run(argv)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from config.env import (
+    ConfigError,
     database_from_url,
     env_bool,
     env_int,
@@ -26,14 +28,25 @@ SECRET_KEY = secret_setting("SECRET_KEY", _keys_file)
 PORTCULLIS_SECRETS_KEY = secret_setting("PORTCULLIS_SECRETS_KEY", _keys_file)
 
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
-# Origins allowed to call the MCP endpoint and open dashboard websockets (scheme://host:port).
-PORTCULLIS_ALLOWED_ORIGINS = env_list(
-    "PORTCULLIS_ALLOWED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
-)
+# The address agents and browsers use. Printed client configurations start with it, and its host and origin are
+# always accepted. Default: the address being served (config/serve.py sets PORTCULLIS_SERVED_URL from -b/-p, and
+# `make run PORT=N` passes it to the demo's printout too).
+PORTCULLIS_PUBLIC_URL = (env_str("PORTCULLIS_PUBLIC_URL", "")
+                         or env_str("PORTCULLIS_SERVED_URL", "http://127.0.0.1:8000")).rstrip("/")
+_public = urlsplit(PORTCULLIS_PUBLIC_URL)
+if _public.scheme not in ("http", "https") or not _public.hostname:
+    raise ConfigError(f"PORTCULLIS_PUBLIC_URL: {PORTCULLIS_PUBLIC_URL!r} is not an http(s) URL; write the address "
+                      "agents and browsers use, e.g. https://gateway.example.org")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_public_hosts = _LOOPBACK if _public.hostname in _LOOPBACK else (_public.hostname,)
+_port = f":{_public.port}" if _public.port else ""
+_public_origins = [f"{_public.scheme}://{f'[{h}]' if ':' in h else h}{_port}" for h in _public_hosts]
+ALLOWED_HOSTS = list(dict.fromkeys([*env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"]),
+                                    *(f"[{h}]" if ":" in h else h for h in _public_hosts)]))
+# Origins allowed to call the MCP endpoint and open dashboard websockets (scheme://host:port): the public URL's,
+# and any listed.
+PORTCULLIS_ALLOWED_ORIGINS = list(dict.fromkeys([*env_list("PORTCULLIS_ALLOWED_ORIGINS", []), *_public_origins]))
 CSRF_TRUSTED_ORIGINS = PORTCULLIS_ALLOWED_ORIGINS
-# The address agents use; client configurations printed by commands and pages start with it.
-PORTCULLIS_PUBLIC_URL = env_str("PORTCULLIS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
     "daphne",
@@ -167,8 +180,6 @@ PORTCULLIS_STDIO_ENV_KEYS_ALLOWED = env_list("PORTCULLIS_STDIO_ENV_KEYS_ALLOWED"
 PORTCULLIS_UPSTREAM_ADDRESSES = env_list("PORTCULLIS_UPSTREAM_ADDRESSES", ["public", "private", "loopback"])
 if _unknown := [k for k in PORTCULLIS_UPSTREAM_ADDRESSES
                 if k not in ("public", "private", "loopback", "link-local", "metadata")]:
-    from config.env import ConfigError
-
     raise ConfigError(f"PORTCULLIS_UPSTREAM_ADDRESSES: {_unknown[0]!r} is not a kind of address; list some of "
                       f"public, private, loopback, link-local, metadata (comma separated)")
 

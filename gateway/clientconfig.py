@@ -25,8 +25,9 @@ def client_configs(slug: str, token: str = TOKEN_PLACEHOLDER, base_url: str | No
         "VS Code (.vscode/mcp.json)": json.dumps(
             {"servers": {slug: {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}}},
             indent=2),
-        "MCP Inspector CLI": shlex.join(["npx", "@modelcontextprotocol/inspector-cli", "--cli", url, "--transport",
-                                         "http", "--header", header, "--method", "tools/list"]),
+        # --header takes several values: it goes last, or it would swallow what follows.
+        "MCP Inspector CLI": shlex.join(["npx", "@modelcontextprotocol/inspector", "--cli", url, "--method",
+                                         "tools/list", "--transport", "http", "--header", header]),
     }
 
 

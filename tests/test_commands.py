@@ -168,8 +168,8 @@ def test_create_grant_prints_the_token_once_with_client_configurations(server, o
     assert token.startswith("pcl_") and grant.token_digest not in out
     assert set(grant.servers.values_list("slug", flat=True)) == {"files", "other"}
     assert grant.expires_at is not None
-    for needle in ("claude mcp add --transport http files", '"mcpServers"', '"servers"', "inspector-cli",
-                   f"Bearer {token}", "http://127.0.0.1:8000/mcp/other/"):
+    for needle in ("claude mcp add --transport http files", '"mcpServers"', '"servers"',
+                   "npx @modelcontextprotocol/inspector --cli", f"Bearer {token}", "http://127.0.0.1:8000/mcp/other/"):
         assert needle in out
 
 
