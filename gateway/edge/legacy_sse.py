@@ -2,6 +2,10 @@
 
 GET /sse opens the stream and names the endpoint for POSTs; each POST answers 202 and its JSON-RPC reply
 travels back on the stream. Behind it is the same session machinery as Streamable HTTP (relay.py).
+
+The work of a POST belongs to the stream, not to the POST: daphne ends a request's application instance
+`application_close_timeout` (10 s) after its response, so a slow tool, a late approval or an undecided hold would
+be killed mid-call. Each message is handled by a task the stream owns; it ends when the stream ends.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from gateway.protocol.streams import Channel
 
 # Streams opened by GET /sse: id → (slug, token digest, channel); the id is also the session id.
 _STREAMS: dict[str, tuple[str, str, Channel]] = {}
+# id → the tasks handling that stream's messages (cancelled when the stream ends).
+_WORK: dict[str, set[asyncio.Task]] = {}
 MAX_STREAMS = 200  # open legacy streams per process; more are refused, not queued
 
 
@@ -77,11 +83,14 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",
                 "more_body": True})
     gone = asyncio.create_task(wait_disconnect(receive))
+    _WORK[stream_id] = set()
     try:
         await pump(channel.feed, gone, send)
     finally:
         channel.close()
         _STREAMS.pop(stream_id, None)
+        for task in _WORK.pop(stream_id, ()):
+            task.cancel()  # in the session era a disconnect is not a cancellation, but the session ends now
         await REGISTRY.end(stream_id)  # the stream is the session: when it goes, so does the upstream
 
 
@@ -98,7 +107,17 @@ async def _message(slug, token, headers, session_id, receive, send) -> None:
     channel = pending[2]
     req = relay.Request(slug=slug, token=token, headers=headers, session_id=session_id, channel=channel,
                         sse_stream=(session_id, channel))
+    work = _WORK.get(session_id)
+    if work is None:  # the stream ended while this message arrived
+        await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
+        return
+    task = asyncio.create_task(_answer_on_stream(req, msg, channel))
+    work.add(task)
+    task.add_done_callback(work.discard)
     await send_json(send, 202, None)
+
+
+async def _answer_on_stream(req, msg, channel: Channel) -> None:
     reply = await guarded(relay.handle(req, msg), msg.id)
     if reply.body is not None:
         await channel.put(reply.body)
