@@ -154,6 +154,12 @@ PORTCULLIS_CONTINUATION_TTL_S = env_int("PORTCULLIS_CONTINUATION_TTL_S", 600, mi
 # its own upstream connection (for stdio, a process) while it waits for the agent's retry. At most this many per
 # grant, and this many in one gateway process; past either, a new one is refused with an isError result.
 PORTCULLIS_PARKED_CALLS_PER_GRANT = env_int("PORTCULLIS_PARKED_CALLS_PER_GRANT", 16, minimum=1)
+# Session-era sessions (each holds an upstream session; for stdio a process) per grant and per process, and legacy
+# HTTP+SSE streams per grant. A grant at its cap has its own oldest idle session closed, or is refused (429) when
+# all of them are busy; a full process refuses new sessions: one grant never ends another's.
+PORTCULLIS_SESSIONS_PER_GRANT = env_int("PORTCULLIS_SESSIONS_PER_GRANT", 100, minimum=1)
+PORTCULLIS_SESSIONS_MAX = env_int("PORTCULLIS_SESSIONS_MAX", 1000, minimum=1)
+PORTCULLIS_LEGACY_STREAMS_PER_GRANT = env_int("PORTCULLIS_LEGACY_STREAMS_PER_GRANT", 20, minimum=1)
 PORTCULLIS_PARKED_CALLS_MAX = env_int("PORTCULLIS_PARKED_CALLS_MAX", 64, minimum=1)
 # Session-era SSE resumability (Last-Event-ID): the events one session keeps for replay, across its streams;
 # past either cap the oldest are dropped. A finished stream can be resumed for the TTL after its final response.

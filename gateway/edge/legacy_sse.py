@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import parse_qs
 
+from django.conf import settings
 from django.db import DatabaseError
 
 from gateway.edge.http_io import (
@@ -22,6 +23,7 @@ from gateway.edge.http_io import (
     pump,
     read_message,
     send_json,
+    send_reply,
     start_sse,
     wait_disconnect,
 )
@@ -30,8 +32,8 @@ from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.sessions import REGISTRY
 from gateway.protocol.streams import Channel
 
-# Streams opened by GET /sse: id → (slug, token digest, channel); the id is also the session id.
-_STREAMS: dict[str, tuple[str, str, Channel]] = {}
+# Streams opened by GET /sse: id → (slug, token digest, channel, grant id); the id is also the session id.
+_STREAMS: dict[str, tuple[str, str, Channel, int]] = {}
 # id → the tasks handling that stream's messages (cancelled when the stream ends).
 _WORK: dict[str, set[asyncio.Task]] = {}
 MAX_STREAMS = 200  # open legacy streams per process; more are refused, not queued
@@ -61,23 +63,23 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
     from gateway import tokens
 
     try:
-        await relay.authorise(slug, token)
-    except relay.AuthFailure as exc:
-        err = relay.auth_error(exc, None)
-        await send_json(send, err.http_status, err.body(), [("www-authenticate", 'Bearer realm="portcullis"')])
+        _, grant_id = await relay.authorise(slug, token)
+    except (relay.AuthFailure, RpcError, DatabaseError) as exc:
+        await send_reply(send, relay.refused(exc))
         return
-    except RpcError as err:
+    cap = settings.PORTCULLIS_LEGACY_STREAMS_PER_GRANT
+    if sum(1 for entry in _STREAMS.values() if entry[3] == grant_id) >= cap:
+        err = RpcError(jsonrpc.TOO_MANY_SESSIONS, f"this grant has {cap} legacy SSE streams open on this gateway "
+                                                  "process: close one (each stream is a session)")
         await send_json(send, err.http_status, err.body())
         return
-    except DatabaseError as exc:
-        err = relay.database_unavailable(exc)
+    if len(_STREAMS) >= MAX_STREAMS:
+        err = RpcError(jsonrpc.TOO_MANY_SESSIONS, "too many legacy SSE streams open on this gateway process; "
+                                                  "try again shortly")
         await send_json(send, err.http_status, err.body(), relay.RETRY_LATER)
         return
-    if len(_STREAMS) >= MAX_STREAMS:
-        await send_json(send, 503, {"error": "too many legacy SSE streams open on this gateway process"})
-        return
     stream_id, channel = REGISTRY.new_id(), Channel()
-    _STREAMS[stream_id] = (slug, tokens.digest(token), channel)
+    _STREAMS[stream_id] = (slug, tokens.digest(token), channel, grant_id)
     await start_sse(send)
     endpoint = f"/mcp/{slug}/messages?sessionId={stream_id}".encode()
     await send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",

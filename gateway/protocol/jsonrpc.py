@@ -25,6 +25,7 @@ PAYLOAD_TOO_LARGE = -32005
 STREAM_NOT_FOUND = -32006  # Last-Event-ID names no stream, or no events, this session still keeps
 UPSTREAM_UNAVAILABLE = -32010
 GATEWAY_UNAVAILABLE = -32012  # the gateway's own database (its audit log and policy) cannot be reached
+TOO_MANY_SESSIONS = -32013  # the grant (or this process) holds as many sessions or streams as it may
 
 # One table maps every JSON-RPC error the gateway produces to its HTTP status.
 HTTP_STATUS = {
@@ -40,6 +41,7 @@ HTTP_STATUS = {
     PAYLOAD_TOO_LARGE: 413,
     STREAM_NOT_FOUND: 404,
     GATEWAY_UNAVAILABLE: 503,
+    TOO_MANY_SESSIONS: 429,
 }
 
 MAX_DEPTH = 64  # deeper JSON is refused: no MCP message needs it, and deep values cost stack everywhere

@@ -93,6 +93,7 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
     if req.sse_stream is not None and REGISTRY.sessions.get(req.sse_stream[0]) is not None:
         raise RpcError(jsonrpc.INVALID_REQUEST, "this SSE session is already initialized")
     server, grant_id = await authorise(req.slug, req.token)
+    await REGISTRY.make_room(grant_id)  # before an upstream session (for stdio, a process) is started for it
     requested = msg.params.get("protocolVersion")
     version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
     session_id = req.sse_stream[0] if req.sse_stream is not None else REGISTRY.new_id()
@@ -108,7 +109,11 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
     session = AgentSession(id=session_id, grant_id=grant_id, token_digest=tokens.digest(req.token),
                            server_id=server.pk, slug=server.slug, protocol_version=version, link=link,
                            get_stream=req.sse_stream[1] if req.sse_stream is not None else None)
-    await REGISTRY.add(session)
+    try:
+        await REGISTRY.add(session)
+    except RpcError:  # another initialize of the grant took the room meanwhile
+        await link.close()
+        raise
     result = {"protocolVersion": version, "capabilities": _capabilities(link), "serverInfo": GATEWAY_INFO}
     if link.instructions():
         result["instructions"] = link.instructions()

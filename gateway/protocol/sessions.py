@@ -13,6 +13,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 from gateway import tokens
 from gateway.models import Server
 from gateway.protocol import jsonrpc
@@ -22,7 +24,6 @@ from gateway.protocol.streams import Channel
 from gateway.upstream.link import UpstreamLink
 
 IDLE_SESSION_S = 30 * 60  # a session nobody used for this long is closed, with its upstream
-MAX_SESSIONS = 1000  # per process; beyond it the oldest idle sessions are closed first
 
 
 @dataclass
@@ -101,19 +102,36 @@ class Registry:
         session.last_used = time.monotonic()
         return session
 
+    async def make_room(self, grant_id: int) -> None:
+        """Room for one more session of this grant: at the grant's cap its own oldest idle session is closed;
+        when all of them are busy, or the process is full, RpcError TOO_MANY_SESSIONS says what to do. Another
+        grant's sessions are never touched."""
+        own = [s for s in self.sessions.values() if s.grant_id == grant_id]
+        cap = settings.PORTCULLIS_SESSIONS_PER_GRANT
+        if len(own) >= cap:
+            idle = [s for s in own if not s.inflight]
+            if not idle:
+                raise RpcError(jsonrpc.TOO_MANY_SESSIONS,
+                               f"this grant has {cap} sessions open on this gateway process, all busy: end one "
+                               "(HTTP DELETE with its Mcp-Session-Id) or wait for a call to finish")
+            await self.end(min(idle, key=lambda s: s.last_used).id)
+        if len(self.sessions) >= settings.PORTCULLIS_SESSIONS_MAX:
+            raise RpcError(jsonrpc.TOO_MANY_SESSIONS,
+                           "this gateway process holds as many sessions as it may; try again shortly "
+                           "(or use the stateless era, which needs no session)")
+
     async def add(self, session: AgentSession) -> None:
+        """Register a session (raises like make_room when there is no room for it)."""
         self._ensure_sweeper()
-        if len(self.sessions) >= MAX_SESSIONS:
-            oldest = min(self.sessions.values(), key=lambda s: s.last_used)
-            await self.end(oldest.id)
+        await self.make_room(session.grant_id)
         self.sessions[session.id] = session
 
-    async def end(self, session_id: str) -> bool:
+    async def end(self, session_id: str, reason: str = "cancelled: the agent's session ended") -> bool:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return False
         for task in list(session.inflight.values()):
-            task.cancel()
+            task.cancel(reason)  # recorded as the call's outcome (gateway/protocol/forwarded_call.py)
         for future in session.asked.values():
             future.cancel()
         if session.get_stream is not None:
@@ -164,7 +182,7 @@ class Registry:
                 session.replay.expire(now)
             cutoff = now - IDLE_SESSION_S
             for session_id in [s.id for s in self.sessions.values() if s.last_used < cutoff and not s.inflight]:
-                await self.end(session_id)
+                await self.end(session_id, "cancelled: the session was idle too long")
 
 
 async def _no_questions(method: str, params: dict, channel=None) -> dict:
