@@ -91,6 +91,70 @@ def limit_request_bodies(limit: int, deadline: float) -> None:
     WebRequest.process = process
 
 
+def limit_request_heads(deadline: float, per_client: int) -> None:
+    """Slow-loris defence for the request head: a connection whose request line and headers are not complete
+    within `deadline` s of its opening (or of its previous request's end, on a kept-alive connection) is closed;
+    a client address holding `per_client` connections has its next ones closed at once. Behind a reverse proxy
+    every connection comes from the proxy's address: raise `per_client` there (docs/DEPLOYMENT.md)."""
+    from twisted.internet import reactor
+    from twisted.web import http
+
+    # Per client address, its open connections' transports; counted when one more arrives (a websocket takes the
+    # transport over from the HTTP channel, so the channel's connectionLost never says when those end).
+    open_by_client: dict[str, set] = {}
+    original_made, original_lost = http.HTTPChannel.connectionMade, http.HTTPChannel.connectionLost
+    original_heads, original_done = http.HTTPChannel.allHeadersReceived, http.HTTPChannel.requestDone
+
+    def arm(channel) -> None:
+        disarm(channel)
+        channel.portcullis_head_timer = reactor.callLater(deadline, _head_too_slow, channel)
+
+    def disarm(channel) -> None:
+        timer = getattr(channel, "portcullis_head_timer", None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def made(self):
+        peer = getattr(self.transport.getPeer(), "host", "")
+        held = {t for t in open_by_client.get(peer, ()) if getattr(t, "connected", False)}
+        held.add(self.transport)
+        open_by_client[peer] = held
+        original_made(self)
+        if len(held) > per_client:
+            self.transport.abortConnection()  # this address holds enough connections already
+            return
+        arm(self)
+
+    def lost(self, reason):
+        disarm(self)
+        peer = getattr(self.transport.getPeer(), "host", "") if self.transport is not None else None
+        held = open_by_client.get(peer)
+        if held is not None:
+            held.discard(self.transport)
+            if not held:
+                open_by_client.pop(peer, None)
+        original_lost(self, reason)
+
+    def heads(self):
+        disarm(self)
+        original_heads(self)
+
+    def done(self, request):
+        original_done(self, request)
+        if self.transport is not None:
+            arm(self)  # a kept-alive connection: the next request's head has the same deadline
+
+    http.HTTPChannel.connectionMade = made
+    http.HTTPChannel.connectionLost = lost
+    http.HTTPChannel.allHeadersReceived = heads
+    http.HTTPChannel.requestDone = done
+
+
+def _head_too_slow(channel) -> None:
+    if channel.transport is not None:
+        channel.transport.abortConnection()  # the request head did not arrive in time
+
+
 def skip_unused_request_work() -> None:
     """Per-request work of Twisted's that the gateway never uses, measured with `python -m bench --profile`:
     parsing POST bodies as HTML forms (its Content-Type parser builds an email message, ~5 % of the gateway's
@@ -146,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     from config import settings  # the same values the application reads (a bad one stops the start, named)
 
     limit_request_bodies(settings.PORTCULLIS_MAX_BODY_BYTES, settings.PORTCULLIS_BODY_DEADLINE_S)
+    limit_request_heads(settings.PORTCULLIS_HEADER_DEADLINE_S, settings.PORTCULLIS_CONNECTIONS_PER_CLIENT)
     skip_unused_request_work()
     cli.CommandLineInterface().run(argv)
 

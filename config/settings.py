@@ -138,6 +138,10 @@ PORTCULLIS_MAX_BODY_BYTES = env_int("PORTCULLIS_MAX_BODY_BYTES", 4 * 1024 * 1024
 PORTCULLIS_AUDIT_ARGUMENT_BYTES = env_int("PORTCULLIS_AUDIT_ARGUMENT_BYTES", 16 * 1024, minimum=256)
 # Seconds for a request body to arrive in full (config/serve.py cuts the connection, the endpoint answers 408).
 PORTCULLIS_BODY_DEADLINE_S = env_int("PORTCULLIS_BODY_DEADLINE_S", 30, minimum=1)
+# A connection's request line and headers must be complete within this many seconds (config/serve.py), and one
+# client address may hold at most this many connections (behind a reverse proxy: raise it, see docs/DEPLOYMENT.md).
+PORTCULLIS_HEADER_DEADLINE_S = env_int("PORTCULLIS_HEADER_DEADLINE_S", 10, minimum=1)
+PORTCULLIS_CONNECTIONS_PER_CLIENT = env_int("PORTCULLIS_CONNECTIONS_PER_CLIENT", 256, minimum=1)
 # Largest single message accepted from an upstream; larger ones are refused cleanly.
 PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES", 16 * 1024 * 1024,
                                                 minimum=1024)
