@@ -25,7 +25,8 @@ def token(gateway):
     server = Server.objects.create(slug="truenas", name="TrueNAS", transport="stdio",
                                    command=[sys.executable, "-m", "truenas_sim"])
     call_command("refresh_tools", "truenas", stdout=io.StringIO())
-    policies.apply(server, {"version": "1", "default": "deny", "risk": {"read": {}}}, actor="test")
+    policies.apply(server, {"version": "1", "default": "deny", "risk": {"read": {}},
+                             "resources": {"truenas://*": {}}}, actor="test")
     return create_grant("inspector", [server], None).token
 
 

@@ -33,6 +33,10 @@ CALL_TIMEOUT_S = 60
 INIT_PARAMS = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "limits", "version": "1"}}
 
 
+# The simulator counts the calls that reached it in a debug resource the tests read through the gateway.
+DEBUG = {"truenas://debug/*": {}}
+
+
 @pytest.fixture(scope="module")
 def gateways(django_db_setup, django_db_blocker, tmp_path_factory):
     first = start_gateway(tmp_path_factory.mktemp("gateway-a"))
@@ -177,6 +181,7 @@ TRIALS = 10
 def test_it_admits_exactly_max_of_five_times_max_concurrent_calls_across_two_gateway_processes(
         gateways, truenas, maximum):
     token = create_grant(f"racer-{maximum}", [truenas], None).token
+    policies.apply(truenas, {"version": "1", "default": "deny", "resources": DEBUG}, actor="test")
     opened = run(_open(gateways, token))  # [(url, session id)]: the sessions (and their upstreams) last all trials
     try:
         ran_before = sum(run(_upstream_counts(token, opened)))
@@ -191,7 +196,8 @@ def test_it_admits_exactly_max_of_five_times_max_concurrent_calls_across_two_gat
 def _one_trial(server: Server, token: str, opened: list, maximum: int, counter: str,
                ran_before: int) -> tuple[int, bool]:
     # A fresh counter per trial, so each trial starts from zero.
-    policies.apply(server, {"version": "1", "default": "deny", "tools": {TOOL: {"limits": [limit(counter, maximum)]}}},
+    policies.apply(server, {"version": "1", "default": "deny", "tools": {TOOL: {"limits": [limit(counter, maximum)]}},
+                    "resources": DEBUG},
                    actor="test")
     last_row = Call.objects.order_by("-id").values_list("id", flat=True).first() or 0
     n = 5 * maximum
@@ -277,7 +283,7 @@ def test_a_call_refused_by_one_full_counter_consumes_none_of_its_other_counters(
 # --- giving a reservation back ---
 
 def test_a_protocol_error_from_the_upstream_gives_the_reservation_back_and_a_tool_error_keeps_it(gateways, truenas):
-    policies.apply(truenas, {"version": "1", "default": "deny",
+    policies.apply(truenas, {"version": "1", "default": "deny", "resources": DEBUG,
                              "tools": {"pool_get": {"limits": [limit("pool_gets", 2)]}}}, actor="test")
     new = create_grant("give-back", [truenas], None)
     # The upstream's SDK validates a request before any tool runs: a log level it does not know, in a `_meta` key
@@ -297,7 +303,8 @@ def test_a_protocol_error_from_the_upstream_gives_the_reservation_back_and_a_too
         assert text(over).startswith("rate limit pool_gets exceeded: 2 per day, retry in ")
         # The tool error and the success ran upstream; the protocol error never did.
         assert [a.upstream_count("pool_get"), b.upstream_count("pool_get")] == [1, 1]
-    rows = list(Call.objects.filter(grant=new.grant).order_by("id").values_list("outcome", "refusal"))
+    rows = list(Call.objects.filter(grant=new.grant, tool_name="pool_get").order_by("id")
+                .values_list("outcome", "refusal"))
     assert rows == [("tool_error", ""), ("protocol_error", ""), ("ok", ""), ("refused", "limit")]
     assert counter_value("pool_gets") == 2
 
@@ -308,7 +315,7 @@ def test_a_protocol_error_from_the_upstream_gives_the_reservation_back_and_a_too
 def test_a_call_whose_meta_is_not_an_object_is_refused_as_invalid_params_and_consumes_nothing(gateways, truenas, meta):
     # Today it passes admission (audit row, counter reserved), then the upstream link cannot stamp its envelope
     # into the _meta, the agent gets a 500 internal error, the row says `ok` and the slot stays used.
-    policies.apply(truenas, {"version": "1", "default": "deny",
+    policies.apply(truenas, {"version": "1", "default": "deny", "resources": DEBUG,
                              "tools": {"pool_get": {"limits": [limit("pool_gets", 1)]}}}, actor="test")
     new = create_grant("bad-meta", [truenas], None)
     with one_session_on_each(gateways, new.token) as (a, b):
@@ -317,4 +324,4 @@ def test_a_call_whose_meta_is_not_an_object_is_refused_as_invalid_params_and_con
         assert reply.json().get("error", {}).get("code") == -32602, (reply.status_code, reply.text)
         assert a.upstream_count("pool_get") == 0
         assert not is_error(b.call("pool_get", {"id": 1}))  # the one slot is still free
-    assert list(Call.objects.filter(grant=new.grant).values_list("outcome", flat=True)) == ["ok"]
+    assert list(Call.objects.filter(grant=new.grant, tool_name="pool_get").values_list("outcome", flat=True)) == ["ok"]

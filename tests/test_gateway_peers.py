@@ -78,7 +78,8 @@ async def sampling(ctx, params):
 
 EVERYTHING_POLICY = {"version": "1", "default": "deny",
                      "tools": {"echo": {}, "get-sum": {}, "trigger-long-running-operation": {},
-                               "trigger-sampling-request": {}}}
+                               "trigger-sampling-request": {}},
+                     "resources": {"demo://resource/static/*": {}}, "prompts": {"simple-prompt": {}}}
 
 
 @pytest.fixture(params=["stdio", "http", "sse"])
@@ -124,7 +125,8 @@ def test_server_everything_works_through_the_gateway_on_every_upstream_transport
     assert progress == [1.0, 2.0] and not long.is_error
     assert "sampled-by-the-agent" in sampled.content[0].text
     assert read.contents and prompt.messages
-    assert Call.objects.filter(server_slug=slug, outcome="ok").count() == 3
+    assert Call.objects.filter(server_slug=slug, outcome="ok").count() == 3 + 2  # 3 tool calls, a read, a prompt
+    assert Call.objects.filter(server_slug=slug, outcome="ok", tool_name__contains="/").count() == 2
     assert Call.objects.get(server_slug=slug, tool_name="get-env").outcome == "refused"
 
 

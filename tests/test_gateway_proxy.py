@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 POLICY = {
     "version": "1", "default": "deny",
+    "resources": {"truenas://debug/*": {}},  # how many calls reached the simulator, read by the tests
     "risk": {"read": {}, "destructive": {"action": "deny", "on_deny": "destructive tools are off for agents"}},
     "tools": {
         "cloud_backup_run": {"limits": [{"counter": "backup_runs", "window": "day", "max": 3, "scope": "grant"}]},

@@ -634,7 +634,8 @@ def test_it_lists_problems_one_per_line() -> None:
     with pytest.raises(PolicyInvalid) as info:
         parse_policy({"version": "1", "default": "no", "x": 1})
     assert str(info.value).splitlines() == [
-        "/x: unknown field 'x' (expected one of: version, default, show_denied, on_deny, hide, all_tools, risk, tools)",
+        "/x: unknown field 'x' (expected one of: version, default, show_denied, on_deny, hide, all_tools, risk, "
+        "tools, resources, prompts)",
         "/default: default must be 'allow' or 'deny'",
     ]
 
@@ -699,8 +700,9 @@ def test_it_drops_defaults_on_export() -> None:
 
 
 def test_it_keeps_top_level_keys_in_canonical_order() -> None:
-    written = {"tools": {"x": {}}, "risk": {"read": {}}, "all_tools": {"limits": [limit("c")]}, "hide": ["h"],
-               "on_deny": "no", "show_denied": True, "default": "deny", "version": "1"}
+    written = {"prompts": {"p": {}}, "resources": {"r://x": {}}, "tools": {"x": {}}, "risk": {"read": {}},
+               "all_tools": {"limits": [limit("c")]}, "hide": ["h"], "on_deny": "no", "show_denied": True,
+               "default": "deny", "version": "1"}
     assert list(export_policy(parse_policy(written))) == list(P.TOP_FIELDS)
 
 

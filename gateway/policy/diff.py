@@ -90,7 +90,8 @@ def summarize(old: dict | None, new: dict) -> list[str]:
     fresh = old is None
     before, after = _as_dict(old), _as_dict(new)
     lines = _scalar_lines(before, after, fresh) + _hide_line(before, after) + _limits_line(before, after)
-    lines += _rule_lines(before, after, "risk") + _rule_lines(before, after, "tools")
+    for section in ("risk", "tools", "resources", "prompts"):
+        lines += _rule_lines(before, after, section)
     return ["new policy", *lines] if fresh else lines
 
 

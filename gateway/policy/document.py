@@ -28,7 +28,13 @@ WINDOW_NAMES = {seconds: name for name, seconds in NAMED_WINDOWS.items()}
 MAX_WINDOW = 2678400  # 31 days: long enough for "monthly", short enough to stay sane
 COUNTER_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 
-TOP_FIELDS = ("version", "default", "show_denied", "on_deny", "hide", "all_tools", "risk", "tools")
+TOP_FIELDS = ("version", "default", "show_denied", "on_deny", "hide", "all_tools", "risk", "tools", "resources",
+              "prompts")
+# `resources` (keys: URIs or URI globs) and `prompts` (keys: names or globs): resources/read, prompts/get and the
+# completion/complete for them. Such reads run or not: no limits, arguments or approvals.
+READ_KINDS = ("resources", "prompts")
+READ_ACTIONS = ("allow", "deny")
+READ_RULE_FIELDS = ("action", "on_deny")
 RULE_FIELDS = ("action", "on_deny", "require", "deny_if", "arguments", "limits")
 RULE_ALIASES = ("reason", "rate_limit")
 LIMIT_FIELDS = ("counter", "window", "max", "scope")
@@ -173,10 +179,37 @@ class Rule:
     limits: tuple[Limit, ...] = ()
 
 
+@dataclass(frozen=True)
+class ReadRule:
+    """A `resources` or `prompts` rule: whether the URI or prompt name it matches may be read."""
+
+    key: str
+    pointer: str
+    action: str = "allow"
+    on_deny: str | None = None
+
+
+class _ReadIndex:
+    """One kind's read rules: the exact key first, else the most specific glob (longest, then lexicographic)."""
+
+    __slots__ = ("exact", "globs")
+
+    def __init__(self, rules: tuple[ReadRule, ...]) -> None:
+        self.exact = {r.key: r for r in rules if not is_glob(r.key)}
+        self.globs = tuple((_glob_matcher(r.key), r) for r in sorted((r for r in rules if is_glob(r.key)),
+                                                                     key=lambda r: (-len(r.key), r.key)))
+
+    def find(self, name: str) -> ReadRule | None:
+        rule = self.exact.get(name)
+        if rule is None:
+            rule = next((r for match, r in self.globs if match(name)), None)
+        return rule
+
+
 class _Index:
     """Lookup tables built once per policy so evaluate() stays O(rules)."""
 
-    __slots__ = ("exact", "globs", "categories", "levels", "hide_exact", "hide_globs", "default_rule")
+    __slots__ = ("exact", "globs", "categories", "levels", "hide_exact", "hide_globs", "default_rule", "reads")
 
     def __init__(self, policy: Policy) -> None:
         self.exact = {r.key: r for r in policy.tools if not is_glob(r.key)}
@@ -196,6 +229,7 @@ class _Index:
                 self.hide_exact.setdefault(entry, i)
         self.hide_globs = tuple(hide_globs)
         self.default_rule = Rule(None, "/default", policy.default, policy.on_deny)
+        self.reads = {"resources": _ReadIndex(policy.resources), "prompts": _ReadIndex(policy.prompts)}
 
 
 @dataclass(frozen=True)
@@ -208,6 +242,8 @@ class Policy:
     risk: tuple[Rule, ...] = ()
     tools: tuple[Rule, ...] = ()
     version: str = "1"
+    resources: tuple[ReadRule, ...] = ()
+    prompts: tuple[ReadRule, ...] = ()
     index: _Index = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -722,9 +758,35 @@ def _parse_document(doc: Any, problems: _Problems) -> Policy | None:
     all_limits = _parse_all_tools(doc, problems, windows)
     risk = _parse_rule_map(doc, "risk", problems, windows)
     tools = _parse_rule_map(doc, "tools", problems, windows)
+    resources, prompts = (_parse_read_rules(doc, kind, problems) for kind in READ_KINDS)
     if problems.items:
         return None
-    return Policy(default, show_denied, on_deny, hide, all_limits, risk, tools)
+    return Policy(default, show_denied, on_deny, hide, all_limits, risk, tools, resources=resources, prompts=prompts)
+
+
+def _parse_read_rules(doc: dict, kind: str, problems: _Problems) -> tuple[ReadRule, ...]:
+    raw = doc.get(kind, {})
+    if not isinstance(raw, dict):
+        problems.add(f"/{kind}", f"{kind} must be an object of {'URI' if kind == 'resources' else 'name'} -> rule")
+        return ()
+    rules = []
+    for key, value in raw.items():
+        pointer = pointer_join(f"/{kind}", key)
+        if not key:
+            problems.add(pointer, "a key must not be empty")
+            continue
+        if not isinstance(value, dict):
+            problems.add(pointer, 'a rule must be an object, e.g. {} to allow or {"action": "deny"}')
+            continue
+        _unknown_fields(value, pointer, READ_RULE_FIELDS, problems)
+        action = value.get("action", "allow")
+        if action not in READ_ACTIONS:
+            problems.add(pointer_join(pointer, "action"), f"action must be one of: {', '.join(READ_ACTIONS)} "
+                                                          "(reads are allowed or denied, never held)")
+            continue
+        on_deny = _check_text(value, "on_deny", pointer, problems) if "on_deny" in value else None
+        rules.append(ReadRule(key, pointer, action, on_deny))
+    return tuple(rules)
 
 
 def parse_policy(doc: object) -> Policy:
@@ -823,6 +885,10 @@ def export_policy(policy: Policy) -> dict:
         doc["risk"] = {r.key: _export_rule(r) for r in policy.risk}
     if policy.tools:
         doc["tools"] = {r.key: _export_rule(r) for r in policy.tools}
+    for kind in READ_KINDS:
+        if rules := getattr(policy, kind):
+            doc[kind] = {r.key: {k: v for k, v in (("action", r.action), ("on_deny", r.on_deny))
+                                 if v is not None and not (k == "action" and v == "allow")} for r in rules}
     return doc
 
 

@@ -125,6 +125,33 @@ def _hide_index(index: _Index, tool: str) -> int | None:
     return found
 
 
+READ_WHAT = {"resources": "resource", "prompts": "prompt"}
+
+
+def decide_read(kind: str, name: str, policy: Policy | None) -> Decision:
+    """May the grant read this resource (`kind` "resources", `name` its URI) or get this prompt ("prompts", its
+    name)? The kind's exact rule, else its most specific glob, else the policy's default. `hide: ["*"]` refuses
+    everything. Never raises."""
+    try:
+        if policy is None:
+            return NO_POLICY
+        what = f"{READ_WHAT[kind]} {_quote(name)}"
+        if "*" in policy.hide:
+            return _denied("hidden", f"{what}: this policy hides everything", pointer_join("/hide"))
+        rule = policy.index.reads[kind].find(name)
+        if rule is not None:
+            if rule.action == "allow":
+                return _visible(rule.pointer)
+            return _refuse("deny", "policy", f"{what} is denied by {rule.pointer}",
+                           rule.on_deny or f"denied by policy: {what} ({rule.pointer})", rule.pointer)
+        if policy.default == "allow":
+            return _visible("/default")
+        reason = f"{what}: not allowed by /{kind}"
+        return _refuse("deny", "policy", reason, policy.on_deny or f"denied by policy: {reason}", "/default")
+    except Exception as err:  # whatever went wrong, an error must never allow
+        return _error_decision(f"unexpected {type(err).__name__}", "")
+
+
 def select_rule(facts: Facts, policy: Policy) -> Rule:
     """Step 2: exact tool > globs (longest first) > risk category > risk level > default."""
     index = policy.index

@@ -26,6 +26,7 @@ STREAM_NOT_FOUND = -32006  # Last-Event-ID names no stream, or no events, this s
 UPSTREAM_UNAVAILABLE = -32010
 GATEWAY_UNAVAILABLE = -32012  # the gateway's own database (its audit log and policy) cannot be reached
 TOO_MANY_SESSIONS = -32013  # the grant (or this process) holds as many sessions or streams as it may
+POLICY_DENIED = -32014  # a resource read, prompt or completion the policy refuses (the message says why)
 
 # One table maps every JSON-RPC error the gateway produces to its HTTP status.
 HTTP_STATUS = {
@@ -42,6 +43,7 @@ HTTP_STATUS = {
     STREAM_NOT_FOUND: 404,
     GATEWAY_UNAVAILABLE: 503,
     TOO_MANY_SESSIONS: 429,
+    POLICY_DENIED: 200,  # an answer about the request, not about the HTTP exchange
 }
 
 MAX_DEPTH = 64  # deeper JSON is refused: no MCP message needs it, and deep values cost stack everywhere

@@ -24,6 +24,7 @@ from gateway.models import Server
 from gateway.protocol import input_bridge, jsonrpc
 from gateway.protocol.era import Era, era_of, upstream_params
 from gateway.protocol.exchange import Reply, Request, error_reply, ok_reply
+from gateway.protocol.governed_reads import GOVERNED, LISTINGS, filtered_listing, governed_read
 from gateway.protocol.hops import authorise, record_upstream_problem
 from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.sessions import REGISTRY, AgentSession
@@ -39,11 +40,9 @@ log = logging.getLogger("portcullis.relay")
 
 GATEWAY_INFO = {"name": "portcullis", "title": "Portcullis MCP policy gateway", "version": "0.1.0"}
 
-# Methods an agent may send; anything else is refused here and never reaches an upstream.
-RELAYED_REQUESTS = frozenset({
-    "resources/list", "resources/templates/list", "resources/read", "resources/subscribe",
-    "resources/unsubscribe", "prompts/list", "prompts/get", "completion/complete", "logging/setLevel",
-})
+# Methods an agent may send besides tools/*, the governed reads and the listings filtered by the policy
+# (governed_reads.py); anything else is refused here and never reaches an upstream.
+RELAYED_REQUESTS = frozenset({"resources/unsubscribe", "logging/setLevel"})
 RELAYED_NOTIFICATIONS = frozenset({"notifications/roots/list_changed", "notifications/progress"})
 # A 503 tells agents and load balancers alike that trying again shortly is the way out.
 RETRY_LATER = [("retry-after", "5")]
@@ -261,6 +260,10 @@ async def _dispatch(req: Request, msg: jsonrpc.Message, server: Server, link: Up
         return await tools_list(req, msg, server, link, era)
     if method == "tools/call":
         return await tools_call(req, msg, server, link, era, session)
+    if method in GOVERNED:
+        return await governed_read(req, msg, server, link, era)
+    if method in LISTINGS:
+        return await filtered_listing(req, msg, server, link, era)
     if method in RELAYED_REQUESTS:
         return await _relay(req, msg, server, link, era)
     raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"method {method!r} is not supported by this gateway")
