@@ -45,7 +45,7 @@ def seed(n_calls: int):
     from django.utils import timezone
 
     from gateway.models import Call
-    from tests.test_dashboard_fixtures import make_truenas
+    from tests.dashboard.fixtures import make_truenas
 
     server = make_truenas()
     user = get_user_model().objects.create_user("bench", password="bench-password-1", is_staff=True)  # noqa: S106

@@ -37,7 +37,7 @@ def active_version(server: Server, grant: Grant | None = None) -> PolicyVersion 
 def applicable(server: Server, grant: Grant | int | None = None) -> PolicyVersion | None:
     """The version that decides a grant's calls on a server: the grant's own active override if it has one, else
     the server's. The rule is written here twice, in the ORM and in SQL (`applicable_sql`, for the hot path's
-    single round trip); tests/test_policy_versions.py checks that the two agree."""
+    single round trip); tests/calls/test_policy_versions.py checks that the two agree."""
     return (PolicyVersion.objects.filter(server=server, is_active=True)
             .filter(Q(grant=grant) | Q(grant__isnull=True) if grant is not None else Q(grant__isnull=True))
             .order_by(F("grant").asc(nulls_last=True)).first())

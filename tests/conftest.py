@@ -1,9 +1,12 @@
-"""Shared fixtures: servers, a grant that may, one for another server, a revoked one."""
+"""Shared fixtures: servers, a grant that may, one for another server, a revoked one; real processes (a gateway,
+HTTP peers, redis-server) for tests/e2e and tests/browser; the dashboard's fixtures (tests/dashboard/fixtures.py,
+approval_fixtures.py) for every folder that drives the dashboard."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from django.utils import timezone
 from gateway.grants import create_grant, revoke
 from gateway.models import Server
 
+pytest_plugins = ("tests.dashboard.fixtures", "tests.dashboard.approval_fixtures")
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):
@@ -191,3 +195,20 @@ def gateway(django_db_setup, django_db_blocker, tmp_path_factory):
     gw = start_gateway(tmp_path_factory.mktemp("gateway"))
     yield gw
     stop(gw.proc)
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """REDIS_URL when set (CI), else a redis-server of our own on a free port."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    exe = shutil.which("redis-server")
+    if exe is None:  # fail loudly: `make test` installs Debian's redis-server
+        raise AssertionError("redis-server is not installed: run `make test` (it installs it)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    yield f"redis://127.0.0.1:{port}/0"
+    stop(proc)

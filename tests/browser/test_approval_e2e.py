@@ -24,7 +24,6 @@ from gateway import policies
 from gateway.grants import create_grant
 from gateway.models import Approval, Call, Server
 from tests.conftest import start_gateway, stop
-from tests.test_gateway_events import redis_url  # noqa: F401 - fixture: a redis-server of our own
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

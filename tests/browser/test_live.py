@@ -21,9 +21,7 @@ from django.db import connections
 from gateway.events import CALLS_GROUP
 from gateway.models import Call
 from tests.conftest import start_gateway, stop
-from tests.test_dashboard_approvals_fixtures import *  # noqa: F403 - fixtures
-from tests.test_dashboard_approvals_fixtures import hold_call
-from tests.test_gateway_events import redis_url  # noqa: F401 - fixture: a redis-server of our own
+from tests.dashboard.approval_fixtures import hold_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,6 +1,6 @@
 """The stateless-only peer (tests/peers/stateless_server.py, same tools) that also records what each tools/call
 carried: the client capabilities in its envelope and its requestState. A real process, for
-tests/test_gateway_stateless_rounds.py: what the upstream was told is read from the upstream itself.
+tests/e2e/test_gateway_stateless_rounds.py: what the upstream was told is read from the upstream itself.
 
 Extra tool: `envelopes` returns the records (its own calls are not recorded).
 """

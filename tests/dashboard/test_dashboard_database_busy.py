@@ -1,0 +1,79 @@
+"""While the database is locked or unavailable, a dashboard page answers 503 with what happened and what to do (and
+Retry-After), never a 500; an htmx request gets the short text its error box shows. The lock is real: another
+connection holds SQLite's write lock (BEGIN EXCLUSIVE) while this one waits a short busy timeout; the outage is a
+renamed table, as in tests/calls/test_database_down.py."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from django.db import connection
+
+from gateway.models import Server
+from tests.conftest import unreachable_table
+from tests.dashboard.fixtures import htmx
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BUSY = "the gateway's database is busy; try again in a few seconds"
+
+
+@pytest.fixture
+def locked_database(db):
+    """Another connection holds the write lock; this one gives up after 100 ms instead of 20 s."""
+    if connection.vendor != "sqlite":
+        pytest.skip("holds SQLite's write lock")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(connection.settings_dict["NAME"], timeout=0, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+
+    def release():
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+
+    yield release
+    release()
+    other.close()
+    connection.close()  # the next connection gets the configured busy timeout again
+
+
+@pytest.fixture
+def missing_table(db):
+    with unreachable_table(Server):
+        yield
+
+
+def test_a_change_while_another_connection_holds_the_lock_answers_503_saying_what_to_do(
+        staff_client, http_server, locked_database):
+    response = staff_client.post("/servers/remote/enabled/", {"enabled": "0"})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response["Content-Type"].startswith("text/html")
+    body = response.content.decode()
+    assert BUSY in body and "<title>" in body and "Traceback" not in body
+    assert 'href="/">Back to the dashboard' in body  # a POST is not reloaded by a link
+    assert Server.objects.get(slug="remote").enabled  # the change did not happen (reads go on in WAL mode)
+
+
+def test_an_htmx_change_while_the_database_is_locked_gets_the_short_text_its_error_box_shows(
+        staff_client, http_server, locked_database):
+    response = staff_client.post("/servers/remote/enabled/", {"enabled": "0"}, **htmx())
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content.decode().strip() == BUSY
+
+
+def test_a_page_while_a_table_is_unreachable_answers_503_not_500(staff_client, http_server, missing_table):
+    response = staff_client.get("/?page=2")
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    body = response.content.decode()
+    assert BUSY in body and 'href="/?page=2">Reload this page' in body
+
+
+def test_once_the_lock_is_gone_the_same_change_goes_through(staff_client, http_server, locked_database):
+    assert staff_client.post("/servers/remote/enabled/", {"enabled": "0"}).status_code == 503
+    locked_database()
+    assert staff_client.post("/servers/remote/enabled/", {"enabled": "0"}).status_code == 302
+    assert not Server.objects.get(slug="remote").enabled
