@@ -190,7 +190,7 @@ class UpstreamLink:
         opts: dict[str, Any] = {"timeout": timeout}
         if on_progress is not None:
             opts["on_progress"] = on_progress
-        session._stamp(data, opts)  # the era's envelope: _meta and routing headers (modern) or nothing
+        session._stamp(data, opts)  # the era's envelope: _meta and routing headers (stateless era) or nothing
         meta = data["params"].get("_meta")
         if (self._declared or client_capabilities is not None) and isinstance(meta, dict) \
                 and CLIENT_CAPABILITIES_META_KEY in meta:
