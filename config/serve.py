@@ -2,6 +2,7 @@
 
 - The access log never records query strings: a token sent in a URL by mistake (the gateway refuses it)
   must not land in the log either.
+- SIGTERM drains: calls in flight finish (within PORTCULLIS_DRAIN_S) before the process stops.
 - Request bodies are limited while they arrive. Twisted (under daphne) takes a whole body before the
   application sees it, so the gateway's own check would come after the bytes were stored. Here an oversized
   body is discarded as it streams in (declared by Content-Length or not, chunked or not) and answered 413;
@@ -172,6 +173,32 @@ def skip_unused_request_work() -> None:
     HTTPFactory.log = lambda self, request: None
 
 
+def drain_on_sigterm() -> None:
+    """SIGTERM drains (gateway/edge/drain.py) instead of stopping at once: new work is refused, calls in flight get
+    PORTCULLIS_DRAIN_S to finish, then the reactor stops. The start-up work (and the heartbeat) runs as soon as
+    the server listens, not only at the first MCP request, so peers see this process from its start."""
+    import signal
+
+    from twisted.internet import reactor
+
+    def begin_drain():
+        from gateway.edge import drain
+
+        asyncio.ensure_future(drain.drain(stop=reactor.stop))
+
+    def on_term(signum, frame):
+        reactor.callFromThread(begin_drain)
+
+    def start_up():
+        from gateway.edge.startup import on_first_request
+
+        asyncio.ensure_future(on_first_request())
+        # Twisted installs its own handlers when the reactor starts: this one goes in after them.
+        reactor.callLater(0, signal.signal, signal.SIGTERM, on_term)
+
+    reactor.callWhenRunning(start_up)
+
+
 def _answer(request, status: int, message: str) -> None:
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": message}}).encode()
     request.setResponseCode(status)
@@ -212,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     limit_request_bodies(settings.PORTCULLIS_MAX_BODY_BYTES, settings.PORTCULLIS_BODY_DEADLINE_S)
     limit_request_heads(settings.PORTCULLIS_HEADER_DEADLINE_S, settings.PORTCULLIS_CONNECTIONS_PER_CLIENT)
     skip_unused_request_work()
+    drain_on_sigterm()
     cli.CommandLineInterface().run(argv)
 
 

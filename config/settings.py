@@ -158,11 +158,24 @@ PORTCULLIS_CONTINUATION_TTL_S = env_int("PORTCULLIS_CONTINUATION_TTL_S", 600, mi
 # its own upstream connection (for stdio, a process) while it waits for the agent's retry. At most this many per
 # grant, and this many in one gateway process; past either, a new one is refused with an isError result.
 PORTCULLIS_PARKED_CALLS_PER_GRANT = env_int("PORTCULLIS_PARKED_CALLS_PER_GRANT", 16, minimum=1)
-# Session-era sessions (each holds an upstream session; for stdio a process) per grant and per process, and legacy
-# HTTP+SSE streams per grant. A grant at its cap has its own oldest idle session closed, or is refused (429) when
-# all of them are busy; a full process refuses new sessions: one grant never ends another's.
+# Session-era sessions per grant, across every gateway process (a row each; only private ones hold an upstream
+# session of their own), and legacy HTTP+SSE streams per grant. A grant at its cap has its own least recently used
+# idle session closed, or is refused (429) when all of them are in use: one grant never ends another's.
 PORTCULLIS_SESSIONS_PER_GRANT = env_int("PORTCULLIS_SESSIONS_PER_GRANT", 100, minimum=1)
+# Private sessions (their own upstream session; for stdio a process) one gateway process holds; past it a new one
+# is refused (429), and a request of a private session opened elsewhere is refused (503) rather than adopted.
 PORTCULLIS_SESSIONS_MAX = env_int("PORTCULLIS_SESSIONS_MAX", 1000, minimum=1)
+# A session nobody used for this long is ended (on every process), with its private upstream session if it had one.
+PORTCULLIS_SESSION_IDLE_S = env_int("PORTCULLIS_SESSION_IDLE_S", 30 * 60, minimum=10)
+# How stale a process's view of a session may get: a session ended through another process (DELETE, idle, its
+# grant's cap) stops being served here within this many seconds; it is also how often use is written down.
+PORTCULLIS_SESSION_RECHECK_S = env_int("PORTCULLIS_SESSION_RECHECK_S", 2, minimum=1)
+# SIGTERM: the process stops taking new work (503, /readyz fails) and gives the calls in flight this long to finish;
+# what remains then is settled `interrupted`. Keep it below the orchestrator's kill timeout.
+PORTCULLIS_DRAIN_S = env_int("PORTCULLIS_DRAIN_S", 30, minimum=0)
+# Every process writes a heartbeat this often; one silent for three beats is dead, and its peers settle its pending
+# calls as interrupted and end its legacy streams' sessions.
+PORTCULLIS_HEARTBEAT_S = env_int("PORTCULLIS_HEARTBEAT_S", 10, minimum=1)
 PORTCULLIS_LEGACY_STREAMS_PER_GRANT = env_int("PORTCULLIS_LEGACY_STREAMS_PER_GRANT", 20, minimum=1)
 PORTCULLIS_PARKED_CALLS_MAX = env_int("PORTCULLIS_PARKED_CALLS_MAX", 64, minimum=1)
 # Session-era SSE resumability (Last-Event-ID): the events one session keeps for replay, across its streams;

@@ -34,6 +34,9 @@ def _key_values(text: str, field: str) -> dict[str, str]:
     return pairs
 
 
+SESSION_FIELDS = ("allow_sampling", "allow_elicitation", "allow_roots", "isolate_sessions")
+
+
 class ServerForm(forms.Form):
     slug = forms.CharField(max_length=50, validators=[SLUG_VALIDATOR],
                            help_text="used in the gateway URL: /mcp/<slug>/")
@@ -52,6 +55,16 @@ class ServerForm(forms.Form):
     clear_secrets = forms.BooleanField(required=False, label="Remove the stored environment and headers")
     timeout_seconds = forms.IntegerField(min_value=1, max_value=3600, initial=60, label="Timeout (seconds)")
     enabled = forms.BooleanField(required=False, initial=True, help_text="disabled servers refuse every call")
+    allow_sampling = forms.BooleanField(required=False, initial=True, label="May ask agents to sample",
+                                        help_text="sampling/createMessage: the server spends the agent's model")
+    allow_elicitation = forms.BooleanField(required=False, initial=True, label="May ask agents' users",
+                                           help_text="elicitation/create: the server asks the person at the agent")
+    allow_roots = forms.BooleanField(required=False, initial=True, label="May list agents' roots",
+                                     help_text="roots/list: the server learns the agent's folders")
+    isolate_sessions = forms.BooleanField(required=False, label="Isolate sessions",
+                                          help_text="for servers that keep state per session (a browser, a shell): "
+                                                    "each agent session gets an upstream session (for stdio, a "
+                                                    "process) of its own instead of a shared one")
 
     def __init__(self, *args, instance: Server | None = None, may_change_commands: bool = False, **kwargs):
         self.instance, self.may_change_commands = instance, may_change_commands
@@ -60,7 +73,8 @@ class ServerForm(forms.Form):
             kwargs.setdefault("initial", {
                 "slug": instance.slug, "name": instance.name, "transport": instance.transport,
                 "command": shlex.join(instance.command) if instance.command else "", "url": instance.url,
-                "timeout_seconds": instance.timeout_seconds, "enabled": instance.enabled})
+                "timeout_seconds": instance.timeout_seconds, "enabled": instance.enabled,
+                **{name: getattr(instance, name) for name in SESSION_FIELDS}})
         super().__init__(*args, **kwargs)
         if instance is not None:
             self.fields["slug"].disabled = True
@@ -140,6 +154,8 @@ class ServerForm(forms.Form):
         server.name = data["name"] or server.name or server.slug
         server.transport, server.timeout_seconds, server.enabled = (
             data["transport"], data["timeout_seconds"], data["enabled"])
+        for name in SESSION_FIELDS:
+            setattr(server, name, data[name])
         stdio = data["transport"] == Server.Transport.STDIO
         before = _destination(server) if server.pk is not None else None
         server.command, server.url = (data["command"], "") if stdio else ([], data["url"])

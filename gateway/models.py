@@ -42,6 +42,14 @@ class Server(models.Model):
     headers_sealed = models.TextField(blank=True, default="")
     enabled = models.BooleanField(default=True)
     timeout_seconds = models.PositiveIntegerField(default=60)
+    # What the server may ask an agent through the gateway (server→client requests). Sampling spends the agent's
+    # model, roots reveal the agent's paths: an operator may switch each off. Only an agent session that declared
+    # an allowed one gets an upstream session of its own (gateway/protocol/sessions.py); the rest share one.
+    allow_sampling = models.BooleanField(default=True)
+    allow_elicitation = models.BooleanField(default=True)
+    allow_roots = models.BooleanField(default=True)
+    # A server that keeps state per session (a browser, a shell): every agent session gets its own upstream session.
+    isolate_sessions = models.BooleanField(default=False)
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     last_contact_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")  # redacted before it is stored
@@ -83,6 +91,12 @@ class Server(models.Model):
     @headers.setter
     def headers(self, value: dict[str, str]) -> None:
         self.headers_sealed = vault.seal(value)
+
+    def allowed_client_capabilities(self) -> frozenset[str]:
+        """The server→client capabilities this server may use: of sampling, elicitation and roots."""
+        return frozenset(name for name, allowed in (("sampling", self.allow_sampling),
+                                                    ("elicitation", self.allow_elicitation),
+                                                    ("roots", self.allow_roots)) if allowed)
 
     def target_display(self) -> str:
         """Where the upstream is, safe to show: argv or URL (URL credentials removed)."""
@@ -323,3 +337,40 @@ class ServerChange(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+
+
+class McpSession(models.Model):
+    """A session-era agent session, readable by every gateway process: any replica serves any of its requests.
+    The upstream side is not here: a process serves a session on its shared link for the server, or on a link of
+    its own when the session is private (gateway/protocol/sessions.py)."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    grant = models.ForeignKey(Grant, on_delete=models.CASCADE, related_name="sessions")
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="sessions")
+    token_digest = models.CharField(max_length=128)  # the opening token's digest: another grant's token gets 404
+    protocol_version = models.CharField(max_length=20)
+    capabilities = models.JSONField(default=dict, blank=True)  # what the agent declared at initialize
+    private = models.BooleanField(default=False)  # needs an upstream session of its own
+    legacy = models.BooleanField(default=False)  # an HTTP+SSE stream: lives as long as its stream
+    process = models.CharField(max_length=100, blank=True, default="")  # the process that opened it
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["grant", "last_seen_at"], condition=Q(ended_at__isnull=True),
+                                name="session_open_grant"),
+                   models.Index(fields=["server"], condition=Q(ended_at__isnull=True), name="session_open_server")]
+
+
+class GatewayProcess(models.Model):
+    """A running gateway process and its heartbeat: peers settle the pending calls of one that stopped beating,
+    and the dashboard shows who is serving."""
+
+    id = models.CharField(primary_key=True, max_length=100)  # gateway.calls.audit.WORKER_ID
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    draining = models.BooleanField(default=False)
+    sessions = models.PositiveIntegerField(default=0)  # agent sessions it holds a view of
+    upstreams = models.JSONField(default=dict, blank=True)  # server slug → upstream connections (stdio: processes)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from gateway.models import Server, ServerChange
 
+SESSION_SETTINGS = (("allow_sampling", "may ask agents to sample"), ("allow_elicitation", "may ask agents' users"),
+                    ("allow_roots", "may list agents' roots"), ("isolate_sessions", "isolates sessions"))
+
 
 def snapshot(server: Server | None) -> dict:
     """The server as it is now; {} for one not registered yet."""
@@ -19,6 +22,7 @@ def snapshot(server: Server | None) -> dict:
         "enabled": server.enabled,
         "target": server.target_display() if (server.command or server.url) else "",
         "env": dict(server.env), "headers": dict(server.headers),
+        **{name: getattr(server, name) for name, _ in SESSION_SETTINGS},
     }
 
 
@@ -35,6 +39,9 @@ def describe(before: dict, after: dict) -> list[str]:
             lines.append(f"{label}: {before[key] or '—'} → {after[key] or '—'}")
     if before["enabled"] != after["enabled"]:
         lines.append("enabled" if after["enabled"] else "disabled: every call is refused")
+    for name, label in SESSION_SETTINGS:
+        if before.get(name, after[name]) != after[name]:
+            lines.append(f"{label}: {'yes' if after[name] else 'no'}")
     for kind, label in (("env", "env"), ("headers", "header")):
         old, new = before[kind], after[kind]
         lines += [f"{label} {key} added" for key in sorted(new.keys() - old.keys())]

@@ -171,7 +171,7 @@ def start_gateway(tmp_dir: Path, extra_env: dict | None = None) -> Gateway:
     env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "SECRET_KEY": settings.SECRET_KEY,
            "PORTCULLIS_SECRETS_KEY": settings.PORTCULLIS_SECRETS_KEY, "PORTCULLIS_STATE_DIR": str(tmp_dir),
            "PORTCULLIS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
-           "TRUENAS_SIM_JOB_SECONDS": "0.3", **(extra_env or {})}
+           "TRUENAS_SIM_JOB_SECONDS": "0.3", "PORTCULLIS_DRAIN_S": "5", **(extra_env or {})}
     log_path = tmp_dir / f"daphne-{port}.log"
     log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "config.serve", "-v", "1", "-b", "127.0.0.1", "-p", str(port),

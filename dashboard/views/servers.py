@@ -6,14 +6,16 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, F, Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboard.access import can_change_commands, staff_required
 from dashboard.forms import ServerForm
 from gateway import policies, server_changes
+from gateway.calls import processes, session_records
 from gateway.catalogue.refresh import RefreshFailed, refresh
 from gateway.clientconfig import client_configs, gateway_url
-from gateway.models import Server, ServerChange, Tool
+from gateway.models import McpSession, Server, ServerChange, Tool
 from gateway.vault import VaultError, masked
 
 CATEGORIES = [c for c, _ in Tool.Category.choices]
@@ -54,7 +56,13 @@ def server_detail(request, slug):
     server = get_object_or_404(_with_counts(Server.objects.all()), slug=slug)
     server.by_risk = [(c, getattr(server, f"n_{c}")) for c in CATEGORIES if getattr(server, f"n_{c}")]
     secrets, vault_error = _secrets(server)
+    server.allowed_questions = sorted(server.allowed_client_capabilities())
+    open_sessions = McpSession.objects.filter(server=server, ended_at__isnull=True,
+                                              last_seen_at__gte=session_records.idle_cutoff(timezone.now()))
+    serving = processes.serving(timezone.now())
     return render(request, "dashboard/servers/detail.html", {
+        "sessions_open": open_sessions.count(), "sessions_private": open_sessions.filter(private=True).count(),
+        "processes": serving, "upstream_connections": sum(p.upstreams.get(slug, 0) for p in serving),
         "server": server, "secrets": secrets, "vault_error": vault_error, "gateway_url": gateway_url(slug),
         "changes": ServerChange.objects.filter(server=server).select_related("user")[:HISTORY_SHOWN],
         "may_change_commands": can_change_commands(request.user),

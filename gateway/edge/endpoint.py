@@ -9,6 +9,7 @@ import asyncio
 
 from django.db import DatabaseError
 
+from gateway.edge import drain
 from gateway.edge.http_io import (
     bearer_token,
     guarded,
@@ -110,7 +111,7 @@ def _channel_for(req) -> Channel:
 async def _answer(req, msg, receive, send) -> None:
     """Plain JSON when the answer is all there is; SSE when something must reach the agent first."""
     channel = req.channel
-    task = asyncio.create_task(guarded(relay.handle(req, msg), msg.id))
+    task = drain.track(asyncio.create_task(guarded(relay.handle(req, msg), msg.id)))
     # Stateless era: closing the response stream is the cancellation. Session era: a disconnect is not one;
     # the call finishes upstream and is audited.
     cancel_on_leave = req.session_id is None and era_of(msg.method, msg.params, None) is Era.STATELESS

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
+from gateway.edge import drain
 from gateway.edge.startup import on_first_request
 from gateway.grants import AuthFailure
 from gateway.protocol import jsonrpc, relay
@@ -30,6 +31,11 @@ TOKEN_QUERY_KEYS = frozenset({"token", "access_token", "auth", "authorization", 
 async def preflight(scope, send) -> dict[str, str] | None:
     """Start-up work, then the HTTP checks every MCP request passes; None when already answered."""
     if scope["type"] != "http":
+        return None
+    if drain.draining():  # nothing is done: a balancer may send it to another process
+        await send_json(send, 503, RpcError(jsonrpc.GATEWAY_UNAVAILABLE, "this gateway process is stopping; "
+                                                                         "send the request again").body(),
+                        [("retry-after", "1"), ("connection", "close")])
         return None
     await on_first_request()
     headers = headers_of(scope)

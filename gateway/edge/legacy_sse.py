@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.db import DatabaseError
 
+from gateway.edge import drain
 from gateway.edge.http_io import (
     bearer_token,
     guarded,
@@ -113,7 +114,7 @@ async def _message(slug, token, headers, session_id, receive, send) -> None:
     if work is None:  # the stream ended while this message arrived
         await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
         return
-    task = asyncio.create_task(_answer_on_stream(req, msg, channel))
+    task = drain.track(asyncio.create_task(_answer_on_stream(req, msg, channel)))
     work.add(task)
     task.add_done_callback(work.discard)
     await send_json(send, 202, None)

@@ -18,10 +18,9 @@ from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 from mcp_types import PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway import tokens
 from gateway.grants import AuthFailure
 from gateway.models import Server
-from gateway.protocol import input_bridge, jsonrpc
+from gateway.protocol import answers, input_bridge, jsonrpc
 from gateway.protocol.era import Era, era_of, upstream_params
 from gateway.protocol.exchange import Reply, Request, error_reply, ok_reply
 from gateway.protocol.governed_reads import GOVERNED, LISTINGS, filtered_listing, governed_read
@@ -92,27 +91,18 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
     if req.sse_stream is not None and REGISTRY.sessions.get(req.sse_stream[0]) is not None:
         raise RpcError(jsonrpc.INVALID_REQUEST, "this SSE session is already initialized")
     server, grant_id = await authorise(req.slug, req.token)
-    await REGISTRY.make_room(grant_id)  # before an upstream session (for stdio, a process) is started for it
     requested = msg.params.get("protocolVersion")
     version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-    session_id = req.sse_stream[0] if req.sse_stream is not None else REGISTRY.new_id()
     agent_caps = msg.params.get("capabilities") if isinstance(msg.params.get("capabilities"), dict) else {}
-    link = UpstreamLink(server, on_notification=lambda raw: _from_upstream(session_id, raw),
-                        ask_agent=lambda method, params, channel=None: _ask_agent(session_id, method, params, channel),
-                        agent_capabilities=agent_caps)
+    legacy = req.sse_stream is not None
     try:
-        await link.start()
+        session = await REGISTRY.open(server, grant_id, req.token, version, agent_caps,
+                                      session_id=req.sse_stream[0] if legacy else None, legacy=legacy,
+                                      get_stream=req.sse_stream[1] if legacy else None)
     except UpstreamError as exc:
-        await link.close()
+        await record_upstream_problem(server, str(exc))
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
-    session = AgentSession(id=session_id, grant_id=grant_id, token_digest=tokens.digest(req.token),
-                           server_id=server.pk, slug=server.slug, protocol_version=version, link=link,
-                           get_stream=req.sse_stream[1] if req.sse_stream is not None else None)
-    try:
-        await REGISTRY.add(session)
-    except RpcError:  # another initialize of the grant took the room meanwhile
-        await link.close()
-        raise
+    link = session.link
     result = {"protocolVersion": version, "capabilities": _capabilities(link), "serverInfo": GATEWAY_INFO}
     if link.instructions():
         result["instructions"] = link.instructions()
@@ -154,12 +144,20 @@ async def _in_session(req: Request, msg: jsonrpc.Message) -> Reply:
 
 
 async def session_for(req: Request) -> AgentSession:
-    """The request's session. When there is none for this token, the token is checked first: a bad one hears 401
-    (OAuth-capable clients re-authenticate on 401 only); a good one, even another grant's with this session's id,
-    hears the same as for an unknown session."""
+    """The request's session, served by this process whichever process opened it. When this process holds no view
+    of it for this token, the token is checked first: a bad one hears 401 (OAuth-capable clients re-authenticate on
+    401 only); a good one, even another grant's with this session's id, hears the same as for an unknown session."""
     session = REGISTRY.get(req.session_id, req.slug) if req.session_id else None
-    if session is None or not session.owned_by(req.token):
-        await authorise(req.slug, req.token)
+    if session is not None and session.owned_by(req.token):
+        return session
+    server, grant_id = await authorise(req.slug, req.token)
+    if req.session_id:
+        try:
+            session = await REGISTRY.find(req.session_id, req.slug, server, grant_id, req.token)
+        except UpstreamError as exc:
+            await record_upstream_problem(server, str(exc))
+            raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
+    if session is None:
         raise RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended session: initialize again")
     return session
 
@@ -184,34 +182,55 @@ async def end_session(req: Request) -> Reply:
 # --- from the upstream to the agent ---
 
 async def _ask_agent(session_id: str, method: str, params: dict, channel: Channel | None = None) -> dict:
-    """Relay a server→client request (sampling, elicitation, roots) and wait for the agent's answer. It goes on
-    `channel` (the stream of the agent request it belongs to) when known and open, else on the session's outlet."""
+    """Relay a server→client request (sampling, elicitation, roots) and wait for the agent's answer, which may
+    reach any gateway process (answers.py). It goes on `channel` (the stream of the agent request it belongs to)
+    when known and open, else on the session's outlet."""
     session = REGISTRY.sessions.get(session_id)
     outlet = channel if channel is not None and not channel.closed else None
     if outlet is None and session is not None:
         outlet = session.outlet()
     if session is None or outlet is None:
         raise RuntimeError("the agent has no open stream to receive the request")
-    ask_id = f"portcullis-{REGISTRY.new_id()[:12]}"
-    future = asyncio.get_running_loop().create_future()
-    session.asked[ask_id] = future
+    ask_id, future = answers.new_question(session_id)
     try:
         await outlet.put({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params})
         return await asyncio.wait_for(future, session.link.server.timeout_seconds)
     finally:
-        session.asked.pop(ask_id, None)
+        answers.forget(ask_id)
 
 
 async def _from_upstream(session_id: str, raw: dict) -> None:
-    """An upstream notification: progress goes with its request; the rest to the agent's open stream."""
+    """A private link's notification: progress goes with its request; the rest to the agent's open stream."""
     session = REGISTRY.sessions.get(session_id)
     if session is None or raw.get("method") == "notifications/progress":
         return
     if raw.get("method") == "notifications/tools/list_changed":
-        await refresh_catalogue(session)
+        await refresh_catalogue(session.link)
     outlet = session.outlet()
     if outlet is not None:
         await outlet.put({"jsonrpc": "2.0", **raw})
+
+
+# What a shared link hears that concerns every session on it; the rest (logging, resource updates) belongs to no
+# one agent and is not relayed from a shared link.
+SHARED_NOTIFICATIONS = frozenset({"notifications/tools/list_changed", "notifications/resources/list_changed",
+                                  "notifications/prompts/list_changed"})
+
+
+async def _from_shared_upstream(server_id: int, raw: dict) -> None:
+    method = raw.get("method")
+    if method not in SHARED_NOTIFICATIONS:
+        return
+    if method == "notifications/tools/list_changed" and (link := REGISTRY.shared.get(server_id)) is not None:
+        await refresh_catalogue(link)
+    for session in list(REGISTRY.sessions.values()):
+        if session.server_id == server_id and not session.private and (outlet := session.outlet()) is not None:
+            await outlet.put({"jsonrpc": "2.0", "method": method, "params": raw.get("params") or {}})
+
+
+REGISTRY.on_notification = _from_upstream
+REGISTRY.ask_agent = _ask_agent
+REGISTRY.on_shared_notification = _from_shared_upstream
 
 
 # --- stateless era ---
@@ -242,9 +261,8 @@ async def _dispatch(req: Request, msg: jsonrpc.Message, server: Server, link: Up
                     session: AgentSession | None) -> Reply:
     method = msg.method
     if msg.method is None:  # the agent's answer to a server→client request the gateway relayed
-        future = session.asked.get(msg.id) if session is not None else None
-        if future is not None and not future.done():
-            future.set_result(msg.raw)
+        if session is not None:
+            await answers.deliver(msg.id, session.id, msg.raw)
         return Reply(202, None)
     if msg.is_notification:
         if method in RELAYED_NOTIFICATIONS:

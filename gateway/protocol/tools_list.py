@@ -21,7 +21,7 @@ from gateway.protocol.era import Era, declared_capabilities, upstream_params
 from gateway.protocol.exchange import Reply, Request, ok_reply
 from gateway.protocol.hops import record_upstream_problem
 from gateway.protocol.jsonrpc import RpcError
-from gateway.protocol.sessions import REGISTRY, AgentSession
+from gateway.protocol.sessions import REGISTRY
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink, declarable
 
@@ -103,10 +103,10 @@ def _sync_listing(server: Server, listed: list, mark_gone: bool) -> None:
 _sync_catalogue = dbthreads.hop(_sync_listing)
 
 
-async def refresh_catalogue(session: AgentSession) -> None:
+async def refresh_catalogue(link: UpstreamLink) -> None:
     """The upstream's tool list changed: list it whole and sync the catalogue (new tools get classified,
     changed ones flagged) before the agent hears of it and lists again."""
-    link, listed, cursor = session.link, [], None
+    listed, cursor = [], None
     try:
         for _ in range(100):
             page = await link.request("tools/list", {"cursor": cursor} if cursor else {},

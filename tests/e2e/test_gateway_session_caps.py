@@ -5,7 +5,6 @@ in flight finishes and is audited as what it was. A real gateway (caps set small
 from __future__ import annotations
 
 import asyncio
-import types
 
 import httpx2
 import pytest
@@ -14,9 +13,6 @@ from mcp.client.streamable_http import streamable_http_client
 
 from gateway.grants import create_grant
 from gateway.models import Call, Server
-from gateway.protocol import jsonrpc
-from gateway.protocol.jsonrpc import RpcError
-from gateway.protocol.sessions import AgentSession, Registry
 from tests.conftest import start_gateway, stop
 from tests.e2e.test_gateway_peers import EVERYTHING, register, require
 
@@ -83,30 +79,3 @@ def test_legacy_streams_are_capped_per_grant(capped_gateway):
         with opening(token_b) as other:  # another grant is not affected
             assert other.status_code == 200
 
-
-class Link:
-    async def close(self):
-        pass
-
-
-def session(grant_id: int, busy: bool = False) -> AgentSession:
-    s = AgentSession(id=Registry().new_id(), grant_id=grant_id, token_digest="", server_id=1, slug="x",
-                     protocol_version="2025-11-25", link=Link())
-    if busy:
-        s.inflight[1] = types.SimpleNamespace(cancel=lambda *a: None)
-    return s
-
-
-@pytest.mark.asyncio
-async def test_a_grant_whose_sessions_are_all_busy_is_refused_and_a_full_process_refuses_everyone(settings):
-    settings.PORTCULLIS_SESSIONS_PER_GRANT, settings.PORTCULLIS_SESSIONS_MAX = 2, 3
-    registry = Registry()
-    for s in (session(1, busy=True), session(1, busy=True), session(2)):
-        registry.sessions[s.id] = s
-    with pytest.raises(RpcError) as busy:
-        await registry.make_room(1)
-    assert busy.value.code == jsonrpc.TOO_MANY_SESSIONS and "all busy" in busy.value.message
-    with pytest.raises(RpcError) as full:
-        await registry.make_room(3)  # grant 3 has none, but the process is full: nobody else's is closed
-    assert "as many sessions as it may" in full.value.message
-    assert len(registry.sessions) == 3
