@@ -10,7 +10,9 @@ PYTEST_ARGS ?=
 # The address the demo prints and the server accepts (config/settings.py derives hosts and origins from it).
 export PORTCULLIS_SERVED_URL := http://$(HOST):$(PORT)
 
-.PHONY: run test install install-test migrate demo serve system-deps npm-deps lint bench clean
+N ?= 3
+
+.PHONY: run test install install-test migrate demo serve cluster system-deps npm-deps lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +39,10 @@ serve: install
 
 run: demo serve
 
+# N gateway processes behind HAProxy on PORT, sharing DATABASE_URL/REDIS_URL when set (deploy/cluster.py).
+cluster: demo system-deps
+	$(PY) -m deploy.cluster -n $(N) -p $(PORT)
+
 # Real peers the tests talk to (server-everything, the Inspector CLI, the conformance suite, Node 22).
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -44,11 +50,12 @@ node_modules/.installed: package.json package-lock.json
 
 npm-deps: node_modules/.installed
 
-# Debian packages the browser and Redis tests need, installed only where missing.
+# Debian packages the browser, Redis and cluster tests need, installed only where missing.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

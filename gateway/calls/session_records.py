@@ -37,29 +37,31 @@ def idle_cutoff(now: datetime) -> datetime:
     return now - timedelta(seconds=settings.PORTCULLIS_SESSION_IDLE_S)
 
 
-def open_session(record: SessionRecord, process: str, now: datetime, busy: frozenset[str]) -> str | None:
+def open_session(record: SessionRecord, process: str, now: datetime,
+                 busy: frozenset[str]) -> tuple[str | None, list[str]]:
     """Store a new session, making room in its grant's cap across every process: at the cap the grant's own least
     recently used session that this process is running no call of (`busy`) is ended; another process's view of it
-    ends within PORTCULLIS_SESSION_RECHECK_S, cancelling what it still runs with that reason. Returns None when
-    stored, else why there is no room."""
+    ends within PORTCULLIS_SESSION_RECHECK_S, cancelling what it still runs with that reason. Returns (None, the
+    sessions ended to make room) when stored, else (why there is no room, [])."""
     cap = settings.PORTCULLIS_SESSIONS_PER_GRANT
     with transaction.atomic():
         open_rows = McpSession.objects.select_for_update().filter(grant_id=record.grant_id, ended_at__isnull=True,
                                                                   last_seen_at__gte=idle_cutoff(now))
-        count = open_rows.count()
+        count, ended = open_rows.count(), []
         if count >= cap:
             oldest = list(open_rows.exclude(id__in=busy).order_by("last_seen_at", "created_at")
                           .values_list("id", flat=True)[: count - cap + 1])
             if len(oldest) < count - cap + 1:
                 return (f"this grant has {cap} sessions open on this gateway, all in use: end one (HTTP DELETE "
-                        "with its Mcp-Session-Id) or wait for a call to finish")
+                        "with its Mcp-Session-Id) or wait for a call to finish"), []
             McpSession.objects.filter(id__in=oldest).update(ended_at=now,
                                                             end_reason="closed: its grant opened too many sessions")
+            ended = oldest
         McpSession.objects.create(id=record.id, grant_id=record.grant_id, server_id=record.server_id,
                                   token_digest=record.token_digest, protocol_version=record.protocol_version,
                                   capabilities=record.capabilities, private=record.private, legacy=record.legacy,
                                   process=process, created_at=now, last_seen_at=now)
-    return None
+    return None, ended
 
 
 def find(session_id: str, slug: str, now: datetime) -> SessionRecord | None:

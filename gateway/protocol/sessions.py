@@ -166,7 +166,7 @@ class Registry:
         link = await self._link_for(server, record)
         busy = frozenset(s.id for s in self.sessions.values() if s.inflight)
         try:
-            refusal = await _open_record(record, WORKER_ID, timezone.now(), busy)
+            refusal, ended = await _open_record(record, WORKER_ID, timezone.now(), busy)
         except BaseException:
             if private:
                 await link.close()
@@ -175,6 +175,8 @@ class Registry:
             if private:
                 await link.close()
             raise RpcError(jsonrpc.TOO_MANY_SESSIONS, refusal)
+        for session_id in ended:  # this process's views of them go now; other processes' on their next check
+            await self.drop(session_id, "cancelled: its grant opened too many sessions")
         return self._hold(record, link, get_stream)
 
     async def find(self, session_id: str, slug: str, server: Server, grant_id: int,

@@ -31,10 +31,10 @@ def test_at_the_cap_the_grants_own_least_recently_used_session_is_closed(setting
     settings.PORTCULLIS_SESSIONS_PER_GRANT = 2
     a, b = grants
     now = timezone.now()
-    assert session_records.open_session(record("b1", b, server), "p1", now, frozenset()) is None
-    for n, sid in enumerate(["a1", "a2", "a3"]):
-        assert session_records.open_session(record(sid, a, server), "p1", now + timedelta(seconds=n),
-                                            frozenset()) is None
+    assert session_records.open_session(record("b1", b, server), "p1", now, frozenset()) == (None, [])
+    ended = [session_records.open_session(record(sid, a, server), "p1", now + timedelta(seconds=n), frozenset())
+             for n, sid in enumerate(["a1", "a2", "a3"])]
+    assert ended == [(None, []), (None, []), (None, ["a1"])]
     open_ids = set(McpSession.objects.filter(ended_at__isnull=True).values_list("id", flat=True))
     assert open_ids == {"b1", "a2", "a3"}
     assert McpSession.objects.get(id="a1").end_reason == "closed: its grant opened too many sessions"
@@ -46,7 +46,8 @@ def test_a_grant_whose_sessions_are_all_in_use_is_refused_and_nothing_is_closed(
     now = timezone.now()
     for sid in ("a1", "a2"):
         session_records.open_session(record(sid, a, server), "p1", now, frozenset())
-    refusal = session_records.open_session(record("a3", a, server), "p1", now, frozenset({"a1", "a2"}))
+    refusal, ended = session_records.open_session(record("a3", a, server), "p1", now, frozenset({"a1", "a2"}))
+    assert ended == []
     assert refusal is not None and "all in use" in refusal and "DELETE" in refusal
     assert set(McpSession.objects.filter(ended_at__isnull=True).values_list("id", flat=True)) == {"a1", "a2"}
 

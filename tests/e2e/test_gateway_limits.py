@@ -212,7 +212,7 @@ def _one_trial(server: Server, token: str, opened: list, maximum: int, counter: 
     assert len(admitted) == maximum, (counter, [text(r)[:80] for r in replies])
     prefix = f"rate limit {counter} exceeded: {maximum} per day, retry in "
     assert len(refused) == n - maximum and all(text(r).startswith(prefix) for r in refused), {text(r) for r in refused}
-    # The upstreams' own count: exactly max more calls reached a simulator (summed over every session's one).
+    # The upstreams' own count: exactly max more calls reached a simulator (each gateway process has one).
     assert ran - ran_before == maximum, (counter, ran_before, ran)
     rows = Call.objects.filter(id__gt=last_row, tool_name=TOOL)
     assert rows.count() == n
@@ -236,8 +236,12 @@ async def _fire(token: str, opened: list, n: int) -> list[dict]:
 
 
 async def _upstream_counts(token: str, opened: list) -> list[int]:
+    """Each gateway process's simulator's count: the sessions of one process share its one upstream session, so
+    one session per process reads it."""
+    one_per_process = dict(reversed(opened))  # url → a session id on that process
     async with http_client() as http:
-        return await asyncio.gather(*(Session(http, url, token, sid).upstream_count(TOOL) for url, sid in opened))
+        return await asyncio.gather(*(Session(http, url, token, sid).upstream_count(TOOL)
+                                      for url, sid in one_per_process.items()))
 
 
 async def _close(token: str, opened: list) -> None:
