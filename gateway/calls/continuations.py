@@ -125,6 +125,22 @@ def unseal(state: object, *, binding: Binding, now: datetime) -> Continuation:
     return continuation
 
 
+def parked_id_of(state: object) -> str | None:
+    """The parked call a genuine requestState names (its signature checked, nothing else: where to send the retry,
+    not whether it is valid, which the holder's admission decides); None otherwise."""
+    if not isinstance(state, str):
+        return None
+    prefix, _, rest = state.partition(".")
+    body, _, mac = rest.partition(".")
+    try:
+        if prefix != PREFIX or not hmac.compare_digest(_unb64(mac), _mac(f"{prefix}.{body}")):
+            return None
+        parked = json.loads(_unb64(body)).get("p")
+    except (ValueError, binascii.Error, AttributeError):
+        return None
+    return parked if isinstance(parked, str) else None
+
+
 def expiry(now: datetime) -> int:
     """When a state sealed now expires (epoch seconds); a parked call is abandoned at the same moment."""
     return int(now.timestamp()) + settings.PORTCULLIS_CONTINUATION_TTL_S

@@ -28,7 +28,7 @@ from gateway.edge.http_io import (
     start_sse,
     wait_disconnect,
 )
-from gateway.protocol import jsonrpc, relay
+from gateway.protocol import jsonrpc, peers, relay
 from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.sessions import REGISTRY
 from gateway.protocol.streams import Channel
@@ -79,7 +79,7 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
                                                   "try again shortly")
         await send_json(send, err.http_status, err.body(), relay.RETRY_LATER)
         return
-    stream_id, channel = REGISTRY.new_id(), Channel()
+    stream_id, channel = peers.new_id(24), Channel()  # the id names this process: POSTs elsewhere come here
     _STREAMS[stream_id] = (slug, tokens.digest(token), channel, grant_id)
     await start_sse(send)
     endpoint = f"/mcp/{slug}/messages?sessionId={stream_id}".encode()
@@ -98,26 +98,67 @@ async def _open_stream(slug, token, headers, receive, send) -> None:
 
 
 async def _message(slug, token, headers, session_id, receive, send) -> None:
+    """A POSTed message: handled by this process's stream, or passed to the process holding the stream (its id
+    names it: peers.py); 202 once the stream's task has it, 404 when no process holds such a stream."""
     from gateway import tokens
 
     pending = _STREAMS.get(session_id)
-    if pending is None or pending[0] != slug or not tokens.matches(token, pending[1]):
+    holder = peers.holder_of(session_id)
+    if pending is None and peers.is_here(holder):
+        await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
+        return
+    if pending is not None and (pending[0] != slug or not tokens.matches(token, pending[1])):
         await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
         return
     msg = await read_message(headers, receive, send)
     if msg is None:
         return
+    if pending is None:
+        try:
+            answer = await peers.call(holder, "legacy.message", {"slug": slug, "token": token, "headers": headers,
+                                                                 "session_id": session_id, "raw": msg.raw})
+        except peers.PeerUnavailable as exc:
+            await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, f"unknown or ended SSE session ({exc}): "
+                                                                           "open a new stream").body())
+            return
+        status = answer.get("status") if answer.get("status") in (202, 404) else 404
+    else:
+        status = _accept(slug, token, headers, session_id, msg)
+    if status == 202:
+        await send_json(send, 202, None)
+    else:
+        await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
+
+
+def _accept(slug, token, headers, session_id, msg) -> int:
+    """Give a message to the task of the stream it belongs to: 202, or 404 when this process holds no such stream
+    of this slug and token."""
+    from gateway import tokens
+
+    pending = _STREAMS.get(session_id)
+    work = _WORK.get(session_id)
+    if pending is None or work is None or pending[0] != slug or not tokens.matches(token, pending[1]):
+        return 404
     channel = pending[2]
     req = relay.Request(slug=slug, token=token, headers=headers, session_id=session_id, channel=channel,
                         sse_stream=(session_id, channel))
-    work = _WORK.get(session_id)
-    if work is None:  # the stream ended while this message arrived
-        await send_json(send, 404, RpcError(jsonrpc.SESSION_NOT_FOUND, "unknown or ended SSE session").body())
-        return
     task = drain.track(asyncio.create_task(_answer_on_stream(req, msg, channel)))
     work.add(task)
     task.add_done_callback(work.discard)
-    await send_json(send, 202, None)
+    return 202
+
+
+async def _from_a_peer(payload: dict) -> dict:
+    """A message POSTed to another process for a stream this one holds."""
+    try:
+        msg = jsonrpc.parse(jsonrpc.dumps(payload["raw"]))  # checked again, as any message arriving here
+        status = _accept(payload["slug"], payload["token"], dict(payload["headers"]), payload["session_id"], msg)
+    except (KeyError, TypeError, ValueError, RpcError):
+        status = 404
+    return {"status": status}
+
+
+peers.on("legacy.message", _from_a_peer)
 
 
 async def _answer_on_stream(req, msg, channel: Channel) -> None:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from gateway.calls import approvals, dbthreads, processes, ratelimit, session_records
 from gateway.calls.audit import WORKER_ID, mark_interrupted
+from gateway.protocol import peers
 
 log = logging.getLogger("portcullis.endpoint")
 
@@ -27,6 +28,7 @@ async def on_first_request() -> None:
     global _started, _maintenance, _heartbeat
     if _started:
         return
+    peers.listen()  # other processes may pass this one answers, legacy SSE messages and parked calls' retries
     try:
         count = await dbthreads.run(mark_interrupted, timezone.now())
     except DatabaseError as exc:  # tried again before the next request; this one is answered on its own merits

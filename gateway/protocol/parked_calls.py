@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from gateway.models import Call
+from gateway.protocol import peers
 from gateway.protocol.forwarded_call import ForwardedCall
 from gateway.upstream.link import UpstreamLink
 
@@ -53,7 +53,7 @@ class Final:
 class ParkedCall:
     grant_id: int
     first: ForwardedCall  # the first round's call: its row carries the decision and is settled when the call ends
-    id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    id: str = field(default_factory=lambda: peers.new_id(16))  # names this process (peers.py)
     link: UpstreamLink | None = None
     round_no: int = 0
     question_key: str = ""  # the key of the open question in the agent's inputRequests

@@ -18,9 +18,10 @@ from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 from mcp_types import PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
+from gateway.calls import continuations
 from gateway.grants import AuthFailure
 from gateway.models import Server
-from gateway.protocol import answers, input_bridge, jsonrpc
+from gateway.protocol import answers, input_bridge, jsonrpc, peers
 from gateway.protocol.era import Era, era_of, upstream_params
 from gateway.protocol.exchange import Reply, Request, error_reply, ok_reply
 from gateway.protocol.governed_reads import GOVERNED, LISTINGS, filtered_listing, governed_read
@@ -236,6 +237,12 @@ REGISTRY.on_shared_notification = _from_shared_upstream
 # --- stateless era ---
 
 async def _stateless(req: Request, msg: jsonrpc.Message) -> Reply:
+    if msg.method == "tools/call":
+        holder = peers.holder_of(continuations.parked_id_of(msg.params.get("requestState")))
+        if not peers.is_here(holder):  # the retry of a call parked in another process goes there
+            reply = await _on_holder(holder, req, msg)
+            if reply is not None:
+                return reply
     if msg.method != "server/discover" or PROTOCOL_VERSION_META_KEY in (msg.params.get("_meta") or {}):
         route = classify_inbound_request(msg.raw, headers=req.headers)
         if isinstance(route, InboundLadderRejection):
@@ -253,6 +260,39 @@ async def _stateless(req: Request, msg: jsonrpc.Message) -> Reply:
             result["instructions"] = link.instructions()
         return Reply(200, jsonrpc.result(msg.id, result))
     return await _dispatch(req, msg, server, link, Era.STATELESS, None)
+
+
+async def _on_holder(holder: str, req: Request, msg: jsonrpc.Message) -> Reply | None:
+    """The request handled by the process holding its parked call; None when that process does not answer (then
+    this one admits it, audits it and refuses it: the call is not waiting here)."""
+    payload = {"slug": req.slug, "token": req.token, "headers": req.headers, "raw": msg.raw}
+    try:
+        answer = await peers.call(holder, "parked.retry", payload, timeout=PARKED_RETRY_TIMEOUT_S)
+    except peers.PeerUnavailable as exc:
+        log.warning("a parked call's retry could not reach its process: %s", exc)
+        return None
+    return Reply(int(answer.get("status", 500)), answer.get("body"), [tuple(h) for h in answer.get("headers", [])])
+
+
+async def _parked_retry_from_a_peer(payload: dict) -> dict:
+    req = Request(slug=payload["slug"], token=payload["token"], headers=dict(payload["headers"]))
+    try:
+        msg = jsonrpc.parse(jsonrpc.dumps(payload["raw"]))
+    except RpcError as exc:
+        reply = refused(exc)
+    else:
+        try:
+            reply = await handle(req, msg)
+        except Exception:  # the sender must hear something, or it waits for an hour
+            log.exception("a parked call's retry from another process failed")
+            reply = error_reply(RpcError(jsonrpc.INTERNAL_ERROR, "internal gateway error; see the gateway log",
+                                         id=msg.id))
+    return {"status": reply.status, "body": reply.body, "headers": [list(h) for h in reply.headers]}
+
+
+peers.on("parked.retry", _parked_retry_from_a_peer)
+# The retry waits there for the upstream's next question or its result: as long as a call may take.
+PARKED_RETRY_TIMEOUT_S = 3600.0
 
 
 # --- methods ---

@@ -19,7 +19,8 @@ import httpx2
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from mcp import Client
+from mcp import Client, types
+from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -27,7 +28,7 @@ from mcp.shared.exceptions import MCPError
 from deploy.cluster import free_port, start_cluster
 from gateway.grants import create_grant
 from gateway.models import Approval, Call, McpSession, Server
-from tests.conftest import ROOT, database_url_for_subprocess
+from tests.conftest import ROOT, database_url_for_subprocess, http_peer, register_http_server
 from tests.e2e.test_gateway_peers import EVERYTHING, register, require, sampling
 from tests.e2e.test_gateway_pooled_sessions import ts_agent
 
@@ -75,6 +76,12 @@ def stateless_client(cluster, slug, token) -> Client:
     return Client(streamable_http_client(cluster.url(slug), http_client=http), mode="auto", cache=None)
 
 
+def legacy_sse_client(cluster, slug, token) -> Client:
+    """The legacy HTTP+SSE transport: the stream on one process, its POSTs wherever HAProxy sends them."""
+    return Client(sse_client(f"{cluster.base}/mcp/{slug}/sse", headers={"Authorization": f"Bearer {token}"}),
+                  mode="legacy", cache=None)
+
+
 def remote_client(cluster, slug, token) -> Client:
     """mcp-remote (npm) as a stdio server in front of the cluster, as Claude Desktop runs it."""
     params = StdioServerParameters(command=require(MCP_REMOTE), args=[
@@ -101,15 +108,16 @@ def test_every_kind_of_client_works_through_three_processes_with_round_robin(clu
         clients = [session_client(cluster, "nas", token) for _ in range(4)]
         clients += [stateless_client(cluster, "nas", token) for _ in range(2)]
         clients.append(remote_client(cluster, "nas", token))
+        clients.append(legacy_sse_client(cluster, "nas", token))
         return await asyncio.gather(*(twenty_calls(c) for c in clients))
 
     node = ts_agent(cluster.url("nas"), token, "calls", "20", "system_info", "{}", stdout=subprocess.PIPE)
     results = asyncio.run(asyncio.wait_for(everyone(), 240))
     ts = json.loads(node.communicate(timeout=120)[0])
-    assert [ok for ok, _ in results] == [20] * 7, results
+    assert [ok for ok, _ in results] == [20] * 8, results
     assert ts["ok"] == 20 and ts["errors"] == [], ts
     rows = Call.objects.filter(server__slug="nas", tool_name="system_info")
-    assert rows.count() == 160 and set(rows.values_list("outcome", flat=True)) == {"ok"}
+    assert rows.count() == 180 and set(rows.values_list("outcome", flat=True)) == {"ok"}
     assert len(set(rows.values_list("worker", flat=True))) == 3  # every process served some
 
 
@@ -181,6 +189,38 @@ def test_a_sampling_round_trip_crosses_processes(cluster, ev):
     results = asyncio.run(asyncio.wait_for(go(), 120))
     assert all("sampled-by-the-agent" in str(r.content) for r in results), results
     assert McpSession.objects.get(server__slug="ev").private
+
+
+@pytest.fixture(scope="module")
+def asking_upstream():
+    """A session-era-only server whose tools elicit mid-call (tests/peers/fault_server.py)."""
+    with http_peer([sys.executable, str(ROOT / "tests" / "peers" / "fault_server.py"), "--session-only", "--http",
+                    "{port}"], quiet=True) as url:
+        yield url
+
+
+def test_a_stateless_agents_parked_call_goes_on_whichever_process_its_retry_reaches(cluster, asking_upstream):
+    server = register_http_server("sessions", asking_upstream, {"version": "1", "default": "allow"})
+    token = create_grant("asker", [server], None).token
+
+    async def on_elicit(ctx, params):
+        return types.ElicitResult(action="accept", content={"answer": f"{params.message} blue"})
+
+    async def go():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        async with Client(streamable_http_client(cluster.url("sessions"), http_client=http), cache=None,
+                          elicitation_callback=on_elicit) as client:
+            assert client.protocol_version == "2026-07-28"
+            return [await client.call_tool("ask", {"question": f"q{n}?"}) for n in range(6)]
+
+    results = asyncio.run(asyncio.wait_for(go(), 120))
+    assert [r.content[0].text for r in results] == [f"user said: q{n}? blue" for n in range(6)]
+    rows = Call.objects.filter(tool_name="ask").order_by("id")
+    assert rows.count() == 12 and set(rows.values_list("outcome", flat=True)) == {"ok"}
+    firsts, retries = rows[::2], rows[1::2]
+    assert all(r.reason == f"continues call #{f.pk} (input round 1)" for f, r in zip(firsts, retries, strict=True))
+    # The retries were admitted where the parked call waits, whichever process HAProxy sent them to.
+    assert all(f.worker == r.worker for f, r in zip(firsts, retries, strict=True))
 
 
 def test_a_killed_process_costs_no_audit_row_and_no_double_run_and_clients_go_on(cluster, nas):
