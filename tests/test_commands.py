@@ -54,6 +54,17 @@ def test_it_registers_a_stdio_server_splitting_the_command_line_without_a_shell(
     assert "/mcp/time/" in out
 
 
+def test_it_sets_which_questions_a_server_may_ask_and_session_isolation(db):
+    run("register_server", "time", "--stdio", "mcp-server-time", "--refuse", "sampling", "--refuse", "roots",
+        "--isolate-sessions")
+    server = Server.objects.get(slug="time")
+    assert server.allowed_client_capabilities() == {"elicitation"} and server.isolate_sessions
+    run("register_server", "time", "--stdio", "mcp-server-time", "--update")
+    server.refresh_from_db()
+    assert server.allowed_client_capabilities() == {"sampling", "elicitation", "roots"}
+    assert not server.isolate_sessions
+
+
 def test_it_registers_http_and_sse_servers_with_masked_headers(db):
     out, _ = run("register_server", "remote", "--http", "http://127.0.0.1:3001/mcp",
                  "--header", "Authorization=Bearer abcdefghijklmnopqrstuvwxyz")

@@ -56,7 +56,8 @@ def server_detail(request, slug):
     server = get_object_or_404(_with_counts(Server.objects.all()), slug=slug)
     server.by_risk = [(c, getattr(server, f"n_{c}")) for c in CATEGORIES if getattr(server, f"n_{c}")]
     secrets, vault_error = _secrets(server)
-    server.allowed_questions = sorted(server.allowed_client_capabilities())
+    allowed = server.allowed_client_capabilities()
+    server.allowed_questions = [q for q in ("sampling", "elicitation", "roots") if q in allowed]
     open_sessions = McpSession.objects.filter(server=server, ended_at__isnull=True,
                                               last_seen_at__gte=session_records.idle_cutoff(timezone.now()))
     serving = processes.serving(timezone.now())

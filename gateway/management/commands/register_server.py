@@ -36,6 +36,11 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="display name (default: the slug)")
         parser.add_argument("--update", action="store_true", help="change an existing server instead of failing")
         parser.add_argument("--disabled", action="store_true", help="register it disabled (agents get refused)")
+        parser.add_argument("--refuse", action="append", default=[], choices=["sampling", "elicitation", "roots"],
+                            help="a question the server may not ask agents (sampling spends the agent's model, "
+                                 "roots reveal its paths); repeat for several")
+        parser.add_argument("--isolate-sessions", action="store_true",
+                            help="every agent session gets an upstream session of its own (stateful servers)")
 
     def handle(self, *args, **opts):
         slug = opts["slug"]
@@ -49,6 +54,9 @@ class Command(BaseCommand):
         server.name = opts["name"] or server.name or slug
         server.timeout_seconds = opts["timeout"]
         server.enabled = not opts["disabled"]
+        server.allow_sampling, server.allow_elicitation, server.allow_roots = (
+            name not in opts["refuse"] for name in ("sampling", "elicitation", "roots"))
+        server.isolate_sessions = opts["isolate_sessions"]
         self._set_target(server, opts)
         try:
             server.full_clean()
