@@ -162,6 +162,8 @@ PORTCULLIS_PARKED_CALLS_PER_GRANT = env_int("PORTCULLIS_PARKED_CALLS_PER_GRANT",
 # session of their own), and legacy HTTP+SSE streams per grant. A grant at its cap has its own least recently used
 # idle session closed, or is refused (429) when all of them are in use: one grant never ends another's.
 PORTCULLIS_SESSIONS_PER_GRANT = env_int("PORTCULLIS_SESSIONS_PER_GRANT", 100, minimum=1)
+# Open sessions per server across every process, whatever the grant: past it a new one is refused (429).
+PORTCULLIS_SESSIONS_PER_SERVER = env_int("PORTCULLIS_SESSIONS_PER_SERVER", 2000, minimum=1)
 # Private sessions (their own upstream session; for stdio a process) one gateway process holds; past it a new one
 # is refused (429), and a request of a private session opened elsewhere is refused (503) rather than adopted.
 PORTCULLIS_SESSIONS_MAX = env_int("PORTCULLIS_SESSIONS_MAX", 1000, minimum=1)

@@ -45,6 +45,11 @@ def open_session(record: SessionRecord, process: str, now: datetime,
     sessions ended to make room) when stored, else (why there is no room, [])."""
     cap = settings.PORTCULLIS_SESSIONS_PER_GRANT
     with transaction.atomic():
+        on_server = McpSession.objects.filter(server_id=record.server_id, ended_at__isnull=True,
+                                              last_seen_at__gte=idle_cutoff(now)).count()
+        if on_server >= settings.PORTCULLIS_SESSIONS_PER_SERVER:
+            return (f"this server has {settings.PORTCULLIS_SESSIONS_PER_SERVER} agent sessions open on this gateway: "
+                    "try again later, or use the stateless era, which needs no session"), []
         open_rows = McpSession.objects.select_for_update().filter(grant_id=record.grant_id, ended_at__isnull=True,
                                                                   last_seen_at__gte=idle_cutoff(now))
         count, ended = open_rows.count(), []

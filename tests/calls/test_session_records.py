@@ -82,3 +82,14 @@ def test_still_open_touches_only_the_sessions_used_and_end_is_seen_by_every_proc
     assert not session_records.end("s2", later, "again")
     assert session_records.still_open(["s1", "s2"], [], later) == {"s1"}
     assert session_records.find("s2", server.slug, later) is None
+
+
+def test_a_server_at_its_cap_refuses_new_sessions_of_every_grant_and_closes_none(settings, server, grants):
+    settings.PORTCULLIS_SESSIONS_PER_SERVER, settings.PORTCULLIS_SESSIONS_PER_GRANT = 2, 5
+    a, b = grants
+    now = timezone.now()
+    assert session_records.open_session(record("a1", a, server), "p1", now, frozenset()) == (None, [])
+    assert session_records.open_session(record("b1", b, server), "p1", now, frozenset()) == (None, [])
+    refusal, ended = session_records.open_session(record("a2", a, server), "p1", now, frozenset())
+    assert "this server has 2 agent sessions open" in refusal and ended == []
+    assert McpSession.objects.filter(ended_at__isnull=True).count() == 2
