@@ -77,10 +77,11 @@ def _on_a_sound_connection(func: Callable[..., T], args: tuple, kwargs: dict) ->
     from django.db import DatabaseError
 
     _close_errored_connections()
+    started_on = _driver_connections()
     try:
         return func(*args, **kwargs)
     except DatabaseError:
-        if not _close_dead_connections():
+        if not _close_dead_connections(started_on):
             raise
         log.warning("a database connection of %s was lost; reconnecting and running the task once more",
                     threading.current_thread().name)
@@ -98,15 +99,28 @@ def _close_errored_connections() -> None:
             conn.errors_occurred = False
 
 
-def _close_dead_connections() -> bool:
-    """Close this thread's connections that can no longer run a statement; whether there was one."""
+def _driver_connections() -> dict[str, object]:
+    """Which driver connection each of this thread's Django connections holds (to tell, after a failure, whether
+    Django replaced one)."""
+    from django.db import connections
+
+    return {conn.alias: conn.connection for conn in connections.all(initialized_only=True)}
+
+
+def _close_dead_connections(started_on: dict[str, object] | None = None) -> bool:
+    """Close this thread's connections that can no longer run a statement; whether there was one. A connection
+    Django replaced during the task counts too: a transaction whose rollback failed on a lost connection is closed
+    by Django, which then connects again to restore autocommit, so what is left looks healthy."""
     from django.db import connections
 
     dead = False
     for conn in connections.all(initialized_only=True):
         if conn.in_atomic_block:  # a caller's transaction: not ours to close (tasks open their own)
             continue
-        if conn.connection is None:  # Django closed it itself when the failed transaction could not roll back
+        before = (started_on or {}).get(conn.alias)
+        if before is not None and conn.connection is not None and conn.connection is not before:
+            dead = True  # the one the task started on failed and was dropped; the new one is fine
+        elif conn.connection is None:  # Django closed it itself when the failed transaction could not roll back
             dead = dead or conn.errors_occurred
         elif not _alive(conn):
             conn.close()

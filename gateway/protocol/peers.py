@@ -104,7 +104,9 @@ async def _listen() -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    channel = await layer.new_channel("portcullis.process.")
+    # The default prefix, as Channels' consumers use: a Redis layer receives every channel of one prefix in this
+    # process with one blocking pop at a time, so a channel of another prefix would delay the dashboard's events.
+    channel = await layer.new_channel()
     await layer.group_add(group_of(PROCESS_KEY), channel)
     while True:
         try:

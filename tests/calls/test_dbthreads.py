@@ -159,6 +159,42 @@ async def test_a_lost_connection_is_replaced_and_the_task_runs_once_more_on_a_fr
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_task_whose_transaction_fails_on_a_lost_connection_runs_once_more(server):
+    """A task that opens its own transaction on a dead connection: the rollback fails, Django drops the connection
+    and connects again to restore autocommit, so the thread's connection looks healthy afterwards. The task still
+    failed on a lost connection and runs once more (a session's row is written this way at initialize)."""
+    from django.db import connection, transaction
+
+    from gateway.models import Server
+
+    runs = []
+
+    def count_in_a_transaction():
+        runs.append(1)
+        with transaction.atomic():
+            return Server.objects.select_for_update().filter(pk=server.pk).count()
+
+    def backend_pid():
+        connection.ensure_connection()
+        if connection.vendor != "postgresql":
+            connection.connection.close()  # SQLite has no server to end it: the driver's connection, under Django
+            return None
+        with connection.connection.cursor() as cursor:
+            return cursor.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    pids = await asyncio.to_thread(_on_every_database_thread, backend_pid)
+    if connection.vendor == "postgresql":  # ended by the server, as a restart or pg_terminate_backend does
+        import psycopg
+
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    results = await asyncio.to_thread(_on_every_database_thread,
+                                      lambda: dbthreads._on_a_sound_connection(count_in_a_transaction, (), {}))
+    assert results == [1] * len(results)
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_an_error_on_a_live_connection_is_not_retried_and_the_task_ran_once(server):
     from django.db import DatabaseError, connection
 
