@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "dashboard.partials.PartialResponsesMiddleware",  # Vary: HX-Request; fragments never stored
     "dashboard.middleware.DatabaseBusyMiddleware",  # a locked or unreachable database: 503 with what to do
 ]
 

@@ -17,6 +17,7 @@ from dashboard import drafts, top_level
 from dashboard.access import staff_required
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools
 from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
+from dashboard.partials import wants_fragment
 from gateway import policies
 from gateway.models import Grant, PolicyVersion, Server, Tool
 from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text, pointer_join
@@ -88,7 +89,7 @@ def _row_urls(owner: Owner) -> dict:
 def builder(request, slug):
     owner = Owner(request, slug)
     state = _state(request, owner)
-    if request.htmx and request.htmx.target == "tool-groups":
+    if wants_fragment(request) and request.htmx.target == "tool-groups":
         return render(request, "dashboard/builder/_groups.html", state)
     state.update(filter_form=CatalogueFilter(request.GET))
     return render(request, "dashboard/builder/page.html", page_context(owner, state))
@@ -239,8 +240,8 @@ def preview(request, slug):
     context = {"owner": owner, "server": owner.server, "draft": draft,
                "text": canonical_json(draft.document), "diff": policy_edit.text_diff(active, draft.document),
                "changes": summarize(active, draft.document) if draft.dirty else []}
-    return render(request, "dashboard/builder/_preview.html" if request.htmx else "dashboard/builder/preview.html",
-                  context)
+    template = "dashboard/builder/_preview.html" if wants_fragment(request) else "dashboard/builder/preview.html"
+    return render(request, template, context)
 
 
 @require_POST

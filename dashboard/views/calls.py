@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, render
 
 from dashboard import rule_links
 from dashboard.forms import CallFilterForm
+from dashboard.partials import wants_fragment
 from gateway.calls.call_log import CallFilter, page
 from gateway.models import Call, Grant, Server
 
@@ -24,7 +25,7 @@ def call_list(request):
     context = {"form": form, "calls": result.rows, "next_query": params.urlencode() if result.next_cursor else "",
                "servers": Server.objects.values_list("slug", flat=True),
                "grants": Grant.objects.values_list("name", flat=True), "first_page": not data.get("before")}
-    template = "dashboard/calls/_page.html" if request.htmx else "dashboard/calls/list.html"
+    template = "dashboard/calls/_page.html" if wants_fragment(request) else "dashboard/calls/list.html"
     return render(request, template, context)
 
 

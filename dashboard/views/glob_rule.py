@@ -16,6 +16,7 @@ from django.urls import reverse
 from dashboard import drafts, policy_forms
 from dashboard.access import can_manage
 from dashboard.effective import live_tools
+from dashboard.partials import wants_fragment
 from dashboard.rule_form import errors_by_field, posted_values
 from dashboard.views.builder import Owner
 from dashboard.views.tool_rule import rule_context
@@ -52,7 +53,7 @@ def glob_list(request, slug):
     draft = drafts.load(request.session, owner.server, owner.grant)
     context = {"owner": owner, "server": owner.server, "grant": owner.grant,
                "globs": policy_edit.glob_reach(draft.document, _facts(owner))}
-    template = "dashboard/builder/_globs.html" if request.htmx else "dashboard/builder/globs.html"
+    template = "dashboard/builder/_globs.html" if wants_fragment(request) else "dashboard/builder/globs.html"
     return render(request, template, context)
 
 

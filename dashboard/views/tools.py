@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from dashboard.access import staff_required
 from dashboard.effective import actions_for, filter_tools, live_tools
 from dashboard.forms import CatalogueFilter, OverrideForm
+from dashboard.partials import wants_fragment
 from gateway import policies
 from gateway.catalogue.review import (
     ReviewError,
@@ -33,7 +34,7 @@ def catalogue(request, slug):
     for tool in shown:
         tool.effective = effective[tool.name]
     context = {"server": server, "filters": filters, "tools": shown, "total": len(tools), "active": active}
-    template = "dashboard/tools/_rows.html" if request.htmx else "dashboard/tools/list.html"
+    template = "dashboard/tools/_rows.html" if wants_fragment(request) else "dashboard/tools/list.html"
     return render(request, template, context)
 
 

@@ -54,3 +54,24 @@ def test_save_and_discard_work_after_a_per_row_change(live_server, truenas_with_
     assert "Draft:" not in page.locator("#draft-status").inner_text()
     shoot(page, f"13-1-builder-discarded-{width}")
     assert not page.console_errors, page.console_errors
+
+
+@pytest.mark.parametrize("path,field,value,target", [
+    ("/servers/truenas/tools/", "#id_q", "pool", "/tools/"),
+    ("/calls/", "#id_q", "pool", "/calls/"),
+    ("/servers/truenas/policy/", "#filters input[name=q]", "pool", "/policy/"),
+], ids=["catalogue", "call-log", "builder"])
+def test_back_after_filtering_shows_the_whole_page_not_a_fragment(live_server, truenas_with_policy, page, shoot,
+                                                                  django_user_model, path, field, value, target):
+    django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
+    base = live_server.url
+    sign_in(page, base)
+    page.goto(f"{base}{path}")
+    htmx_done(page, lambda: page.fill(field, value), target, "GET")
+    page.wait_for_function(f"() => location.search.includes('{value}')")  # the filtered URL was pushed
+    page.goto(f"{base}/grants/")  # somewhere else, then Back
+    page.go_back()
+    page.wait_for_load_state()
+    assert page.locator("nav").count() >= 1 and page.locator("h1").count() == 1, page.content()[:500]
+    assert page.locator("link[rel=stylesheet]").count() >= 1
+    shoot(page, f"13-4-back-{target.strip('/')}")
