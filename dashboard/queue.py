@@ -12,18 +12,21 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from dashboard.rule_links import rule_link
+from gateway.calls.approvals import agent_waiting
 from gateway.models import Approval
 
 HISTORY_SIZE = 50  # decided approvals listed under the queue; each one's call stays in the call log
 PENDING_LIST = "approvals-pending"  # element ids on the queue page; a card names the list it belongs in
 HISTORY_LIST = "approvals-history"
 
-STATE_TEXT = {"pending": "waiting", "approved": "✓ approved", "denied": "✕ denied", "expired": "⌛ expired",
+STATE_TEXT = {"pending": "waiting", "stopped": "agent stopped waiting", "approved": "✓ approved",
+              "denied": "✕ denied", "expired": "⌛ expired",
               "used": "✓ approved · call ran"}
 
 
 def approvals() -> QuerySet[Approval]:
-    return Approval.objects.select_related("grant", "server", "tool", "policy_version", "decided_by")
+    return Approval.objects.select_related("grant", "server", "tool", "policy_version", "decided_by").annotate(
+        agent_waiting=agent_waiting())
 
 
 def waiting(now: datetime) -> QuerySet[Approval]:
@@ -45,10 +48,16 @@ def clock(seconds: int) -> str:
 def card(approval: Approval, now: datetime, error: str = "") -> dict:
     is_waiting = approval.state == Approval.State.PENDING and approval.expires_at > now
     state = approval.state if is_waiting or approval.state != Approval.State.PENDING else "expired"
+    held = getattr(approval, "agent_waiting", None)
+    if held is None:  # a card built from a plain row (the answer to a decision)
+        held = approval.calls.filter(outcome="pending").exists()
+    if is_waiting and not held:
+        state = "stopped"  # the agent was told to call again; approving lets that identical call run once
     seconds = int((approval.expires_at - now).total_seconds()) if is_waiting else 0
     tool = approval.tool
     return {
-        "approval": approval, "waiting": is_waiting, "state": state, "state_text": STATE_TEXT[state],
+        "approval": approval, "waiting": is_waiting, "agent_waiting": is_waiting and held, "state": state,
+        "state_text": STATE_TEXT[state],
         "seconds_left": seconds, "time_left": clock(seconds), "error": error,
         "rule_link": rule_link(approval.rule, approval.server.slug),
         "into": PENDING_LIST if is_waiting else HISTORY_LIST,

@@ -260,6 +260,20 @@ class Call(models.Model):
     worker = models.CharField(max_length=100, blank=True, default="")  # process that owns a pending row
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    @property
+    def awaiting_approval(self) -> bool:
+        """Held, then the agent was told to call again once an operator approves: not a refusal by the policy."""
+        return (self.outcome == self.Outcome.REFUSED and self.refusal == "approval"
+                and self.reason.startswith("approval pending"))
+
+    @property
+    def outcome_text(self) -> str:
+        return "pending approval" if self.awaiting_approval else self.get_outcome_display()
+
+    @property
+    def outcome_class(self) -> str:
+        return "awaiting-approval" if self.awaiting_approval else self.outcome
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [

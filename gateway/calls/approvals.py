@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from gateway import policies
-from gateway.models import Approval, Grant, Server, Tool
+from gateway.models import Approval, Call, Grant, Server, Tool
 
 log = logging.getLogger("portcullis.approvals")
 
@@ -146,16 +146,39 @@ def allow_from_now_on(approval: Approval, user) -> None:
                    summary_prefix=f"approved {approval.tool_name} for {approval.grant.name} from now on: ")
 
 
+def agent_waiting() -> Exists:
+    """Whether an agent's call is held on the approval now (its audit row is pending while it waits)."""
+    return Exists(Call.objects.filter(approval=OuterRef("pk"), outcome=Call.Outcome.PENDING))
+
+
 def pending_count(now: datetime) -> int:
-    return Approval.objects.filter(state=Approval.State.PENDING, expires_at__gt=now).count()
+    """Approvals an agent is waiting on: the navigation badge. One the agent stopped waiting for (it was told to
+    call again) can still be decided in the queue, but nobody is held by it."""
+    return Approval.objects.filter(agent_waiting(), state=Approval.State.PENDING, expires_at__gt=now).count()
+
+
+def _event(approval: Approval) -> dict:
+    return {"type": "approval.changed", "approval_id": approval.pk, "public_id": approval.public_id,
+            "state": approval.state}
+
+
+async def announce(approval: Approval) -> None:
+    """publish() from async code: the agent stopped waiting, so its card and the badge change. Never raises."""
+    from channels.layers import get_channel_layer
+
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            await layer.group_send(APPROVALS_GROUP, _event(approval))
+    except Exception as exc:  # the card is right again on the next page load
+        log.warning("approval event not published: %s", exc)
 
 
 def publish(approval: Approval) -> None:
     """Tell the dashboards and the held call (any process, through the channel layer). Never raises."""
     from channels.layers import get_channel_layer
 
-    event = {"type": "approval.changed", "approval_id": approval.pk, "public_id": approval.public_id,
-             "state": approval.state}
+    event = _event(approval)
     try:
         layer = get_channel_layer()
         if layer is not None:

@@ -19,7 +19,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from gateway import calls
-from gateway.calls import dbthreads
+from gateway.calls import approvals, dbthreads
 from gateway.calls.approvals import APPROVALS_GROUP
 from gateway.models import Approval
 from gateway.protocol.streams import KEEPALIVE_MESSAGE
@@ -66,6 +66,7 @@ async def hold(req, msg, admission: calls.Admission) -> calls.Admission:
             if left <= 0:
                 text = pending_text(approval)
                 await _refuse(admission, "approval", text, timezone.now())
+                await approvals.announce(approval)  # its card says the agent stopped waiting; the badge drops it
                 return calls.Admission(admission.call_id, False, text, grant_id=admission.grant_id)
             await waiter.wait(min(POLL_S, left))
             await signals.tick()

@@ -15,7 +15,7 @@ from django.utils import timezone
 from gateway import policies
 from gateway.calls import approvals
 from gateway.grants import create_grant
-from gateway.models import Approval, Server, Tool
+from gateway.models import Approval, Call, Server, Tool
 
 __all__ = ["hold", "nas"]
 
@@ -33,11 +33,16 @@ def make_nas() -> tuple[Server, Tool]:
 
 
 def hold_call(server: Server, tool: Tool, grant, arguments: dict) -> Approval:
-    """Create (or join) the pending approval the gateway makes for a held call, and publish it."""
+    """Create (or join) the pending approval the gateway makes for a held call, and publish it; the held call's
+    audit row stays pending while its agent waits, as the gateway writes it."""
     digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
     binding = approvals.Binding(grant=grant, server=server, tool=tool, argument_hash=digest, arguments=arguments,
                                 policy_version_id=policies.applicable(server, grant).pk, rule="/tools/share_create")
-    return approvals.pending_for(binding, timezone.now())
+    approval = approvals.pending_for(binding, timezone.now())
+    Call.objects.create(server=server, server_slug=server.slug, grant=grant, grant_name=grant.name,
+                        tool_name=tool.name, arguments=arguments, argument_hash=digest, decision="approve",
+                        outcome="pending", approval=approval)
+    return approval
 
 
 @pytest.fixture
