@@ -36,6 +36,7 @@ urlpatterns = [
     path("grants/", grants.grant_list, name="grants"),
     path("grants/new/", grants.grant_new, name="grant_new"),
     path("grants/<slug:name>/", grants.grant_detail, name="grant"),
+    path("grants/<slug:name>/created/", grants.grant_created, name="grant_created"),
     path("grants/<slug:name>/revoke/", grants.grant_revoke, name="grant_revoke"),
     path("calls/", calls.call_list, name="calls"),
     path("calls/<int:pk>/", calls.call_detail, name="call"),

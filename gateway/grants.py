@@ -40,7 +40,7 @@ def create_grant(name: str, servers: list[Server], expires_at: datetime | None, 
     if not servers:
         raise GrantError("a grant must cover at least one server")
     if Grant.objects.filter(name=name).exists():
-        raise GrantError(f"a grant named {name!r} already exists; pick another name or revoke_grant it first")
+        raise GrantError(f"a grant named {name!r} already exists; pick another name (or revoke that grant first)")
     token = tokens.new_token()
     while Grant.objects.filter(token_prefix=tokens.prefix_of(token)).exists():  # a prefix must identify one grant
         token = tokens.new_token()

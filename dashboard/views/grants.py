@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from dashboard.access import staff_required
 from dashboard.forms import GrantForm
-from gateway import policies
+from gateway import policies, vault
 from gateway.clientconfig import client_configs
 from gateway.grants import GrantError, create_grant, revoke
 from gateway.models import Grant
@@ -24,9 +24,13 @@ def grant_list(request):
                                                            "form": GrantForm()})
 
 
-@never_cache  # the response carries a token that must not sit in any cache
+TOKEN_ONCE = "grant-token:{}"  # noqa: S105 - a session key of a new grant's token, sealed, until the page that shows it is read
+
+
 @staff_required
 def grant_new(request):
+    """Post/redirect/get: the token goes to the next page once (sealed in the session meanwhile), so reloading that
+    page never submits the form again."""
     form = GrantForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -36,12 +40,25 @@ def grant_new(request):
         except GrantError as exc:
             form.add_error("name", str(exc))
         else:
-            configs = [(s, [(f"cfg-{s.slug}-{i}", title, text) for i, (title, text)
-                            in enumerate(client_configs(s.slug, new.token).items())]) for s in data["servers"]]
-            # Rendered, not redirected: this response is the only place the clear token ever appears.
-            return render(request, "dashboard/grants/created.html",
-                          {"grant": new.grant, "token": new.token, "configs": configs})
+            request.session[TOKEN_ONCE.format(new.grant.pk)] = vault.seal({"token": new.token})
+            return redirect("dashboard:grant_created", name=new.grant.name)
     return render(request, "dashboard/grants/form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@never_cache  # the response carries a token that must not sit in any cache
+@staff_required
+def grant_created(request, name):
+    grant = get_object_or_404(Grant.objects.prefetch_related("servers"), name=name)
+    sealed = request.session.pop(TOKEN_ONCE.format(grant.pk), None)
+    if sealed is None:
+        messages.info(request, f"The token of {grant.name} was shown once, when it was created; Portcullis keeps "
+                               "only a hash. If it is lost, revoke this grant and create another.")
+        return redirect("dashboard:grant", name=grant.name)
+    token = vault.unseal(sealed)["token"]
+    servers = list(grant.servers.all())
+    configs = [(s, [(f"cfg-{s.slug}-{i}", title, text) for i, (title, text)
+                    in enumerate(client_configs(s.slug, token).items())]) for s in servers]
+    return render(request, "dashboard/grants/created.html", {"grant": grant, "token": token, "configs": configs})
 
 
 @login_required

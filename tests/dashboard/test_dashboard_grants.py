@@ -13,7 +13,8 @@ from gateway.models import Grant
 
 def test_it_shows_the_token_once_with_the_configurations_filled_in(staff_client, truenas, http_server):
     response = staff_client.post("/grants/new/", {"name": "ci-agent", "servers": [truenas.pk, http_server.pk],
-                                                  "expires": "30d"})
+                                                  "expires": "30d"}, follow=True)
+    assert response.redirect_chain == [("/grants/ci-agent/created/", 302)]
     body = response.content.decode()
     token = body.split('id="grant-token">')[1].split("<")[0]
     grant = Grant.objects.get(name="ci-agent")
@@ -23,6 +24,9 @@ def test_it_shows_the_token_once_with_the_configurations_filled_in(staff_client,
     assert abs(grant.expires_at - (timezone.now() + timedelta(days=30))) < timedelta(minutes=1)
     for page in ("/grants/", "/grants/ci-agent/"):
         assert token not in staff_client.get(page).content.decode()
+    again = staff_client.get("/grants/ci-agent/created/", follow=True).content.decode()  # a reload: never again
+    assert token not in again and "was shown once" in again
+    assert Grant.objects.filter(name="ci-agent").count() == 1
 
 
 def test_it_says_what_is_wrong_with_a_grant(staff_client, truenas):
