@@ -12,7 +12,7 @@ from gateway import upstream_addresses
 from gateway.grants import GrantError, parse_duration
 from gateway.models import SLUG_VALIDATOR, Call, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS, SCOPES
-from gateway.stdio_rules import command_problem, env_problem
+from gateway.stdio_rules import command_problem, env_problem, missing_program
 
 
 class WriteOnlyLines(forms.Textarea):
@@ -117,7 +117,9 @@ class ServerForm(forms.Form):
                 self.add_error("command", "a stdio server needs the command that starts it")
             if data.get("headers"):
                 self.add_error("headers", "headers are for HTTP/SSE servers; a stdio server takes environment values")
-            for field, problem in (("command", command_problem(data.get("command") or [])),
+            new_command = self.instance is None or data.get("command") != self.instance.command
+            for field, problem in (("command", command_problem(data.get("command") or [])
+                                        or (missing_program(data.get("command") or []) if new_command else None)),
                                    ("env", env_problem(data.get("env") or {}))):
                 if problem:
                     self.add_error(field, problem)

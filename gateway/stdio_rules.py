@@ -17,6 +17,10 @@ a row written some other way still cannot start with them.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
 from django.conf import settings
 
 # Exact names (compared upper-case) and prefixes of environment keys that change what a program loads or runs.
@@ -62,6 +66,28 @@ def command_problem(argv: list[str]) -> str | None:
         return None
     return (f"{argv[0]!r} is not one of the commands this gateway may start ({', '.join(allowed)}); ask the "
             "gateway's administrator to add it (PORTCULLIS_STDIO_COMMANDS)")
+
+
+def search_path() -> str:
+    """Where a bare program name is looked up: PATH, then the gateway's own environment (the virtualenv's bin
+    directory, where `pip install`ed MCP servers such as mcp-server-time land even when PATH lacks it)."""
+    return os.pathsep.join(p for p in (os.environ.get("PATH", ""), os.path.dirname(sys.executable)) if p)
+
+
+def resolve_program(program: str) -> str | None:
+    """The executable a command's first word names, or None when there is none on this host."""
+    if os.sep in program:
+        return program if os.path.isfile(program) and os.access(program, os.X_OK) else None
+    return shutil.which(program, path=search_path())
+
+
+def missing_program(argv: list[str]) -> str | None:
+    """What to do when the command's program is not on the gateway's host; None when it is."""
+    if not argv or resolve_program(argv[0]) is not None:
+        return None
+    where = "that path" if os.sep in argv[0] else "PATH or the gateway's Python environment"
+    return (f"{argv[0]!r} was not found on the gateway's host (looked in {where}): install it there, or give the "
+            "full path of the program")
 
 
 def check_launch(argv: list[str], env: dict[str, str]) -> None:

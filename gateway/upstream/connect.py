@@ -18,7 +18,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.models import Server
-from gateway.stdio_rules import LaunchRefused, check_launch
+from gateway.stdio_rules import LaunchRefused, check_launch, missing_program, resolve_program
 from gateway.upstream_addresses import AddressRefused, check_url_before_connecting
 
 
@@ -56,8 +56,10 @@ def stdio_parameters(server: Server) -> StdioServerParameters:
         check_launch(server.command, server.env)
     except LaunchRefused as exc:
         raise UpstreamError(f"server {server.slug!r} was not started: {exc}") from None
-    return StdioServerParameters(command=server.command[0], args=list(server.command[1:]),
-                                 env=stdio_environment(server))
+    program = resolve_program(server.command[0])
+    if program is None:
+        raise UpstreamError(f"server {server.slug!r} was not started: {missing_program(server.command)}")
+    return StdioServerParameters(command=program, args=list(server.command[1:]), env=stdio_environment(server))
 
 
 @asynccontextmanager

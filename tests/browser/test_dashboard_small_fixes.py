@@ -34,3 +34,32 @@ def test_reloading_the_token_page_submits_nothing_and_the_token_is_gone(live_ser
     page.goto(f"{base}/servers/nowhere/")
     assert page.locator("h1").inner_text() == "Nothing here" and page.locator("header.top nav").count() == 1
     shoot(page, f"13-13-not-found-{width}")
+
+
+def test_the_register_forms_own_example_registers_and_lists_its_tools(live_server, transactional_db, page, shoot,
+                                                                      django_user_model, monkeypatch):
+    """Issue 13, item 9: `mcp-server-time --local-timezone UTC` is installed in the gateway's own environment but
+    that environment's bin directory is not on PATH (as under `make run`); a misspelt program is refused at once."""
+    import os
+    import sys
+
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p != os.path.dirname(sys.executable))
+    monkeypatch.setenv("PATH", path)
+    django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True, is_superuser=True)
+    base = live_server.url
+    sign_in(page, base)
+    page.goto(f"{base}/servers/new/")
+    page.fill("input[name=slug]", "time")
+    page.check("input[name=transport][value=stdio]")
+    page.fill("input[name=command]", "mcp-server-tiem --local-timezone UTC")
+    page.get_by_role("button", name="Register").click()
+    assert "'mcp-server-tiem' was not found on the gateway's host" in page.content()
+    shoot(page, "13-9-register-missing-program")
+    page.fill("input[name=command]", "mcp-server-time --local-timezone UTC")
+    page.get_by_role("button", name="Register").click()
+    page.wait_for_url(f"{base}/servers/time/")
+    page.get_by_role("button", name="Refresh tools").click()
+    page.wait_for_selector("text=Refreshed: 2 new")
+    assert "FileNotFoundError" not in page.content()
+    shoot(page, "13-9-registered-example-refreshed")
