@@ -166,8 +166,9 @@ def test_it_records_a_failing_upstream_with_redacted_stderr_and_changes_nothing(
 
 def test_it_reports_a_missing_executable(db):
     run("register_server", "ghost", "--stdio", "/nonexistent/mcp-server --flag")
-    with pytest.raises(CommandError, match="could not list the tools of 'ghost'"):
+    with pytest.raises(CommandError, match="could not list the tools of 'ghost'") as refused:
         run("refresh_tools", "ghost")
+    assert "'/nonexistent/mcp-server' was not found on the gateway's host" in str(refused.value)
 
 
 # --- grants ---

@@ -135,7 +135,10 @@ class Registry:
         session = self.sessions.get(session_id)
         if session is None or session.slug != slug:
             return None
-        session.last_used = time.monotonic()
+        now = time.monotonic()
+        if now - session.last_used > settings.PORTCULLIS_SESSION_IDLE_S:
+            return None  # idle past the limit here: find() asks the rows whether another process kept it alive
+        session.last_used = now
         return session
 
     def private_count(self) -> int:
@@ -187,8 +190,14 @@ class Registry:
         if session is not None:
             return session if session.owned_by(token) else None
         record = await _find_record(session_id, slug, timezone.now())
+        stale = self.sessions.get(session_id)
         if record is None or record.grant_id != grant_id or not tokens.matches(token, record.token_digest):
+            if stale is not None and record is None:
+                await self.drop(session_id, "cancelled: the session was idle too long")
             return None
+        if stale is not None and stale.slug == slug:  # idle here, but used through another process meanwhile
+            stale.last_used = time.monotonic()
+            return stale
         if record.legacy:  # its stream, which carries every answer, is on the process that opened it
             return None
         if record.private and self.private_count() >= settings.PORTCULLIS_SESSIONS_MAX:

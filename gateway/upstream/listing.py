@@ -21,8 +21,8 @@ async def fetch_tool_definitions(server: Server) -> list[dict]:
         try:
             with anyio.fail_after(server.timeout_seconds):
                 return await _list_all(server, errlog)
-        except UpstreamError:
-            raise
+        except UpstreamError as exc:  # refused before or while listing (a program not on the host, too many pages)
+            raise UpstreamError(_explain(server, str(exc), errlog)) from None
         except TimeoutError:
             raise UpstreamError(_explain(server, f"no answer within {server.timeout_seconds} s", errlog)) from None
         except Exception as exc:  # any transport, protocol or spawn failure: report it, redacted

@@ -9,7 +9,7 @@ import pytest
 
 from gateway import policies
 from gateway.models import PolicyVersion, Server, Tool
-from tests.browser.test_dashboard_flow import PASSWORD, htmx_done, sign_in
+from tests.browser.test_dashboard_flow import PASSWORD, htmx_done, sign_in, staff_signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,10 +31,7 @@ def truenas_with_policy(transactional_db):
 @pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
 def test_save_and_discard_work_after_a_per_row_change(live_server, truenas_with_policy, page, shoot,
                                                       django_user_model, width, height):
-    django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
-    page.set_viewport_size({"width": width, "height": height})
-    base = live_server.url
-    sign_in(page, base)
+    base = staff_signed_in(page, live_server, django_user_model, width, height)
     page.goto(f"{base}/servers/truenas/policy/?q=pool_list")
     rule = page.get_by_label("rule for pool_list", exact=True)
     htmx_done(page, lambda: rule.select_option("deny"), "/policy/")

@@ -41,6 +41,14 @@ def sign_in(page, base):
     page.wait_for_url(f"{base}/")
 
 
+def staff_signed_in(page, live_server, django_user_model, width: int = 1440, height: int = 900) -> str:
+    """A staff user "admin" signed in at this viewport; returns the base URL."""
+    django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
+    page.set_viewport_size({"width": width, "height": height})
+    sign_in(page, live_server.url)
+    return live_server.url
+
+
 def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transactional_db, page, shoot,
                                                              django_user_model):
     base = live_server.url

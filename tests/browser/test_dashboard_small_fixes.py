@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.models import Grant
-from tests.browser.test_dashboard_flow import PASSWORD, sign_in
+from tests.browser.test_dashboard_flow import PASSWORD, sign_in, staff_signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -14,10 +14,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
 def test_reloading_the_token_page_submits_nothing_and_the_token_is_gone(live_server, truenas, page, shoot,
                                                                         django_user_model, width, height):
-    django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
-    page.set_viewport_size({"width": width, "height": height})
-    base = live_server.url
-    sign_in(page, base)
+    base = staff_signed_in(page, live_server, django_user_model, width, height)
     page.goto(f"{base}/grants/new/")
     page.fill("input[name=name]", "reloaded")
     page.check(f"input[name=servers][value='{truenas.pk}']")
