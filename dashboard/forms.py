@@ -196,13 +196,22 @@ def _destination(server: Server) -> tuple:
     return (parts.scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme))
 
 
+def _refilter(label: str) -> dict:
+    """A filter control: named for screen readers, and a change re-filters the list (class refilter)."""
+    return {"aria-label": label, "class": "refilter"}
+
+
 class CatalogueFilter(forms.Form):
     q = forms.CharField(required=False, label="Search")
-    category = forms.ChoiceField(required=False, choices=[("", "any category")] + [(c, c) for c in RISK_CATEGORIES])
-    level = forms.ChoiceField(required=False, choices=[("", "any level")] + [(c, c) for c in RISK_LEVELS])
+    category = forms.ChoiceField(required=False, choices=[("", "any category")] + [(c, c) for c in RISK_CATEGORIES],
+                                 widget=forms.Select(attrs=_refilter("risk category")))
+    level = forms.ChoiceField(required=False, choices=[("", "any level")] + [(c, c) for c in RISK_LEVELS],
+                              widget=forms.Select(attrs=_refilter("risk level")))
     action = forms.ChoiceField(required=False, choices=[("", "any action")] + [
-        (a, a) for a in ("allow", "limited", "approve", "deny", "hide")])
-    changed = forms.BooleanField(required=False, label="changed since approved")
+        (a, a) for a in ("allow", "limited", "approve", "deny", "hide")],
+        widget=forms.Select(attrs=_refilter("what the policy does")))
+    changed = forms.BooleanField(required=False, label="changed since approved",
+                                 widget=forms.CheckboxInput(attrs={"class": "refilter"}))
 
 
 class OverrideForm(forms.Form):
@@ -216,9 +225,12 @@ WINDOW_CHOICES = [("minute", "minute"), ("hour", "hour"), ("day", "day")]
 
 
 class BulkLimitForm(forms.Form):
-    max = forms.IntegerField(min_value=1, max_value=1_000_000, initial=30)
-    window = forms.ChoiceField(choices=WINDOW_CHOICES, initial="minute")
-    scope = forms.ChoiceField(choices=[(s, f"per {s}") for s in SCOPES], initial="grant")
+    max = forms.IntegerField(min_value=1, max_value=1_000_000, initial=30,
+                             widget=forms.NumberInput(attrs={"aria-label": "calls at most"}))
+    window = forms.ChoiceField(choices=WINDOW_CHOICES, initial="minute",
+                               widget=forms.Select(attrs={"aria-label": "per window"}))
+    scope = forms.ChoiceField(choices=[(s, f"per {s}") for s in SCOPES], initial="grant",
+                              widget=forms.Select(attrs={"aria-label": "counted per"}))
     counter = forms.CharField(required=False, max_length=64,
                               widget=forms.TextInput(attrs={"placeholder": "shared counter (optional)",
                                                             "aria-label": "shared counter name"}),
@@ -251,8 +263,10 @@ class CallFilterForm(forms.Form):
     server = forms.CharField(required=False)
     grant = forms.CharField(required=False)
     tool = forms.CharField(required=False)
-    decision = forms.ChoiceField(required=False, choices=[("", "any decision")] + list(Call.Decision.choices))
-    outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + list(Call.Outcome.choices))
+    decision = forms.ChoiceField(required=False, choices=[("", "any decision")] + list(Call.Decision.choices),
+                                 widget=forms.Select(attrs=_refilter("decision")))
+    outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + list(Call.Outcome.choices),
+                                widget=forms.Select(attrs=_refilter("outcome")))
     q = forms.CharField(required=False, label="Search")
     before = forms.CharField(required=False, widget=forms.HiddenInput)
 

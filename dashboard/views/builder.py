@@ -62,11 +62,13 @@ def _state(request, owner: Owner, draft: drafts.Draft | None = None, filters: di
     for tool in shown:
         _annotate(tool, effective[tool.name], exact, globs)
     changes = summarize(draft.active.document if draft.active else None, draft.document) if draft.dirty else []
+    selection = drafts.selection(request.session, owner.server, owner.grant)
     return {
         "owner": owner, "server": owner.server, "grant": owner.grant, "draft": draft, "changes": changes,
         "groups": grouped(shown), "shown": len(shown), "total": len(tools), "filters": filters,
-        "filter_query": _filter_query(filters), "selection": drafts.selection(request.session, owner.server,
-                                                                              owner.grant),
+        "filter_query": _filter_query(filters), "selection": selection,
+        "selected_shown": (picked := sum(1 for t in shown if t.name in selection)),
+        "selected_hidden": len(selection) - picked,
         "risk_rules": {key: draft.document.get("risk", {}).get(key) for key in RISK_CATEGORIES},
         "hide_all": policy_edit.hides_everything(draft.document),
         "choices": policy_edit.TOOL_CHOICES, "row_urls": _row_urls(owner),
@@ -88,6 +90,10 @@ def _row_urls(owner: Owner) -> dict:
 @login_required
 def builder(request, slug):
     owner = Owner(request, slug)
+    if not (wants_fragment(request) and request.htmx.target == "tool-groups"):
+        # A selection lives as long as the page it was made on: a new page starts with none selected.
+        if drafts.selection(request.session, owner.server, owner.grant):
+            drafts.set_selection(request.session, owner.server, owner.grant, set())
     state = _state(request, owner)
     if wants_fragment(request) and request.htmx.target == "tool-groups":
         return render(request, "dashboard/builder/_groups.html", state)
@@ -203,33 +209,82 @@ def select(request, slug):
     return render(request, "dashboard/builder/_groups.html", state)
 
 
+BULK_VERBS = {"allow": "Allow", "deny": "Deny", "hide": "Hide", "approve": "Hold for approval",
+              policy_edit.INHERIT: "Give back to the tier rule", "limit": "Limit"}
+
+
 @require_POST
 @staff_required
 def bulk(request, slug):
+    """A bulk action in two steps: first what it would change for agents (only the selected tools the filter
+    shows), then, confirmed, exactly the tools named in that confirmation."""
     owner = Owner(request, slug)
-    chosen = drafts.selection(request.session, owner.server, owner.grant)
-    if not chosen:
-        return _nothing_selected(request, owner)
     choice = request.POST.get("set", "")
-    if choice == "limit":
-        form = BulkLimitForm(request.POST)
-        if not form.is_valid():
-            text = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
-            return HttpResponse(f"not changed: {text}", status=400, content_type="text/plain")
-        data = form.cleaned_data
-        result = _edit(request, owner, lambda doc: policy_edit.limit_tools(
-            doc, sorted(chosen), data["max"], data["window"], data["scope"], data["counter"]))
+    if choice not in BULK_VERBS:
+        return _refused(request, owner, "choose one of: " + ", ".join(BULK_VERBS))
+    filters = _filters(request.POST)
+    if request.POST.get("confirm"):
+        live = {t.name for t in live_tools(owner.server)}
+        names = [n for n in request.POST.getlist("tool") if n in live]
     else:
-        result = _edit(request, owner, lambda doc: policy_edit.set_actions(doc, sorted(chosen), choice))
-    return result if isinstance(result, HttpResponse) else _after_edit(request, owner)
+        chosen = drafts.selection(request.session, owner.server, owner.grant)
+        if not chosen:
+            return _nothing_selected(request, owner)
+        state = _state(request, owner, filters=filters)
+        names = [t.name for _, rows in state["groups"] for t in rows if t.name in chosen]
+        if not names:
+            return _refused(request, owner, f"the {len(chosen)} selected tools are all hidden by the search or "
+                                            "filters: clear them to see the selection, or select tools shown")
+    plan = _plan(request, owner, choice, names)
+    if isinstance(plan, HttpResponse):
+        return plan
+    if not request.POST.get("confirm"):
+        context = {"owner": owner, "server": owner.server, "grant": owner.grant, "plan": plan, "names": names,
+                   "choice": choice, "verb": BULK_VERBS[choice], "filters": filters,
+                   "not_shown": len(drafts.selection(request.session, owner.server, owner.grant)) - len(names),
+                   "limit": [(k, request.POST.get(k, "")) for k in ("max", "window", "scope", "counter")]
+                   if choice == "limit" else None,
+                   "reasons": sorted({c.after.reason for c in plan.changed if c.after.reason})}
+        template = "dashboard/builder/_bulk_confirm.html" if request.htmx else "dashboard/builder/bulk_confirm.html"
+        return render(request, template, context)
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    drafts.store(request.session, owner.server, owner.grant, draft, plan.document)
+    drafts.set_selection(request.session, owner.server, owner.grant, set())
+    done = (f"{BULK_VERBS[choice]}: {len(plan.changed)} tool{'s' if len(plan.changed) != 1 else ''} changed in "
+            f"the draft ({plan.rules_written} rule{'s' if plan.rules_written != 1 else ''} written, "
+            f"{plan.rules_removed} removed); not in force until you save")
+    if not request.htmx:
+        messages.success(request, done)
+    return _after_edit(request, owner, bulk_done=done)
 
 
-def _nothing_selected(request, owner):
-    text = "select some tools first (tick them, or 'select all matching')"
+def _plan(request, owner: Owner, choice: str, names: list[str]) -> policy_edit.BulkPlan | HttpResponse:
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(owner.server)]
+    try:
+        if choice == "limit":
+            form = BulkLimitForm(request.POST)
+            if not form.is_valid():
+                return _refused(request, owner, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+            data = form.cleaned_data
+            return policy_edit.plan_limits(draft.document, facts, names, data["max"], data["window"],
+                                           data["scope"], data["counter"])
+        reason = request.POST.get("reason", "").strip()[:500] if choice == "deny" else ""
+        return policy_edit.plan_actions(draft.document, facts, names, choice, reason)
+    except PolicyInvalid as exc:
+        return _refused(request, owner, "; ".join(str(p) for p in exc.problems))
+
+
+def _refused(request, owner: Owner, text: str) -> HttpResponse:
+    text = f"not changed: {text}"
     if request.htmx:
         return HttpResponse(text, status=400, content_type="text/plain")
     messages.error(request, text)
     return redirect(owner.url("builder"))
+
+
+def _nothing_selected(request, owner):
+    return _refused(request, owner, "select some tools first (tick them, or 'select all shown')")
 
 
 @login_required

@@ -62,6 +62,12 @@ class Effective:
     rule: str  # JSON Pointer of the deciding rule
     limits: tuple[str, ...] = ()  # "5 per minute per grant (counter x)"
     checks_arguments: bool = False
+    reason: str = ""  # why the tool is refused, as agents read it after "denied by policy: " (deny, hide, error)
+
+    @property
+    def for_agents(self) -> tuple:
+        """What an agent can observe: two rules that agree on this are the same to it."""
+        return self.action, self.limits, self.checks_arguments, self.reason
 
 
 def _limit_text(limit) -> str:
@@ -73,7 +79,8 @@ def effective_actions(policy: Policy | None, tools: Iterable[ToolFacts], server:
                       grant: str = "") -> dict[str, Effective]:
     """The action the engine takes for each tool before looking at arguments and counters."""
     if policy is None:
-        return {t.name: Effective("deny", "") for t in tools}
+        return {t.name: Effective("deny", "", reason="no active policy for this server")
+                for t in tools}
     # Listed or not is what `visibility` answers; the builder shows what a call gets, so denied stays denied.
     strict = dataclasses.replace(policy, show_denied=False)
     out = {}
@@ -81,11 +88,11 @@ def effective_actions(policy: Policy | None, tools: Iterable[ToolFacts], server:
         facts = Facts(grant, server, tool.name, tool.category, tool.level, {})
         decision = visibility(facts, strict)
         if decision.action == "hide":
-            out[tool.name] = Effective("hide", decision.rule)
+            out[tool.name] = Effective("hide", decision.rule, reason=decision.reason)
         elif decision.refusal == "error":
-            out[tool.name] = Effective("error", decision.rule)
+            out[tool.name] = Effective("error", decision.rule, reason=decision.reason)
         elif not decision.allowed:
-            out[tool.name] = Effective("deny", decision.rule)
+            out[tool.name] = Effective("deny", decision.rule, reason=decision.reason)
         else:
             out[tool.name] = _allowed(select_rule(facts, policy), policy)
     return out
@@ -172,6 +179,107 @@ def limit_tools(document: dict, names: Iterable[str], maximum: int, window: str 
         tools[name] = rule
     doc["tools"] = tools
     return normalize(doc)
+
+
+# ---------------------------------------------------------------- bulk changes, planned before they are made
+
+
+@dataclass(frozen=True)
+class ToolChange:
+    name: str
+    before: Effective
+    after: Effective
+
+
+@dataclass(frozen=True)
+class BulkPlan:
+    """What a bulk action would do: the new document and, per tool, what an agent would notice."""
+
+    document: dict
+    changed: tuple[ToolChange, ...]  # tools whose action, limits, checks or refusal text change for agents
+    unchanged: tuple[str, ...]  # tools for which nothing changes for agents
+    rules_written: int  # exact rules added or changed
+    rules_removed: int
+
+    def groups(self) -> list[tuple[str, str, list[str]]]:
+        """(before, after, tools) per kind of change, largest first: "allow → deny: 10 tools"."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for change in self.changed:
+            out.setdefault((change.before.action, change.after.action), []).append(change.name)
+        return sorted(((b, a, names) for (b, a), names in out.items()), key=lambda g: (-len(g[2]), g[0], g[1]))
+
+
+_TRIVIAL_RULE = {"action", "on_deny"}  # an exact rule that holds nothing else can give way to the tier's rule
+
+
+def _already(effective: Effective, choice: str) -> bool:
+    return effective.action == choice or (choice == "allow" and effective.action == "limited")
+
+
+def plan_actions(document: dict, tools: Sequence[ToolFacts], names: Iterable[str], choice: str,
+                 reason: str = "") -> BulkPlan:
+    """Give the named tools the action `choice` (or `inherit`) with the fewest rules.
+
+    A tool that already does `choice` is left alone (its refusal text included). Otherwise a rule that holds only
+    an action (and a refusal text) is removed when what remains of the policy already does `choice` with the same
+    text; only where it does not is an exact rule written. `reason` is the text agents read when a denied tool is
+    called (kept from the tool's own rule when empty)."""
+    if choice not in TOOL_CHOICES:
+        raise PolicyInvalid([Problem("action", f"choose one of: {', '.join(TOOL_CHOICES)}")])
+    names = list(dict.fromkeys(names))
+    facts = [t for t in tools if t.name in set(names)]
+    exact = dict(document.get("tools", {}))
+    before = effective_actions(parse_policy(document), facts)
+    # What each tool would do with its own action-only rule gone: one parse for all of them.
+    loose = {n for n in names if n in exact and set(exact[n]) <= _TRIVIAL_RULE}
+    without = dict(document, tools={k: v for k, v in exact.items() if k not in loose})
+    inherited = effective_actions(parse_policy(normalize(without)), facts) if loose else before
+    tools_out = dict(exact)
+    for name in names:
+        if name not in before:
+            continue
+        if choice == INHERIT:
+            tools_out.pop(name, None)
+            continue
+        if _already(before[name], choice) and not (choice == "deny" and reason and
+                                                    before[name].reason != reason):
+            continue
+        if name in loose and _already(inherited[name], choice) and (
+                choice != "deny" or not reason or inherited[name].reason == reason):
+            tools_out.pop(name)
+            continue
+        rule = _with_action(tools_out.get(name, {}), choice)
+        if choice == "deny" and reason:
+            rule["on_deny"] = reason
+        if choice != "deny" and set(rule) <= _TRIVIAL_RULE:
+            rule.pop("on_deny", None)  # a refusal text only a denying rule would show
+        tools_out[name] = rule
+    doc = copy.deepcopy(document)
+    doc["tools"] = tools_out
+    return _plan(document, normalize(doc), facts, before)
+
+
+def plan_limits(document: dict, tools: Sequence[ToolFacts], names: Iterable[str], maximum: int,
+                window: str | int, scope: str, counter: str = "") -> BulkPlan:
+    names = list(dict.fromkeys(names))
+    facts = [t for t in tools if t.name in set(names)]
+    before = effective_actions(parse_policy(document), facts)
+    return _plan(document, limit_tools(document, [n for n in names if n in before], maximum, window, scope,
+                                       counter), facts, before)
+
+
+def _plan(old: dict, new: dict, facts: Sequence[ToolFacts], before: dict[str, Effective]) -> BulkPlan:
+    after = effective_actions(parse_policy(new), facts)
+    changed, unchanged = [], []
+    for tool in facts:
+        if before[tool.name].for_agents == after[tool.name].for_agents:
+            unchanged.append(tool.name)
+        else:
+            changed.append(ToolChange(tool.name, before[tool.name], after[tool.name]))
+    old_rules, new_rules = old.get("tools", {}), new.get("tools", {})
+    return BulkPlan(new, tuple(changed), tuple(unchanged),
+                    sum(1 for k in new_rules if k not in old_rules or new_rules[k] != old_rules[k]),
+                    sum(1 for k in old_rules if k not in new_rules))
 
 
 # ---------------------------------------------------------------- the per-tool editor

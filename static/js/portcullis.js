@@ -41,6 +41,24 @@ document.addEventListener("htmx:responseError", function (event) {
   box.textContent = xhr.status === 403 ? "Only staff users can change this." : (xhr.responseText || "That did not work.").slice(0, 500);
 });
 document.addEventListener("htmx:afterRequest", function (event) {
+  // Only a change that went through clears the refusal: a filter refreshing the list does not.
   const box = document.getElementById("bulk-error");
-  if (box && event.detail.successful) box.textContent = "";
+  const verb = ((event.detail.requestConfig || {}).verb || "get").toLowerCase();
+  if (box && event.detail.successful && verb !== "get") box.textContent = "";
+});
+
+// A confirmation panel closes without a request; its heading takes the focus when it opens.
+document.addEventListener("click", function (event) {
+  const button = event.target.closest("button[data-dismiss]");
+  if (!button) return;
+  const panel = document.getElementById(button.dataset.dismiss);
+  if (!panel) return;
+  const empty = document.createElement("div");
+  empty.id = panel.id;
+  empty.setAttribute("role", "status");
+  panel.replaceWith(empty);
+});
+document.addEventListener("htmx:afterSettle", function () {
+  const heading = document.querySelector(".confirm h2[tabindex='-1']:not([data-focused])");
+  if (heading) { heading.dataset.focused = "1"; heading.focus(); }
 });

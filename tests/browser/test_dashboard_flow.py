@@ -17,6 +17,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from gateway.models import Call, Grant, PolicyVersion, Server, Tool
+from gateway.policy import parse_policy
+from gateway.policy.editing import ToolFacts, effective_actions
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -110,10 +112,14 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     htmx_done(page, lambda: page.get_by_role("button", name=f"Select all {len(destructive)} shown").click(),
               "/policy/select/")
     htmx_done(page, lambda: page.click(".bulk button.act-deny"), "/policy/bulk/")
+    panel = page.locator("#bulk-panel")
+    assert "Nothing changes for agents" in panel.inner_text()  # the seed denies the destructive tier already
+    shoot(page, "07-builder-bulk-deny")
+    panel.get_by_role("button", name="Close").click()
     assert page.locator("table.rules tbody .act-deny").count() == len(destructive)
     htmx_done(page, lambda: page.select_option("#filters select[name=category]", ""), "/policy/", "GET")
-    assert page.locator("#selection-bar").inner_text().startswith(f"{len(destructive)} selected")  # survives
-    shoot(page, "07-builder-bulk-deny")
+    assert page.locator("#selection-bar").inner_text().startswith(f"{len(destructive)} selected")  # kept
+    htmx_done(page, lambda: page.get_by_role("button", name="Clear selection").click(), "/policy/select/")
 
     # cloud_backup_run: 5 per minute per grant.
     page.goto(f"{base}/servers/truenas/policy/tools/cloud_backup_run/")
@@ -183,7 +189,12 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     call_command("export_policy", "truenas", stdout=out)
     assert out.getvalue() == preview
     exported = json.loads(out.getvalue())
-    assert all(exported["tools"][name]["action"] == "deny" for name in destructive)
+    # The destructive tier denies them (with its reason) and the bulk deny wrote no rule per tool; only the
+    # dataset_* glob, which its editor showed deciding every dataset_ tool, takes some of them over.
+    assert not destructive & set(exported["tools"])
+    effective = effective_actions(parse_policy(exported), [ToolFacts(t.name, t.risk_category, t.risk_level)
+                                                           for t in Tool.objects.filter(server=server)])
+    assert all(effective[name].action in ("deny", "hide") for name in destructive if not name.startswith("dataset_"))
     assert exported["tools"]["cloud_backup_run"] == {
         "limits": [{"counter": "cloud_backup_run_rate", "window": "minute", "max": 5, "scope": "grant"}]}
     assert exported["tools"]["cloud_backup_create"]["arguments"] == {

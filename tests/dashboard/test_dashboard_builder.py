@@ -59,25 +59,89 @@ def test_it_searches_and_filters_over_htmx(staff_client, truenas):
     assert body.count('<tr id="tool-') == len(names) > 0
 
 
-def test_it_bulk_denies_the_filtered_selection_which_survives_a_new_search(staff_client, truenas):
+def confirmed(client, data: dict) -> tuple[str, dict]:
+    """A bulk action's first step (what it would change), then its confirmation as the panel's form posts it."""
+    import re
+
+    first = client.post(BUILDER + "bulk/", data, **htmx())
+    assert first.status_code == 200, first.content
+    panel = first.content.decode()
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', panel))
+    fields["tool"] = re.findall(r'<input type="hidden" name="tool" value="([^"]*)"', panel)
+    fields.pop("csrfmiddlewaretoken", None)
+    return panel, fields
+
+
+def test_a_bulk_action_changes_only_the_selected_tools_the_filter_shows_after_saying_so(staff_client, truenas):
     staff_client.post(BUILDER + "select/", {"what": "matching", "category": "destructive"}, **htmx())
     body = staff_client.get(BUILDER, {"q": "pool"}, **htmx(HTTP_HX_TARGET="tool-groups")).content.decode()
     destructive = set(Tool.objects.filter(server=truenas, risk_category="destructive").values_list("name", flat=True))
+    shown = {n for n in destructive if "pool" in n}
     assert f"<strong>{len(destructive)}</strong> selected" in body
-    response = staff_client.post(BUILDER + "bulk/", {"set": "deny", "q": "pool"}, **htmx())
-    assert response.status_code == 200
+    assert f"{len(destructive) - len(shown)} selected not shown" in body
+    before = draft_text(staff_client)
+    panel, fields = confirmed(staff_client, {"set": "approve", "q": "pool"})
+    assert draft_text(staff_client) == before  # the first step changes nothing
+    assert f"{len(destructive) - len(shown)} more selected tools are hidden by the search or filters" in panel
+    assert set(fields["tool"]) == shown
+    response = staff_client.post(BUILDER + "bulk/", {**fields, "q": "pool"}, **htmx())
+    assert response.status_code == 200 and "changed in the draft" in response.content.decode()
     tools = json.loads(draft_text(staff_client))["tools"]
-    assert {n for n, r in tools.items() if r.get("action") == "deny"} == destructive
+    held = {n for n, r in tools.items() if r.get("action") == "approve"}
+    assert shown <= held and not (destructive - shown) & held
+    assert not staff_client.session.get(f"builder:{truenas.pk}:0:selection")  # acted on: the selection is done
+
+
+def test_a_whole_page_load_starts_with_nothing_selected(staff_client, truenas):
+    staff_client.post(BUILDER + "select/", {"what": "toggle", "tool": "pool_list"}, **htmx())
+    fragment = staff_client.get(BUILDER, **htmx(HTTP_HX_TARGET="tool-groups")).content.decode()
+    assert "<strong>1</strong> selected" in fragment
+    assert "<strong>0</strong> selected" in staff_client.get(BUILDER).content.decode()
+
+
+def test_a_selection_the_filter_hides_entirely_is_refused_with_what_to_do(staff_client, truenas):
+    staff_client.post(BUILDER + "select/", {"what": "toggle", "tool": "pool_list"}, **htmx())
+    response = staff_client.post(BUILDER + "bulk/", {"set": "deny", "q": "service_restart"}, **htmx())
+    assert response.status_code == 400 and "hidden by the search or filters" in response.content.decode()
+
+
+def test_bulk_deny_of_tools_already_denied_says_nothing_changes_and_writes_nothing(staff_client, truenas):
+    staff_client.post(BUILDER + "risk/", {"risk": "destructive", "set": "deny"}, **htmx())
+    staff_client.post(BUILDER + "select/", {"what": "matching", "category": "destructive"}, **htmx())
+    before = draft_text(staff_client)
+    panel, fields = confirmed(staff_client, {"set": "deny", "category": "destructive"})
+    assert "Nothing changes for agents" in panel and "nothing changes" in panel and not fields.get("confirm")
+    assert draft_text(staff_client) == before
+
+
+def test_bulk_deny_keeps_or_asks_for_the_reason_agents_read(staff_client, truenas):
+    for name in ("pool_list", "disk_list"):
+        staff_client.post(BUILDER + "select/", {"what": "toggle", "tool": name}, **htmx())
+    panel, fields = confirmed(staff_client, {"set": "deny"})
+    assert 'name="reason"' in panel and "Deny 2 tools" in panel
+    staff_client.post(BUILDER + "bulk/", {**fields, "reason": "reads are paused during the migration"}, **htmx())
+    tools = json.loads(draft_text(staff_client))["tools"]
+    assert tools["pool_list"] == {"action": "deny", "on_deny": "reads are paused during the migration"}
 
 
 def test_it_limits_the_selection_each_with_its_own_counter(staff_client, truenas):
     for name in ("pool_list", "disk_list"):
         staff_client.post(BUILDER + "select/", {"what": "toggle", "tool": name}, **htmx())
-    staff_client.post(BUILDER + "bulk/", {"set": "limit", "max": "30", "window": "minute", "scope": "grant"},
-                      **htmx())
+    panel, fields = confirmed(staff_client, {"set": "limit", "max": "30", "window": "minute", "scope": "grant"})
+    assert "Limit 2 tools" in panel
+    staff_client.post(BUILDER + "bulk/", fields, **htmx())
     tools = json.loads(draft_text(staff_client))["tools"]
     assert tools["pool_list"] == {"limits": [{"counter": "pool_list_rate", "window": "minute", "max": 30,
                                               "scope": "grant"}]}
+
+
+def test_without_javascript_the_confirmation_is_a_page_and_the_action_redirects(staff_client, truenas):
+    staff_client.post(BUILDER + "select/", {"what": "toggle", "tool": "pool_list"})
+    page = staff_client.post(BUILDER + "bulk/", {"set": "hide"})
+    assert page.status_code == 200 and "<html" in page.content.decode() and "Hide 1 tool?" in page.content.decode()
+    done = staff_client.post(BUILDER + "bulk/", {"set": "hide", "confirm": "1", "tool": "pool_list"})
+    assert done.status_code == 302
+    assert json.loads(draft_text(staff_client))["tools"]["pool_list"] == {"action": "hide"}
 
 
 def test_it_says_what_to_do_when_a_bulk_action_has_nothing_selected(staff_client, truenas):
