@@ -45,7 +45,7 @@ def clock(seconds: int) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def card(approval: Approval, now: datetime, error: str = "") -> dict:
+def card(approval: Approval, now: datetime, error: str = "", confirm_always: bool = False, reason: str = "") -> dict:
     is_waiting = approval.state == Approval.State.PENDING and approval.expires_at > now
     state = approval.state if is_waiting or approval.state != Approval.State.PENDING else "expired"
     held = getattr(approval, "agent_waiting", None)
@@ -63,4 +63,6 @@ def card(approval: Approval, now: datetime, error: str = "") -> dict:
         "into": PENDING_LIST if is_waiting else HISTORY_LIST,
         # The call is released only while the tool is unchanged; say so before someone approves in vain.
         "tool_changed": tool is not None and tool.definition_hash != approval.tool_hash,
+        # "Approve & always allow" was pressed: the card asks before it also writes the grant's rule.
+        "confirm_always": confirm_always and is_waiting, "reason": reason,
     }

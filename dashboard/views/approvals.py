@@ -16,10 +16,12 @@ from gateway.calls import approvals
 CARD = "dashboard/approvals/_card.html"
 
 
-def _page(request, errors: dict[str, str] | None = None, status: int = 200):
+def _page(request, errors: dict[str, str] | None = None, status: int = 200, confirming: str = ""):
     now, errors = timezone.now(), errors or {}
     context = {
-        "waiting": [queue.card(a, now, errors.get(a.public_id, "")) for a in queue.waiting(now)],
+        "waiting": [queue.card(a, now, errors.get(a.public_id, ""), confirm_always=a.public_id == confirming,
+                               reason=request.POST.get("reason", "") if a.public_id == confirming else "")
+                    for a in queue.waiting(now)],
         "history": [queue.card(a, now, errors.get(a.public_id, "")) for a in queue.history(now)],
         "can_decide": can_manage(request.user),
     }
@@ -38,6 +40,12 @@ def decide(request, public_id):
     form, error = DecisionForm(request.POST), ""
     if not form.is_valid():
         error = form.first_error()
+    elif form.always and request.POST.get("confirm") != "1":
+        # Always allowing outlives this call: say what it writes, and ask.
+        if request.htmx:
+            card = queue.card(approval, timezone.now(), confirm_always=True, reason=form.cleaned_data["reason"])
+            return render(request, CARD, {"card": card, "can_decide": True})
+        return _page(request, confirming=approval.public_id)
     else:
         try:
             approval = approvals.decide(approval, user=request.user, approve=form.approve, always=form.always,

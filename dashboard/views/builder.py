@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from dashboard import drafts, top_level
 from dashboard.access import staff_required
+from dashboard.confirmations import Question, ask_first
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools
 from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
 from dashboard.partials import wants_fragment
@@ -304,6 +305,25 @@ def preview(request, slug):
 def save(request, slug):
     owner = Owner(request, slug)
     draft = drafts.load(request.session, owner.server, owner.grant)
+    if draft.dirty:
+        active = draft.active.document if draft.active else None
+        changes = summarize(active, draft.document)
+        next_number = (PolicyVersion.objects.filter(server=owner.server, grant=owner.grant)
+                       .order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        who = f"grant {owner.grant.name}'s calls to {owner.server.slug}" if owner.grant else \
+            f"every grant's calls to {owner.server.slug}"
+        consequences = [f"The draft's {len(changes)} change{'s' if len(changes) != 1 else ''} become version "
+                        f"v{next_number} and decide {who} from the next call."]
+        if draft.stale:
+            consequences.append(f"The active version changed since this draft started (v{draft.base} → "
+                                f"v{draft.active.number}): saving replaces it.")
+        question = Question(
+            f"Save {len(changes)} change{'s' if len(changes) != 1 else ''} as v{next_number}?", consequences,
+            f"Save v{next_number}", owner.url("builder"), danger=False, details=changes,
+            undo=f"Undo: roll back to v{draft.active.number} from the history." if draft.active else "",
+            hidden={"grant": owner.grant.name} if owner.grant else {})
+        if (answer := ask_first(request, question)) is not None:
+            return answer
     try:
         result = policies.apply(owner.server, draft.document, grant=owner.grant, user=request.user)
     except PolicyInvalid as exc:
@@ -323,6 +343,17 @@ def save(request, slug):
 @staff_required
 def discard(request, slug):
     owner = Owner(request, slug)
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    if draft.stored and draft.dirty:
+        changes = summarize(draft.active.document if draft.active else None, draft.document)
+        kept = f"The active version v{draft.active.number} stays in force." if draft.active else \
+            "Nothing was ever saved: there stays no active policy."
+        question = Question(
+            f"Discard the draft's {len(changes)} change{'s' if len(changes) != 1 else ''}?",
+            [f"The changes below are lost: they were never saved. {kept}"], "Discard the draft", owner.url("builder"),
+            details=changes, hidden={"grant": owner.grant.name} if owner.grant else {})
+        if (answer := ask_first(request, question)) is not None:
+            return answer
     drafts.discard(request.session, owner.server, owner.grant)
     messages.info(request, "draft discarded: showing the active version")
     return redirect(owner.url("builder"))
@@ -401,6 +432,24 @@ def _pair(request, numbers: list[int]) -> tuple[int | None, int | None]:
 @staff_required
 def rollback(request, slug, number):
     owner = Owner(request, slug)
+    target = PolicyVersion.objects.filter(server=owner.server, grant=owner.grant, number=number).first()
+    if target is None:
+        raise Http404(f"no version v{number}")
+    active = policies.active_version(owner.server, owner.grant)
+    if active is not None and active.number != number:
+        changes = summarize(active.document, target.document)
+        draft = drafts.load(request.session, owner.server, owner.grant)
+        consequences = [f"v{number} (from {target.created_at:%Y-%m-%d %H:%M}) decides calls again from the next "
+                        f"call, saved as a new version; v{active.number} stays in the history."]
+        if draft.stored and draft.dirty:
+            consequences.append("Your unsaved draft is dropped.")
+        question = Question(
+            f"Roll back to v{number}?", consequences, f"Roll back to v{number}", owner.url("versions"),
+            danger=False, details=changes or ["identical documents"],
+            undo=f"Undo: roll back to v{active.number} from this history.",
+            hidden={"grant": owner.grant.name} if owner.grant else {})
+        if (answer := ask_first(request, question)) is not None:
+            return answer
     try:
         result = policies.rollback(owner.server, number, grant=owner.grant, user=request.user)
     except LookupError as exc:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from dashboard.access import staff_required
+from dashboard.confirmations import Question, ask_first
 from dashboard.forms import GrantForm
 from gateway import policies, vault
 from gateway.clientconfig import client_configs
@@ -73,6 +75,21 @@ def grant_detail(request, name):
 @staff_required
 def grant_revoke(request, name):
     grant = get_object_or_404(Grant, name=name)
+    if not grant.revoked_at:
+        sessions = grant.sessions.filter(ended_at__isnull=True).count()
+        servers = ", ".join(grant.servers.order_by("slug").values_list("slug", flat=True)) or "no server"
+        used = grant.last_used_at.strftime("%Y-%m-%d %H:%M") if grant.last_used_at else "never"
+        question = Question(
+            f"Revoke grant {grant.name}?",
+            [f"Its token stops working at once: every call it makes to {servers} is refused.",
+             f"Its {sessions} open agent session{'s' if sessions != 1 else ''} end{'s' if sessions == 1 else ''} "
+             "with its next request.",
+             f"It was last used: {used}.",
+             "To let the agent in again, create a new grant and put its new token in the agent's configuration."],
+            f"Revoke {grant.name}", reverse("dashboard:grant", kwargs={"name": grant.name}),
+            type_to_confirm=grant.name)
+        if (answer := ask_first(request, question)) is not None:
+            return answer
     if revoke(grant, timezone.now()):
         messages.success(request, f"revoked {grant.name}: its next call is refused")
     else:

@@ -6,10 +6,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, F, Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboard.access import can_change_commands, staff_required
+from dashboard.confirmations import Question, ask_first
 from dashboard.forms import ServerForm
 from gateway import policies, server_changes
 from gateway.calls import processes, session_records
@@ -106,8 +108,23 @@ def server_edit(request, slug):
 @staff_required
 def server_toggle(request, slug):
     server = get_object_or_404(Server, slug=slug)
+    enable = request.POST.get("enabled") == "1"
+    if server.enabled and not enable:
+        grants = server.grants.filter(revoked_at__isnull=True).count()
+        sessions = server.sessions.filter(ended_at__isnull=True).count()
+        question = Question(
+            f"Disable {server.slug}?",
+            [f"Every call to its tools is refused from now on, for all {grants} grant{'s' if grants != 1 else ''} "
+             "that cover it, with a reason agents can read.",
+             f"Its {sessions} open agent session{'s' if sessions != 1 else ''} stay open, but get refusals.",
+             "Its policy, catalogue, grants and call log stay as they are."],
+            f"Disable {server.slug}", reverse("dashboard:server", kwargs={"slug": server.slug}),
+            undo="Undo: enable it again on the server's page; calls go through again at once.",
+            hidden={"enabled": "0"})
+        if (answer := ask_first(request, question)) is not None:
+            return answer
     before = server_changes.snapshot(server)
-    server.enabled = request.POST.get("enabled") == "1"
+    server.enabled = enable
     server.save(update_fields=["enabled", "updated_at"])
     server_changes.record(server, before, actor=request.user.get_username(), user=request.user)
     messages.success(request, f"{server.slug} is {'enabled' if server.enabled else 'disabled: every call is refused'}")

@@ -39,14 +39,15 @@ def test_save_and_discard_work_after_a_per_row_change(live_server, truenas_with_
     assert "Draft: 1 change" in bar.inner_text()
     shoot(page, f"13-1-builder-row-changed-{width}")
     page.get_by_role("button", name="Save as new version").click()
+    page.get_by_role("button", name="Save v2").click()  # after saying what it saves (item 5)
     page.wait_for_selector("text=activated version v2")
     assert PolicyVersion.objects.get(server=truenas_with_policy, is_active=True).document["tools"]["pool_list"] == {
         "action": "deny"}
 
     rule = page.get_by_label("rule for pool_list", exact=True)
     htmx_done(page, lambda: rule.select_option("allow"), "/policy/")
-    page.on("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Discard draft").click()
+    page.get_by_role("button", name="Discard the draft").click()
     page.wait_for_function("() => !document.querySelector('#draft-status.dirty')")
     assert "Draft:" not in page.locator("#draft-status").inner_text()
     shoot(page, f"13-1-builder-discarded-{width}")

@@ -103,6 +103,7 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     page.get_by_role("button", name="Import into the draft").click()
     page.wait_for_selector("text=imported truenas-policy.json")
     page.get_by_role("button", name="Save as new version").click()
+    page.get_by_role("button", name="Save v1").click()
     page.wait_for_selector("text=activated version v1")
 
     # Bulk-deny every destructive tool: filter, select all shown, deny.
@@ -183,6 +184,7 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     preview = page.text_content("#policy-json")
     shoot(page, "10-builder-draft-preview")
     page.get_by_role("button", name="Save as new version").click()
+    page.get_by_role("button", name="Save v2").click()
     page.wait_for_selector("text=activated version v2")
 
     out = io.StringIO()
@@ -207,6 +209,8 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     page.goto(f"{base}/servers/truenas/policy/versions/?a=1&b=2")
     assert "cloud_backup_run" in page.inner_text("pre.diff")
     shoot(page, "11-versions-diff")
+    page.get_by_role("button", name="Roll back to v1").click()
+    page.wait_for_selector("text=Roll back to v1?")
     page.get_by_role("button", name="Roll back to v1").click()
     page.wait_for_selector("text=rolled back: v1 is active again as v3")
     v1, v3 = (PolicyVersion.objects.get(server=server, grant=None, number=n) for n in (1, 3))

@@ -11,7 +11,7 @@ from django.utils import timezone
 from gateway.models import Approval, PolicyVersion
 from tests.dashboard.fixtures import htmx
 
-BUTTONS = (">Approve<", "Approve &amp; always allow for this grant", ">Deny<")
+BUTTONS = (">Approve<", "Approve &amp; always allow for this grant…", ">Deny<")
 
 
 def decide_url(approval: Approval) -> str:
@@ -132,9 +132,16 @@ def test_deciding_over_htmx_answers_with_the_decided_card_for_the_history(staff_
     assert 'data-into="approvals-history"' in body and "✓ approved" in body and ">Approve<" not in body
 
 
-def test_approve_and_always_allow_writes_a_new_version_of_the_grants_own_policy(staff_client, hold, nas):
+def test_approve_and_always_allow_asks_first_then_writes_the_grants_own_policy(staff_client, hold, nas):
     approval = hold()
-    staff_client.post(decide_url(approval), {"decision": "always"})
+    asked = staff_client.post(decide_url(approval), {"decision": "always", "reason": "weekly job"}, **htmx())
+    body = asked.content.decode()
+    assert "Always allow" in body and "without asking, until someone removes the rule" in body
+    assert 'value="weekly job"' in body and 'name="confirm"' in body
+    approval.refresh_from_db()
+    assert approval.state == "pending" and not PolicyVersion.objects.filter(grant=nas["grant"]).exists()
+    assert "Always allow" in staff_client.post(decide_url(approval), {"decision": "always"}).content.decode()
+    staff_client.post(decide_url(approval), {"decision": "always", "confirm": "1"})
     approval.refresh_from_db()
     own = PolicyVersion.objects.get(server=nas["server"], grant=nas["grant"], is_active=True)
     assert approval.state == "approved" and own.created_by.username == "alice"

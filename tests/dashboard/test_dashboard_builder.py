@@ -159,7 +159,7 @@ def test_it_sets_the_default_and_a_whole_risk_tier(staff_client, truenas):
 def test_it_saves_the_draft_as_a_new_version_that_export_policy_prints_exactly(staff_client, truenas):
     staff_client.post(BUILDER + "action/", {"tool": "pool_list", "set": "approve"}, **htmx())
     preview = draft_text(staff_client)
-    response = staff_client.post(BUILDER + "save/")
+    response = staff_client.post(BUILDER + "save/", {"confirm": "1"})
     assert response.status_code == 302
     active = policies.active_version(truenas)
     assert active.number == 2 and active.created_by.username == "alice"
@@ -223,7 +223,7 @@ def test_it_shows_history_diffs_two_versions_and_rolls_back_as_a_new_version(sta
     policies.apply(truenas, {**seed_policy(), "default": "allow"}, actor="test")
     body = staff_client.get(BUILDER + "versions/", {"a": 1, "b": 2}).content.decode()
     assert "default: deny → allow" in body and 'class="d-add">+  &quot;default&quot;: &quot;allow&quot;' in body
-    response = staff_client.post(BUILDER + "versions/1/rollback/")
+    response = staff_client.post(BUILDER + "versions/1/rollback/", {"confirm": "1"})
     assert response.status_code == 302
     active = policies.active_version(truenas)
     assert active.number == 3 and active.document == PolicyVersion.objects.get(server=truenas, number=1).document
@@ -234,7 +234,7 @@ def test_it_edits_a_grants_own_override_starting_from_the_servers_policy(staff_c
     grant = create_grant("agent-a", [truenas], None).grant
     staff_client.post(BUILDER + "action/", {"tool": "pool_list", "set": "hide", "grant": "agent-a"}, **htmx())
     assert "pool_list" not in json.loads(draft_text(staff_client)).get("tools", {})  # the server's draft is apart
-    staff_client.post(BUILDER + "save/", {"grant": "agent-a"})
+    staff_client.post(BUILDER + "save/", {"grant": "agent-a", "confirm": "1"})
     own = policies.active_version(truenas, grant)
     assert own.document["tools"]["pool_list"] == {"action": "hide"}
     assert own.document["risk"] == seed_policy()["risk"]

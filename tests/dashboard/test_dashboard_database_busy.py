@@ -73,7 +73,7 @@ def unreachable_database(db):
 
 def test_a_change_while_another_connection_holds_the_lock_answers_503_saying_what_to_do(
         staff_client, http_server, locked_database):
-    response = staff_client.post("/servers/remote/enabled/", {"enabled": "0"})
+    response = staff_client.post("/servers/remote/enabled/", {"enabled": "0", "confirm": "1"})
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert response["Content-Type"].startswith("text/html")
@@ -85,7 +85,7 @@ def test_a_change_while_another_connection_holds_the_lock_answers_503_saying_wha
 
 def test_an_htmx_change_while_the_database_is_locked_gets_the_short_text_its_error_box_shows(
         staff_client, http_server, locked_database):
-    response = staff_client.post("/servers/remote/enabled/", {"enabled": "0"}, **htmx())
+    response = staff_client.post("/servers/remote/enabled/", {"enabled": "0", "confirm": "1"}, **htmx())
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response["Content-Type"].startswith("text/plain")
     assert response.content.decode().strip() == BUSY
@@ -100,7 +100,7 @@ def test_a_page_while_the_database_is_unreachable_answers_503_not_500(
 
 
 def test_once_the_lock_is_gone_the_same_change_goes_through(staff_client, http_server, locked_database):
-    assert staff_client.post("/servers/remote/enabled/", {"enabled": "0"}).status_code == 503
+    assert staff_client.post("/servers/remote/enabled/", {"enabled": "0", "confirm": "1"}).status_code == 503
     locked_database()
-    assert staff_client.post("/servers/remote/enabled/", {"enabled": "0"}).status_code == 302
+    assert staff_client.post("/servers/remote/enabled/", {"enabled": "0", "confirm": "1"}).status_code == 302
     assert not Server.objects.get(slug="remote").enabled

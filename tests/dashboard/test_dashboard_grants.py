@@ -49,9 +49,15 @@ def test_it_lists_state_expiry_and_last_use(staff_client, truenas):
     assert "✓ active" in body and "⌛ expired" in body and "2\xa0hours ago" in body
 
 
-def test_it_revokes_a_grant_and_shows_it_revoked(staff_client, truenas):
+def test_revoking_asks_for_the_grants_name_first_and_then_shows_it_revoked(staff_client, truenas):
     create_grant("gone", [truenas], None)
-    response = staff_client.post("/grants/gone/revoke/", follow=True)
+    asked = staff_client.post("/grants/gone/revoke/").content.decode()
+    assert "Revoke grant gone?" in asked and "every call it makes to truenas is refused" in asked
+    assert "This cannot be undone" in asked and 'name="confirm_name"' in asked
+    wrong = staff_client.post("/grants/gone/revoke/", {"confirm": "1", "confirm_name": "gone2"})
+    assert wrong.status_code == 400 and "type gone exactly to confirm" in wrong.content.decode()
+    assert Grant.objects.get(name="gone").revoked_at is None
+    response = staff_client.post("/grants/gone/revoke/", {"confirm": "1", "confirm_name": "gone"}, follow=True)
     assert Grant.objects.get(name="gone").revoked_at is not None
     assert "its next call is refused" in response.content.decode() and "✕ revoked" in response.content.decode()
 

@@ -117,7 +117,7 @@ def test_every_change_is_recorded_with_who_and_what_and_shown_without_secret_val
     server = Server.objects.get(slug="time")
     edit(superuser_client, server, env="TZ_TOKEN=abcdefghijkl-secret-0002\nOTHER=zzzzzzzzzzzz-secret-0003",
          timeout_seconds="40")
-    superuser_client.post("/servers/time/enabled/", {"enabled": "0"})
+    superuser_client.post("/servers/time/enabled/", {"enabled": "0", "confirm": "1"})
     call_command("register_server", "time", "--update", "--stdio", shlex.join(TIME_SERVER), stdout=io.StringIO())
     changes = list(ServerChange.objects.filter(server=server).order_by("pk"))
     assert [c.actor for c in changes][:3] == ["root-admin"] * 3 and changes[3].actor.startswith("cli:register_server")

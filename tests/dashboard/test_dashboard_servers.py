@@ -65,7 +65,7 @@ def test_it_keeps_stored_secrets_when_the_box_is_left_empty_and_clears_them_on_r
 
 
 def test_it_disables_and_enables_a_server(staff_client, truenas):
-    staff_client.post("/servers/truenas/enabled/", {"enabled": "0"})
+    staff_client.post("/servers/truenas/enabled/", {"enabled": "0", "confirm": "1"})
     assert not Server.objects.get(slug="truenas").enabled
     assert "disabled" in staff_client.get("/servers/truenas/").content.decode()
     staff_client.post("/servers/truenas/enabled/", {"enabled": "1"})

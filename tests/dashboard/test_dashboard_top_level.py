@@ -134,7 +134,7 @@ def test_the_preview_and_diff_show_the_policy_wide_fields_and_save_keeps_them_ex
         assert line in preview
     assert 'class="d-add">+  &quot;hide&quot;: [' in preview
     text = draft_text(staff_client)
-    assert staff_client.post(BUILDER + "save/").status_code == 302
+    assert staff_client.post(BUILDER + "save/", {"confirm": "1"}).status_code == 302
     assert exported() == text
     assert staff_client.get(BUILDER + "export/").content.decode() == text
     active = policies.active_version(truenas)
@@ -159,10 +159,10 @@ def test_an_imported_file_fills_the_policy_wide_form_and_the_glob_card(staff_cli
 
 def test_a_rollback_restores_the_policy_wide_fields(staff_client, truenas):
     staff_client.post(WIDE, FORM, **htmx())
-    staff_client.post(BUILDER + "save/")
-    staff_client.post(BUILDER + "versions/1/rollback/")
+    staff_client.post(BUILDER + "save/", {"confirm": "1"})
+    staff_client.post(BUILDER + "versions/1/rollback/", {"confirm": "1"})
     assert "hide" not in policies.active_version(truenas).document
-    staff_client.post(BUILDER + "versions/2/rollback/")
+    staff_client.post(BUILDER + "versions/2/rollback/", {"confirm": "1"})
     active = policies.active_version(truenas)
     assert active.number == 4 and active.document["hide"] == ["system_*"]
     assert PolicyVersion.objects.get(server=truenas, number=2).document == active.document
