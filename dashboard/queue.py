@@ -19,9 +19,9 @@ HISTORY_SIZE = 50  # decided approvals listed under the queue; each one's call s
 PENDING_LIST = "approvals-pending"  # element ids on the queue page; a card names the list it belongs in
 HISTORY_LIST = "approvals-history"
 
-STATE_TEXT = {"pending": "waiting", "stopped": "agent stopped waiting", "approved": "✓ approved",
-              "denied": "✕ denied", "expired": "⌛ expired",
-              "used": "✓ approved · call ran"}
+STATE_TEXT = {"pending": "waiting", "stopped": "agent stopped waiting", "approved": "approved",
+              "denied": "denied", "expired": "expired", "used": "approved · call ran"}
+STATE_ICON = {"approved": "allow", "used": "allow", "denied": "deny", "expired": "expired"}
 
 
 def approvals() -> QuerySet[Approval]:
@@ -57,7 +57,7 @@ def card(approval: Approval, now: datetime, error: str = "", confirm_always: boo
     tool = approval.tool
     return {
         "approval": approval, "waiting": is_waiting, "agent_waiting": is_waiting and held, "state": state,
-        "state_text": STATE_TEXT[state],
+        "state_text": STATE_TEXT[state], "state_icon": STATE_ICON.get(state, ""),
         "seconds_left": seconds, "time_left": clock(seconds), "error": error,
         "rule_link": rule_link(approval.rule, approval.server.slug),
         "into": PENDING_LIST if is_waiting else HISTORY_LIST,

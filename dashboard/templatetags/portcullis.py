@@ -65,13 +65,35 @@ def risk_badge(category: str, level: str = "") -> SafeString:
                        category, level or "none", label, label)
 
 
-_ACTION_TEXT = {"allow": "✓ allow", "deny": "✕ deny", "hide": "⊘ hide", "approve": "✋ approve",
-                "limited": "⏱ limited", "error": "! error"}
+# Inline SVG, not emoji: a symbol must not depend on the fonts of the person's machine (boxes without an emoji font).
+_ICONS = {
+    "allow": '<path d="M3 8.5l3.2 3.2L13 4.8" fill="none" stroke="currentColor" stroke-width="2"/>',
+    "deny": '<path d="M4 4l8 8M12 4l-8 8" stroke="currentColor" stroke-width="2"/>',
+    "hide": '<circle cx="8" cy="8" r="5.6" fill="none" stroke="currentColor" stroke-width="1.6"/>'
+            '<path d="M4.1 11.9l7.8-7.8" stroke="currentColor" stroke-width="1.6"/>',
+    "approve": '<circle cx="8" cy="5" r="2.7" fill="currentColor"/>'
+               '<path d="M2.8 14.5c0-3.1 2.3-5 5.2-5s5.2 1.9 5.2 5z" fill="currentColor"/>',
+    "limited": '<circle cx="8" cy="8.5" r="5.8" fill="none" stroke="currentColor" stroke-width="1.6"/>'
+               '<path d="M8 5v3.6l2.6 1.6M6 1.2h4" fill="none" stroke="currentColor" stroke-width="1.6"/>',
+    "error": '<path d="M8 2.5v7" stroke="currentColor" stroke-width="2.2"/><circle cx="8" cy="13" r="1.3" '
+             'fill="currentColor"/>',
+    "expired": '<path d="M4 1.8h8M4 14.2h8M5 2c0 4 6 4 6 6s-6 2-6 6M11 2c0 4-6 4-6 6s6 2 6 6" fill="none" '
+               'stroke="currentColor" stroke-width="1.4"/>',
+    "warn": '<path d="M8 1.8l6.6 12H1.4z" fill="none" stroke="currentColor" stroke-width="1.5" '
+            'stroke-linejoin="round"/><path d="M8 6v3.8" stroke="currentColor" stroke-width="1.6"/>'
+            '<circle cx="8" cy="11.9" r=".95" fill="currentColor"/>',
+}
+
+
+@register.simple_tag
+def icon(name: str) -> SafeString:
+    return format_html('<svg class="icon icon-{}" viewBox="0 0 16 16" aria-hidden="true" focusable="false">{}</svg>',
+                       name, mark_safe(_ICONS.get(name, "")))  # noqa: S308 - constant markup above
 
 
 @register.simple_tag
 def action_badge(action: str) -> SafeString:
-    return format_html('<span class="badge act-{}">{}</span>', action, _ACTION_TEXT.get(action, action))
+    return format_html('<span class="badge act-{}">{}{}</span>', action, icon(action), action)
 
 
 @register.filter

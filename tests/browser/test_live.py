@@ -94,7 +94,8 @@ def test_a_held_call_appears_live_and_a_click_decides_it(live_gateway, nas, work
     decided = f"#approvals-history #approval-{approval.public_id}"
     page.wait_for_selector(decided, timeout=LIVE_MS)
     assert page.locator(f"#approval-{approval.public_id}").count() == 1
-    assert "✓ approved" in page.text_content(decided) and "by admin" in page.text_content(decided)
+    assert "approved" in page.text_content(decided) and "by admin" in page.text_content(decided)
+    assert page.locator(f"{decided} svg.icon-allow").count() == 1
     page.wait_for_function("() => document.title === 'Approvals · Portcullis'", timeout=LIVE_MS)
     assert page.is_hidden("#pending-count")
     shoot(page, "live-02-queue-approved")

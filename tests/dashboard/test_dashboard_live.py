@@ -129,7 +129,7 @@ async def test_a_held_call_pushes_its_card_and_the_new_count_to_staff(staff, hol
     assert response.status_code == 302
     decided = await communicator.receive_json_from(timeout=WAIT_S)
     assert decided["pending"] == 0 and 'data-into="approvals-history"' in decided["html"]
-    assert "✓ approved" in decided["html"] and "by alice" in decided["html"]
+    assert "</svg>approved" in decided["html"] and "by alice" in decided["html"]
     await communicator.disconnect()
 
 
