@@ -169,6 +169,10 @@ class PolicyVersion(models.Model):
     grant = models.ForeignKey("Grant", on_delete=models.CASCADE, null=True, blank=True, related_name="policy_versions")
     number = models.PositiveIntegerField()
     document = OrderedJSONField()  # canonical form, as export_policy prints it, key order kept
+    # A grant's version: its own rules on top of the server's version `base` (document = the two merged, what
+    # decides its calls). Null layer on a grant's version: a complete copy made before grant rules were layered.
+    layer = OrderedJSONField(null=True, blank=True)
+    base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     is_active = models.BooleanField(default=False)
     summary = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

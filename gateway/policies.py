@@ -12,8 +12,9 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 
 from gateway.models import Grant, PolicyVersion, Server, Tool
-from gateway.policy import export_policy, parse_policy
+from gateway.policy import PolicyInvalid, Problem, export_policy, parse_policy
 from gateway.policy.diff import one_line, summarize
+from gateway.policy.layers import layer_of, merge
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,58 @@ def applicable_sql(columns: str, grant: str) -> str:
 @transaction.atomic
 def apply(server: Server, document: object, *, grant: Grant | None = None, user=None, actor: str = "",
           summary_prefix: str = "") -> ApplyResult:
+    """A new active version of the server's policy or of a grant's rules on it.
+
+    A grant's document is stored as its layer (what differs from the server's active policy; PolicyInvalid if a
+    layer cannot say it) and the merged document. A new server version re-merges every grant's layer onto it in the
+    same transaction, so server changes reach every grant; a layer that no longer fits refuses the whole change."""
     doc = canonical(document)
     # Lock the server row: two concurrent applies must not both take the same version number.
     Server.objects.select_for_update().filter(pk=server.pk).first()
+    layer = base = None
+    if grant is not None:
+        base = active_version(server)
+        layer = layer_of(doc, base.document if base else None)
+        doc = merge(base.document if base else None, layer)
     active = active_version(server, grant)
     changes = summarize(active.document if active else None, doc)
     warnings = unknown_tool_warnings(server, doc)
-    if active is not None and active.document == doc:
+    if active is not None and active.document == doc and active.layer == layer:
         return ApplyResult(active, False, [], warnings)
+    version = _new_version(server, grant, active, doc, layer, base, user, actor,
+                           (summary_prefix + one_line(changes))[:2000])
+    if grant is None:
+        _follow(server, version, user, actor)
+    return ApplyResult(version, True, changes, warnings)
+
+
+def _new_version(server, grant, active, doc, layer, base, user, actor, summary) -> PolicyVersion:
     number = (PolicyVersion.objects.filter(server=server, grant=grant).aggregate(n=Max("number"))["n"] or 0) + 1
     if active is not None:
         active.is_active = False
         active.save(update_fields=["is_active"])
-    version = PolicyVersion.objects.create(
-        server=server, grant=grant, number=number, document=doc, is_active=True, created_by=user,
-        actor=actor or (user.get_username() if user else ""), summary=(summary_prefix + one_line(changes))[:2000],
-    )
-    return ApplyResult(version, True, changes, warnings)
+    return PolicyVersion.objects.create(
+        server=server, grant=grant, number=number, document=doc, layer=layer, base=base, is_active=True,
+        created_by=user, actor=actor or (user.get_username() if user else ""), summary=summary)
+
+
+def _follow(server: Server, version: PolicyVersion, user, actor: str) -> None:
+    """Every grant's rules on the server's new version: a new grant version where what decides its calls changed."""
+    layered = (PolicyVersion.objects.filter(server=server, grant__isnull=False, is_active=True, layer__isnull=False)
+               .select_related("grant"))
+    for own in layered:
+        try:
+            doc = merge(version.document, own.layer)
+        except PolicyInvalid as exc:
+            raise PolicyInvalid([Problem(p.pointer, f"grant {own.grant.name}'s rules no longer fit: {p.message}; "
+                                                    "change its rules first") for p in exc.problems]) from None
+        if doc == own.document:
+            own.base = version
+            own.save(update_fields=["base"])
+            continue
+        changes = summarize(own.document, doc)
+        _new_version(server, own.grant, own, doc, own.layer, version, user, actor,
+                     f"follows {server.slug} v{version.number}: {one_line(changes)}"[:2000])
 
 
 def rollback(server: Server, number: int, *, grant: Grant | None = None, user=None, actor: str = "") -> ApplyResult:
@@ -79,7 +115,10 @@ def rollback(server: Server, number: int, *, grant: Grant | None = None, user=No
         old = PolicyVersion.objects.get(server=server, grant=grant, number=number)
     except PolicyVersion.DoesNotExist:
         raise LookupError(f"{server.slug} has no policy version {number}") from None
-    return apply(server, old.document, grant=grant, user=user, actor=actor, summary_prefix=f"rollback to v{number}: ")
+    # A grant's rules as they were, on the server's policy as it is now.
+    document = merge(active_version(server).document if active_version(server) else None, old.layer) \
+        if grant is not None and old.layer is not None else old.document
+    return apply(server, document, grant=grant, user=user, actor=actor, summary_prefix=f"rollback to v{number}: ")
 
 
 def unknown_tool_warnings(server: Server, doc: dict) -> list[str]:

@@ -288,9 +288,14 @@ def test_apply_policy_warns_about_rules_naming_unknown_tools(server, tmp_path):
 
 def test_a_grant_can_have_its_own_policy_version_line(server, grant_that_may, tmp_path):
     run("apply_policy", "files", write(tmp_path, "s.json", SEED_EXAMPLE))
-    own = {"version": "1", "default": "allow"}
+    own = {**SEED_EXAMPLE, "default": "allow"}  # the grant's rules: the server's policy, with another default
     out, _ = run("apply_policy", "files", write(tmp_path, "g.json", own), "--grant", "agent-may")
     assert "activated version v1" in out
+    assert policies.active_version(server, grant_that_may.grant).layer == {"default": "allow"}
     assert json.loads(run("export_policy", "files", "--grant", "agent-may")[0]) == own
     assert policies.applicable(server, grant_that_may.grant).document == own
     assert policies.applicable(server, None).document == SEED_EXAMPLE
+    with pytest.raises(CommandError, match="nothing was applied"):  # a grant's rules never remove the server's
+        run("apply_policy", "files", write(tmp_path, "h.json", {"version": "1", "default": "allow"}),
+            "--grant", "agent-may")
+    assert policies.active_version(server, grant_that_may.grant).number == 1

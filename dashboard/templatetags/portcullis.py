@@ -97,6 +97,13 @@ def action_badge(action: str) -> SafeString:
 
 
 @register.filter
+def rule_count(layer) -> int:
+    from gateway.policy.layers import rule_count as count
+
+    return count(layer)
+
+
+@register.filter
 def get_item(mapping, key):
     try:
         return mapping.get(key)

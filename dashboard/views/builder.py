@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from dashboard import drafts, top_level
+from dashboard import drafts, grant_rules, top_level
 from dashboard.access import staff_required
 from dashboard.confirmations import Question, ask_first
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools
@@ -60,8 +60,12 @@ def _state(request, owner: Owner, draft: drafts.Draft | None = None, filters: di
     shown = filter_tools(tools, effective, filters)
     exact = draft.document.get("tools", {})
     globs = {pointer_join("/tools", key): key for key in exact if policy_edit.is_glob(key)}
+    own = set()
+    if owner.grant is not None:  # which rows this grant's own rules decide
+        server_version = policies.active_version(owner.server)
+        own = grant_rules.pointers(draft.document, server_version.document if server_version else None)
     for tool in shown:
-        _annotate(tool, effective[tool.name], exact, globs)
+        _annotate(tool, effective[tool.name], exact, globs, own)
     changes = summarize(draft.active.document if draft.active else None, draft.document) if draft.dirty else []
     selection = drafts.selection(request.session, owner.server, owner.grant)
     return {
@@ -72,13 +76,14 @@ def _state(request, owner: Owner, draft: drafts.Draft | None = None, filters: di
         "selected_hidden": len(selection) - picked,
         "risk_rules": {key: draft.document.get("risk", {}).get(key) for key in RISK_CATEGORIES},
         "hide_all": policy_edit.hides_everything(draft.document),
-        "choices": policy_edit.TOOL_CHOICES, "row_urls": _row_urls(owner),
+        "choices": policy_edit.TOOL_CHOICES, "row_urls": _row_urls(owner), "own_pointers": own,
     }
 
 
-def _annotate(tool, effective, exact: dict, globs: dict) -> None:
+def _annotate(tool, effective, exact: dict, globs: dict, own: set[str] = frozenset()) -> None:
     """What one row shows, worked out once here rather than per option in the template (279 rows)."""
     tool.effective, tool.has_rule = effective, tool.name in exact
+    tool.grant_rule = effective.rule in own  # decided by the grant's own rule, not the server's
     tool.rule_action = exact[tool.name].get("action", "allow") if tool.has_rule else policy_edit.INHERIT
     tool.glob = globs.get(effective.rule)  # decided by a glob rule: the row links to its editor
 
@@ -103,11 +108,17 @@ def builder(request, slug):
 
 
 def page_context(owner: Owner, state: dict, **extra) -> dict:
-    """What the whole page adds to the partials' state: the forms, the policy-wide settings, the glob rules."""
+    """What the whole page adds to the partials' state: the forms, the policy-wide settings, the glob rules, and
+    whose rules sit on top of whose (grants' rules on the server's policy)."""
     document = state["draft"].document
     facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(owner.server)]
     context = {"filter_form": CatalogueFilter(), "limit_form": BulkLimitForm(), "import_form": ImportForm(),
                "globs": policy_edit.glob_reach(document, facts), **state}
+    if owner.grant is None:
+        context["grant_rules"] = grant_rules.on_server(owner.server)
+    else:
+        context["server_version"] = policies.active_version(owner.server)
+        context["own_version"] = policies.active_version(owner.server, owner.grant)
     if "wide" not in context:
         context.update(top_level.context(owner.server, document))
     context.update(extra)
@@ -162,7 +173,7 @@ def _row_response(request, owner: Owner, tool: Tool, draft: drafts.Draft | None 
     effective = actions_for(draft.document, [row], owner.server.slug, owner.grant.name if owner.grant else "")
     exact = draft.document.get("tools", {})
     _annotate(row, effective[row.name], exact,
-              {pointer_join("/tools", key): key for key in exact if policy_edit.is_glob(key)})
+              {pointer_join("/tools", key): key for key in exact if policy_edit.is_glob(key)}, state["own_pointers"])
     state.update(tool=row, oob=True)
     response = render(request, "dashboard/builder/_row_and_status.html", state)
     response["HX-Trigger"] = "draft-changed"
@@ -314,6 +325,16 @@ def save(request, slug):
             f"every grant's calls to {owner.server.slug}"
         consequences = [f"The draft's {len(changes)} change{'s' if len(changes) != 1 else ''} become version "
                         f"v{next_number} and decide {who} from the next call."]
+        if owner.grant is None:
+            layered = [g for g in grant_rules.on_server(owner.server) if not g.copy]
+            copies = [g.grant.name for g in grant_rules.on_server(owner.server) if g.copy]
+            if layered:
+                consequences.append(f"{len(layered)} grant{'s' if len(layered) != 1 else ''} with rules of "
+                                    f"{'their' if len(layered) != 1 else 'its'} own get it too, with those rules on "
+                                    f"top: {', '.join(g.grant.name for g in layered)}.")
+            if copies:
+                consequences.append(f"It does not reach {', '.join(copies)}: a complete copy of an older policy "
+                                    "decides their calls.")
         if draft.stale:
             consequences.append(f"The active version changed since this draft started (v{draft.base} → "
                                 f"v{draft.active.number}): saving replaces it.")

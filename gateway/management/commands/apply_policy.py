@@ -19,7 +19,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug", help="the server's slug")
         parser.add_argument("file", help="policy JSON file, or - for standard input")
-        parser.add_argument("--grant", metavar="NAME", help="set this grant's own policy for the server instead")
+        parser.add_argument("--grant", metavar="NAME",
+                            help="set this grant's own rules for the server: the file says what decides its calls; "
+                                 "what differs from the server's policy is kept as the grant's rules "
+                                 "(docs/POLICY.md, Grant rules)")
         parser.add_argument("--check", action="store_true", help="validate and show the changes, activate nothing")
 
     def handle(self, *args, **opts):
