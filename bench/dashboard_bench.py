@@ -94,11 +94,12 @@ def run(user, repeat: int) -> None:
     from django.test import Client
 
     from gateway.calls.call_log import CallFilter, page
-    from gateway.models import Call
+    from gateway.models import Call, Tool
 
     client = Client()
     client.force_login(user)
     b = "/servers/truenas/policy/"
+    destructive = list(Tool.objects.filter(risk_category="destructive").values_list("name", flat=True))
     deep = page(CallFilter(), "", size=1).rows[0]
     middle = Call.objects.order_by("-created_at", "-id")[Call.objects.count() // 2]
     cursor = f"{middle.created_at.isoformat()}_{middle.pk}"
@@ -116,9 +117,12 @@ def run(user, repeat: int) -> None:
         ("builder toggle selection (htmx)", "post", b + "select/", {"what": "toggle", "tool": "disk_list"}, True),
         ("builder select all matching (htmx)", "post", b + "select/", {"what": "matching",
                                                                        "category": "destructive"}, True),
-        ("builder bulk deny (htmx)", "post", b + "bulk/", {"set": "deny", "category": "destructive"}, True),
-        ("builder bulk limit (htmx)", "post", b + "bulk/", {"set": "limit", "max": "30", "window": "minute",
-                                                             "scope": "grant"}, True),
+        ("builder bulk approve: what changes (htmx)", "post", b + "bulk/", {"set": "approve",
+                                                                            "category": "destructive"}, True),
+        ("builder bulk limit: what changes (htmx)", "post", b + "bulk/", {"set": "limit", "max": "30",
+                                                                           "window": "minute", "scope": "grant"}, True),
+        ("builder bulk approve, confirmed (htmx)", "post", b + "bulk/", {
+            "set": "approve", "confirm": "1", "category": "destructive", "tool": destructive}, True),
         ("builder default (htmx)", "post", b + "default/", {"default": "deny"}, True),
         ("builder preview + diff (htmx)", "get", b + "preview/", None, True),
         ("builder policy-wide: hide + limit (htmx)", "post", b + "wide/", WIDE, True),
@@ -140,6 +144,7 @@ def run(user, repeat: int) -> None:
         ("call log search, no match (full scan)", "get", "/calls/", {"q": "no-such-thing"}, True),
         ("call log page in the middle (keyset)", "get", "/calls/", {"before": cursor}, True),
         ("call detail", "get", f"/calls/{deep.pk}/", None, False),
+        ("save: what it saves", "post", b + "save/", None, False),
     ]
     client.post(b + "globs/new/", {"key": "dataset_*", **GLOB})  # the builder now has a glob rule to show
     worst = 0.0
@@ -150,8 +155,10 @@ def run(user, repeat: int) -> None:
         worst = max(worst, p95)
         flag = "" if p95 < GOAL_MS else f"  over {GOAL_MS} ms"
         print(f"{name:44} {statistics.median(times):10.1f} {p95:8.1f}{flag}")
-    client.post(b + "save/")
+    client.post(b + "save/", {"confirm": "1"})
     print(f"slowest p95: {worst:.1f} ms (goal: under {GOAL_MS} ms)")
+    for name, url in (("builder page", b), ("catalogue page", "/servers/truenas/tools/")):
+        print(f"{name} HTML: {len(client.get(url).content):,} bytes")
 
 
 if __name__ == "__main__":

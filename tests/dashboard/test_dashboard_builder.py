@@ -38,14 +38,14 @@ def test_it_lists_every_tool_grouped_by_risk_with_the_engines_action(staff_clien
     assert body.count('<tr id="tool-') == Tool.objects.filter(server=truenas).count() == 279
     assert 'aria-label="destructive tools"' in body and 'aria-label="read tools"' in body
     row = body[body.index(">cloud_backup_run<"):]
-    assert "</svg>limited" in row[:800] and "/tools/cloud_backup_run" in row[:800]
+    assert "act-limited\">limited" in row[:800] and "/tools/cloud_backup_run" in row[:800]
 
 
 def test_it_changes_one_tool_with_a_click_and_returns_only_that_row(staff_client, truenas):
     response = staff_client.post(BUILDER + "action/", {"tool": "pool_list", "set": "deny"}, **htmx())
     body = response.content.decode()
     assert response.status_code == 200 and response["HX-Trigger"] == "draft-changed"
-    assert body.count('<tr id="tool-') == 1 and "</svg>deny" in body
+    assert body.count('<tr id="tool-') == 1 and "act-deny\">deny" in body
     assert 'id="draft-status"' in body and 'hx-swap-oob="true"' in body and "1 change" in body
     assert json.loads(draft_text(staff_client))["tools"]["pool_list"] == {"action": "deny"}
     assert PolicyVersion.objects.filter(server=truenas).count() == 1  # nothing saved yet

@@ -36,7 +36,7 @@ def test_it_sets_every_policy_wide_field_and_refreshes_the_rows_over_htmx(staff_
     assert '<div id="tool-groups" hx-swap-oob="true">' in body and 'id="draft-status" class="status card dirty"' in body
     assert body.count('<tr id="tool-') == Tool.objects.filter(server=truenas).count()
     row = body[body.index('aria-label="select system_info"'):]
-    assert "</svg>hide" in row[:1200] and "/hide/0" in row[:1200]
+    assert "act-hide\">hide" in row[:1200] and "/hide/0" in row[:1200]
 
 
 def test_it_filters_the_refreshed_rows_like_the_page(staff_client, truenas):
