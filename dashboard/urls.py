@@ -13,6 +13,7 @@ urlpatterns = [
     path("servers/<slug:slug>/tools/", tools.catalogue, name="catalogue"),
     path("servers/<slug:slug>/tools/<path:name>/override/", tools.tool_override, name="tool_override"),
     path("servers/<slug:slug>/tools/<path:name>/approve/", tools.tool_approve, name="tool_approve"),
+    path("servers/<slug:slug>/tools/<path:name>/classifier/", tools.tool_classifier, name="tool_classifier"),
     path("servers/<slug:slug>/tools/<path:name>/", tools.tool_detail, name="tool"),
     path("servers/<slug:slug>/policy/", builder.builder, name="builder"),
     path("servers/<slug:slug>/policy/action/", builder.set_action, name="builder_action"),

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from dashboard import tool_page
 from dashboard.access import staff_required
 from dashboard.effective import actions_for, filter_tools, live_tools
 from dashboard.forms import CatalogueFilter, OverrideForm
@@ -16,6 +17,7 @@ from gateway.catalogue.review import (
     ReviewError,
     approve_definition,
     approved_definition,
+    clear_override,
     override_classification,
     side_by_side,
 )
@@ -27,7 +29,7 @@ def catalogue(request, slug):
     server = get_object_or_404(Server, slug=slug)
     filters = CatalogueFilter(request.GET)
     data = filters.cleaned_data if filters.is_valid() else {}
-    tools = list(live_tools(server, "title", "approved_hash", "definition_hash", "position"))
+    tools = list(live_tools(server, "title", "description", "approved_hash", "definition_hash", "position"))
     active = policies.active_version(server)
     effective = actions_for(active.document if active else None, tools, server.slug)
     shown = filter_tools(tools, effective, data)
@@ -52,8 +54,12 @@ def tool_detail(request, slug, name):
                 "schema": side_by_side(old.get("inputSchema", {}), tool.input_schema)}
     form = OverrideForm(initial={"category": tool.risk_category, "level": tool.risk_level,
                                  "reason": tool.risk_override_reason})
-    return render(request, "dashboard/tools/detail.html",
-                  {"tool": tool, "server": tool.server, "diff": diff, "form": form})
+    return render(request, "dashboard/tools/detail.html", _detail(tool, diff=diff, form=form))
+
+
+def _detail(tool: Tool, **context) -> dict:
+    return {"tool": tool, "server": tool.server, "parameters": tool_page.parameters(tool.input_schema),
+            "in_force": tool_page.in_force(tool), "calls": tool_page.recent_calls(tool), **context}
 
 
 @require_POST
@@ -70,8 +76,20 @@ def tool_override(request, slug, name):
         else:
             messages.success(request, f"{tool.name} is now {tool.risk_category} · {tool.risk_level}")
             return redirect("dashboard:tool", slug=slug, name=name)
-    return render(request, "dashboard/tools/detail.html",
-                  {"tool": tool, "server": tool.server, "diff": None, "form": form}, status=400)
+    return render(request, "dashboard/tools/detail.html", _detail(tool, diff=None, form=form), status=400)
+
+
+@require_POST
+@staff_required
+def tool_classifier(request, slug, name):
+    """Drop a person's classification: the classifier's decision applies again (never below an approved
+    definition's while a change is unreviewed)."""
+    tool = _tool(slug, name)
+    if tool.risk_overridden:
+        clear_override(tool)
+        messages.success(request, f"{tool.name} is classified by the classifier again: "
+                                  f"{tool.risk_category} · {tool.risk_level}")
+    return redirect("dashboard:tool", slug=slug, name=name)
 
 
 @require_POST

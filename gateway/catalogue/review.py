@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from gateway.catalogue.sync import reclassify_approved
+from gateway.catalogue.sync import classify_now, reclassify_approved
 from gateway.models import Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS
 
@@ -47,6 +47,15 @@ def override_classification(tool: Tool, category: str, level: str, reason: str) 
     tool.risk_category, tool.risk_level = category, level
     tool.risk_overridden, tool.risk_override_reason = True, reason.strip()[:2000]
     tool.save(update_fields=["risk_category", "risk_level", "risk_overridden", "risk_override_reason"])
+
+
+def clear_override(tool: Tool) -> None:
+    """The classifier decides again: from the current definition, but never below the approved one's while the
+    change is unreviewed (as a refresh would have classified it)."""
+    tool.risk_overridden, tool.risk_override_reason = False, ""
+    classify_now(tool)
+    tool.save(update_fields=["risk_category", "risk_level", "risk_reasons", "risk_overridden",
+                             "risk_override_reason"])
 
 
 def approved_definition(tool: Tool) -> dict | None:

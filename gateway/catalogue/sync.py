@@ -66,6 +66,13 @@ def _classify_into(tool: Tool, floor: Classification | None = None) -> None:
     tool.risk_category, tool.risk_level, tool.risk_reasons = found.category, found.level, list(found.reasons)
 
 
+def classify_now(tool: Tool) -> None:
+    """Classify the tool's current definition, with the approved definition's classification as the floor while a
+    change is unreviewed (what sync_tools does on a change)."""
+    unreviewed = tool.approved_hash and tool.definition_hash != tool.approved_hash
+    _classify_into(tool, _approved_classification(tool) if unreviewed else None)
+
+
 def reclassify_approved(tool: Tool) -> None:
     """A person approved the tool's current definition: it is classified from that alone (unless overridden)."""
     if not tool.risk_overridden:

@@ -92,3 +92,43 @@ def test_it_lines_up_two_definitions_side_by_side():
         ("a", "a", "same"), ("b", "B", "changed"), ("c", "c", "same"), ("", "d", "added")]
     schema = side_by_side({"properties": {"x": {}}}, {"properties": {"y": {}}})
     assert any(r.kind == "changed" and '"x"' in r.left and '"y"' in r.right for r in schema)
+
+
+def test_the_catalogue_shows_each_tools_description(staff_client, truenas):
+    body = staff_client.get(TOOLS).content.decode()
+    description = Tool.objects.get(server=truenas, name="pool_list").description
+    assert description and description[:40] in body
+
+
+def test_a_tools_page_says_what_the_policies_do_with_it_its_parameters_and_latest_calls(staff_client, truenas):
+    from gateway import policies
+    from gateway.grants import create_grant
+    from gateway.models import Call
+
+    grant = create_grant("ux-agent", [truenas], None).grant
+    base = policies.applicable(truenas, grant).document
+    policies.apply(truenas, dict(base, tools={**base.get("tools", {}), "pool_scrub": {"action": "approve"}}),
+                   grant=grant, actor="test")
+    Call.objects.create(server=truenas, server_slug="truenas", grant_name="ux-agent", tool_name="pool_scrub",
+                        decision="approve", outcome="ok")
+    body = staff_client.get(TOOLS + "pool_scrub/").content.decode()
+    page = body[body.index("What the policies in force do"):]
+    assert "every grant (the server&#x27;s policy v1)" in page
+    assert "grant ux-agent (its own rules on the server&#x27;s, v1)" in page and "act-approve" in page
+    params = body[body.index('aria-label="parameters"'):]
+    assert "<th>Required</th>" in params
+    assert '<td class="mono">action</td><td>string</td><td>required</td>' in params
+    assert "one of &quot;START&quot;, &quot;STOP&quot;, &quot;PAUSE&quot;" in params
+    assert body.count("/calls/") >= 2 and "ux-agent" in body[body.index("Latest calls"):]
+
+
+def test_return_to_the_classifiers_decision_drops_a_persons_classification(staff_client, truenas):
+    tool = Tool.objects.get(server=truenas, name="pool_list")
+    staff_client.post(TOOLS + "pool_list/override/", {"category": "destructive", "level": "critical",
+                                                      "reason": "to test"})
+    tool.refresh_from_db()
+    assert tool.risk_overridden and tool.risk_category == "destructive"
+    assert "Return to the classifier" in staff_client.get(TOOLS + "pool_list/").content.decode()
+    staff_client.post(TOOLS + "pool_list/classifier/")
+    tool.refresh_from_db()
+    assert not tool.risk_overridden and tool.risk_category == "read" and tool.risk_override_reason == ""

@@ -1,0 +1,80 @@
+"""What a tool's page shows besides its definition: its parameters as a table, what the policies in force do with
+it (the server's, and each grant's with rules of its own) and which rule decides, and its latest calls."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dashboard.effective import actions_for
+from dashboard.rule_links import rule_link
+from gateway import policies
+from gateway.models import Call, PolicyVersion, Tool
+from gateway.policy.editing import Effective
+
+RECENT = 10
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str
+    required: bool
+    description: str
+    allowed: str  # enum values, format, bounds, default: what constrains it, as text
+
+
+@dataclass(frozen=True)
+class InForce:
+    who: str  # "every grant (the server's policy v5)" / "grant ux-agent (its own rules, v3)"
+    effective: Effective
+    link: str  # the rule's editor
+
+
+def parameters(input_schema: object) -> list[Parameter]:
+    schema = input_schema if isinstance(input_schema, dict) else {}
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    required = set(schema.get("required") or []) if isinstance(schema.get("required"), list) else set()
+    out = []
+    for name, raw in props.items():
+        raw = raw if isinstance(raw, dict) else {}
+        kind = raw.get("type")
+        kind = " or ".join(map(str, kind)) if isinstance(kind, list) else str(kind or "any")
+        if kind == "array" and isinstance(raw.get("items"), dict) and raw["items"].get("type"):
+            kind = f"array of {raw['items']['type']}"
+        notes = []
+        if isinstance(raw.get("enum"), list):
+            notes.append("one of " + ", ".join(json.dumps(v) for v in raw["enum"][:20]))
+        for key, text in (("format", "format"), ("pattern", "pattern"), ("minimum", "≥"), ("maximum", "≤"),
+                          ("minLength", "length ≥"), ("maxLength", "length ≤"), ("default", "default")):
+            if key in raw:
+                notes.append(f"{text} {json.dumps(raw[key])}")
+        out.append(Parameter(str(name), kind, name in required, str(raw.get("description") or ""),
+                             "; ".join(notes)))
+    return out
+
+
+def in_force(tool: Tool) -> list[InForce]:
+    server = tool.server
+    out = []
+    active = policies.active_version(server)
+    if active is None:
+        out.append(InForce("every grant: no active policy", Effective("deny", "", reason="no active policy"), ""))
+    else:
+        effective = actions_for(active.document, [tool], server.slug)[tool.name]
+        out.append(InForce(f"every grant (the server's policy v{active.number})", effective,
+                           rule_link(effective.rule, server.slug)))
+    own = (PolicyVersion.objects.filter(server=server, grant__isnull=False, is_active=True)
+           .select_related("grant").order_by("grant__name"))
+    for version in own:
+        effective = actions_for(version.document, [tool], server.slug, version.grant.name)[tool.name]
+        kind = "its own complete copy" if version.layer is None else "its own rules on the server's"
+        link = rule_link(effective.rule, server.slug)
+        out.append(InForce(f"grant {version.grant.name} ({kind}, v{version.number})", effective,
+                           f"{link}?grant={version.grant.name}" if link else ""))
+    return out
+
+
+def recent_calls(tool: Tool) -> list[Call]:
+    return list(Call.objects.filter(tool_name=tool.name, server_slug=tool.server.slug)
+                .order_by("-created_at", "-id")[:RECENT])
