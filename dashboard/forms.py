@@ -238,7 +238,8 @@ class BulkLimitForm(forms.Form):
 
 
 class ImportForm(forms.Form):
-    file = forms.FileField(help_text="a policy JSON file, as export_policy prints or PolicyLayer writes")
+    file = forms.FileField(help_text="a policy JSON file, as export_policy prints or PolicyLayer writes",
+                           widget=forms.ClearableFileInput(attrs={"aria-label": "policy file to import"}))
 
 
 class GrantForm(forms.Form):
