@@ -151,6 +151,12 @@ class ServerForm(forms.Form):
                 self.add_error("url", "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc))
 
     def save(self) -> Server:
+        server = self.build()
+        server.save()
+        return server
+
+    def build(self) -> Server:
+        """The server as the form describes it, validated and not saved ("Test connection" lists it as is)."""
         data = self.cleaned_data
         server = self.instance or Server(slug=data["slug"])
         server.name = data["name"] or server.name or server.slug
@@ -176,7 +182,6 @@ class ServerForm(forms.Form):
             if data["headers"]:
                 server.headers = data["headers"]
         server.full_clean()
-        server.save()
         return server
 
 

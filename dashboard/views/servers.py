@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, F, Q
@@ -18,6 +20,9 @@ from gateway.calls import processes, session_records
 from gateway.catalogue.refresh import RefreshFailed, refresh
 from gateway.clientconfig import client_configs, gateway_url
 from gateway.models import McpSession, Server, ServerChange, Tool
+from gateway.redaction import redact_server_text
+from gateway.upstream.connect import UpstreamError
+from gateway.upstream.listing import fetch_tool_definitions
 from gateway.vault import VaultError, masked
 
 CATEGORIES = [c for c, _ in Tool.Category.choices]
@@ -79,11 +84,34 @@ def server_new(request):
     form = ServerForm(request.POST or None, may_change_commands=may,
                       initial={"transport": Server.Transport.STDIO if may else Server.Transport.HTTP})
     if request.method == "POST" and form.is_valid():
+        if "test" in request.POST:
+            return render(request, "dashboard/servers/form.html",
+                          {"form": form, "server": None, "tested": _test_connection(form.build())})
         server = form.save()
         server_changes.record(server, {}, actor=request.user.get_username(), user=request.user)
-        messages.success(request, f"registered {server.slug}: now refresh its tools to load them")
+        try:  # list its tools at once: a registration that cannot connect says so now, not at the first call
+            summary = refresh(server)
+        except RefreshFailed as exc:
+            messages.warning(request, f"registered {server.slug}, but its tools could not be listed: {exc} — "
+                                      "fix its settings (Edit), then press Refresh tools")
+        else:
+            count = len(summary.new) + len(summary.changed) + summary.unchanged
+            messages.success(request, f"registered {server.slug} and listed its {count} tools: next, "
+                                      "write its policy (every call is refused until there is one)")
         return redirect("dashboard:server", slug=server.slug)
     return render(request, "dashboard/servers/form.html", {"form": form, "server": None})
+
+
+def _test_connection(server: Server) -> dict:
+    """Connect and list the tools of a server as the form describes it, saving nothing."""
+    try:
+        definitions = asyncio.run(fetch_tool_definitions(server))
+    except UpstreamError as exc:
+        return {"ok": False, "text": f"could not connect: {redact_server_text(server, str(exc))}"}
+    names = [str(d.get("name", "")) for d in definitions if isinstance(d, dict)]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return {"ok": True, "text": f"connected: it lists {len(names)} tool{'s' if len(names) != 1 else ''}"
+                                + (f" ({shown})" if names else "")}
 
 
 @staff_required
@@ -91,6 +119,12 @@ def server_edit(request, slug):
     server = get_object_or_404(Server, slug=slug)
     before = server_changes.snapshot(server)
     form = ServerForm(request.POST or None, instance=server, may_change_commands=can_change_commands(request.user))
+    if request.method == "POST" and form.is_valid() and "test" in request.POST:
+        tested = _test_connection(form.build())
+        server.refresh_from_db()  # build() changed the instance in memory only
+        secrets, vault_error = _secrets(server)
+        return render(request, "dashboard/servers/form.html", {"form": form, "server": server, "secrets": secrets,
+                                                               "vault_error": vault_error, "tested": tested})
     if request.method == "POST" and form.is_valid():
         form.save()
         server_changes.record(server, before, actor=request.user.get_username(), user=request.user)

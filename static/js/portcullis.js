@@ -135,3 +135,19 @@ document.addEventListener("focusout", function (event) {
     htmx.trigger(select, "commit");
   }
 }, true);
+
+
+// The server form shows only the chosen transport's fields (both stay in the page without JavaScript).
+function showTransport(form) {
+  const chosen = form.querySelector("input[name=transport]:checked");
+  if (!chosen) return;
+  form.querySelectorAll("fieldset[data-transport]").forEach(function (set) {
+    set.hidden = !set.dataset.transport.split(" ").includes(chosen.value);
+  });
+}
+document.addEventListener("change", function (event) {
+  if (event.target.matches("input[name=transport]")) showTransport(event.target.form);
+});
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("input[name=transport]").forEach(function (input) { showTransport(input.form); });
+});

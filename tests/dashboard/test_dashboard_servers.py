@@ -73,15 +73,34 @@ def test_it_disables_and_enables_a_server(staff_client, truenas):
 
 
 @pytest.mark.slow
-def test_it_refreshes_tools_from_a_real_stdio_server_and_shows_what_is_new(superuser_client, db):
-    register(superuser_client, command=shlex.join(TIME_SERVER))
-    response = superuser_client.post("/servers/time/refresh/", follow=True)
-    body = response.content.decode()
-    assert "Refreshed: 2 new, 0 changed, 0 gone" in body and "get_current_time" in body
+def test_registering_a_real_stdio_server_lists_its_tools_and_refresh_shows_what_is_new(superuser_client, db):
+    registered = register(superuser_client, command=shlex.join(TIME_SERVER))
+    assert registered.status_code == 302
+    body = superuser_client.get("/servers/time/").content.decode()
+    assert "registered time and listed its 2 tools" in body and "● ok" in body
     assert Tool.objects.filter(server__slug="time").count() == 2
-    assert "● ok" in body
+    Tool.objects.filter(server__slug="time", name="convert_time").delete()
     again = superuser_client.post("/servers/time/refresh/", follow=True).content.decode()
-    assert "0 new, 0 changed, 0 gone, 2 unchanged" in again
+    assert "Refreshed: 1 new, 0 changed, 0 gone, 1 unchanged" in again and "convert_time" in again
+
+
+@pytest.mark.slow
+def test_test_connection_lists_the_tools_and_saves_nothing(superuser_client, db):
+    fields = {"slug": "time", "name": "", "transport": "stdio", "command": shlex.join(TIME_SERVER), "env": "",
+              "url": "", "headers": "", "timeout_seconds": "30", "enabled": "on", "test": "1"}
+    body = superuser_client.post("/servers/new/", fields).content.decode()
+    assert "connected: it lists 2 tools (get_current_time, convert_time)" in body
+    assert not Server.objects.filter(slug="time").exists()
+    failing = {**fields, "command": f"{sys.executable} -c 'import sys; sys.exit(3)'", "timeout_seconds": "10"}
+    body = superuser_client.post("/servers/new/", failing).content.decode()
+    assert "could not connect:" in body and not Server.objects.filter(slug="time").exists()
+
+
+@pytest.mark.slow
+def test_registering_a_server_that_cannot_be_listed_says_so_and_what_to_do(superuser_client, db):
+    register(superuser_client, command=f"{sys.executable} -c 'import sys; sys.exit(3)'", timeout_seconds="10")
+    body = superuser_client.get("/servers/time/").content.decode()
+    assert "registered time, but its tools could not be listed" in body and "press Refresh tools" in body
 
 
 @pytest.mark.slow
