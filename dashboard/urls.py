@@ -1,10 +1,22 @@
 from django.urls import path
 
-from dashboard.views import approvals, builder, calls, glob_rule, grants, policy_wide, servers, tool_rule, tools
+from dashboard.views import (
+    approvals,
+    builder,
+    calls,
+    glob_rule,
+    grants,
+    overview,
+    policy_wide,
+    servers,
+    tool_rule,
+    tools,
+)
 
 app_name = "dashboard"
 urlpatterns = [
-    path("", servers.server_list, name="home"),
+    path("", overview.overview, name="home"),
+    path("servers/", servers.server_list, name="servers"),
     path("servers/new/", servers.server_new, name="server_new"),
     path("servers/<slug:slug>/", servers.server_detail, name="server"),
     path("servers/<slug:slug>/edit/", servers.server_edit, name="server_edit"),
@@ -25,6 +37,7 @@ urlpatterns = [
     path("servers/<slug:slug>/policy/save/", builder.save, name="builder_save"),
     path("servers/<slug:slug>/policy/discard/", builder.discard, name="builder_discard"),
     path("servers/<slug:slug>/policy/import/", builder.import_policy, name="builder_import"),
+    path("servers/<slug:slug>/policy/template/", builder.start_from_template, name="builder_template"),
     path("servers/<slug:slug>/policy/export/", builder.export, name="builder_export"),
     path("servers/<slug:slug>/policy/versions/", builder.versions, name="versions"),
     path("servers/<slug:slug>/policy/versions/<int:number>/rollback/", builder.rollback, name="rollback"),

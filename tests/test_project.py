@@ -31,7 +31,7 @@ def test_sign_in_page_is_framed_by_nobody_and_carries_a_csrf_token(client, db):
 def test_a_signed_in_user_sees_servers_with_their_gateway_url_and_no_secrets(client, django_user_model, server):
     user = django_user_model.objects.create_user("reader", password="a-long-password-1")
     client.force_login(user)
-    response = client.get("/")
+    response = client.get("/servers/")
     assert response.status_code == 200
     assert b"/mcp/files/" in response.content
     assert b"sk-live-0123456789abcdef" not in response.content

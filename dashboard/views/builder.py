@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from dashboard import drafts, grant_rules, top_level
+from dashboard import drafts, grant_rules, policy_templates, top_level
 from dashboard.access import staff_required
 from dashboard.confirmations import Question, ask_first
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools
@@ -114,6 +114,8 @@ def page_context(owner: Owner, state: dict, **extra) -> dict:
     facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(owner.server)]
     context = {"filter_form": CatalogueFilter(), "limit_form": BulkLimitForm(), "import_form": ImportForm(),
                "globs": policy_edit.glob_reach(document, facts), **state}
+    if not state["draft"].active:  # a first policy: the templates are on the page
+        context["templates"] = policy_templates.all_templates()
     if owner.grant is None:
         context["grant_rules"] = grant_rules.on_server(owner.server)
     else:
@@ -377,6 +379,35 @@ def discard(request, slug):
             return answer
     drafts.discard(request.session, owner.server, owner.grant)
     messages.info(request, "draft discarded: showing the active version")
+    return redirect(owner.url("builder"))
+
+
+@staff_required
+def start_from_template(request, slug):
+    """The templates (GET), or load one into the draft (POST; asking first when that replaces unsaved changes)."""
+    owner = Owner(request, slug)
+    if request.method != "POST":
+        return render(request, "dashboard/builder/templates.html", {
+            "owner": owner, "server": owner.server, "grant": owner.grant,
+            "templates": policy_templates.all_templates()})
+    template = policy_templates.by_key(request.POST.get("template", ""))
+    if template is None:
+        messages.error(request, "not changed: choose one of the templates shown")
+        return redirect(owner.url("builder"))
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    if draft.stored and draft.dirty:
+        changes = summarize(draft.active.document if draft.active else None, draft.document)
+        question = Question(
+            f"Replace the draft's {len(changes)} unsaved change{'s' if len(changes) != 1 else ''}?",
+            [f"The draft becomes the template “{template.title}”: {template.says}.",
+             "The changes below are lost; nothing is in force until you save."],
+            f"Start from “{template.title}”", owner.url("builder"), details=changes,
+            hidden={"template": template.key, **({"grant": owner.grant.name} if owner.grant else {})})
+        if (answer := ask_first(request, question)) is not None:
+            return answer
+    drafts.store(request.session, owner.server, owner.grant, draft, template.document)
+    messages.success(request, f"the draft is now the template “{template.title}”: check it, change what you need, "
+                              "then save")
     return redirect(owner.url("builder"))
 
 

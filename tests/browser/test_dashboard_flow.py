@@ -72,10 +72,11 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     page.fill("input[name=command]", f"{sys.executable} -m truenas_sim")
     page.fill("textarea[name=env]", f"TRUENAS_API_KEY={SECRET}")
     shoot(page, "03-register-server")
-    page.get_by_role("button", name="Register").click()
+    page.get_by_role("button", name="Register", exact=True).click()
     page.wait_for_url(f"{base}/servers/truenas/")
+    page.wait_for_selector("text=registered truenas and listed its 278 tools")  # listed at once
     page.get_by_role("button", name="Refresh tools").click()
-    page.wait_for_selector("text=Refreshed: 278 new")
+    page.wait_for_selector("text=Refreshed: 0 new, 0 changed, 0 gone, 278 unchanged")
     assert SECRET not in page.content()
     shoot(page, "04-server-refreshed")
 
@@ -255,7 +256,7 @@ def test_it_builds_saves_rolls_back_grants_and_reads_the_log(live_server, transa
     page.get_by_role("link", name="/tools/dataset_delete").click()
     page.wait_for_selector("h1:has-text('Rule for')")
 
-    page.goto(f"{base}/")
+    page.goto(f"{base}/servers/")
     shoot(page, "18-servers")
     assert not dialogs
     assert not [e for e in page.console_errors if "Content Security Policy" in e or "Refused" in e], \

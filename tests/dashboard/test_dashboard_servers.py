@@ -20,7 +20,7 @@ def register(client, **fields):
 
 
 def test_it_lists_servers_with_transport_health_risk_counts_and_configs(staff_client, truenas):
-    body = staff_client.get("/").content.decode()
+    body = staff_client.get("/servers/").content.decode()
     assert "279 tools" in body and "destructive" in body
     assert "http://127.0.0.1:8000/mcp/truenas/" in body
     assert "claude mcp add --transport http truenas" in body and "&lt;grant token&gt;" in body
