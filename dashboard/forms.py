@@ -9,6 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from gateway import upstream_addresses
+from gateway.calls.call_log import KINDS
 from gateway.grants import GrantError, parse_duration
 from gateway.models import SLUG_VALIDATOR, Call, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS, SCOPES
@@ -266,6 +267,9 @@ class GrantForm(forms.Form):
 
 
 class CallFilterForm(forms.Form):
+    PERIODS = [("", "any time (or from … until …)"), ("hour", "last hour"), ("day", "last day"),
+               ("week", "last week")]
+
     server = forms.CharField(required=False)
     grant = forms.CharField(required=False)
     tool = forms.CharField(required=False)
@@ -273,8 +277,23 @@ class CallFilterForm(forms.Form):
                                  widget=forms.Select(attrs=_refilter("decision")))
     outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + list(Call.Outcome.choices),
                                 widget=forms.Select(attrs=_refilter("outcome")))
+    kind = forms.ChoiceField(required=False, widget=forms.Select(attrs=_refilter("what happened")),
+                             choices=[("", "anything happened")] + [(k, text) for k, (text, _) in KINDS.items()])
+    period = forms.ChoiceField(required=False, choices=PERIODS, widget=forms.Select(attrs=_refilter("when")))
+    since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(
+        attrs={**_refilter("from (UTC)"), "type": "datetime-local"}))
+    until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(
+        attrs={**_refilter("until (UTC)"), "type": "datetime-local"}))
+    group = forms.BooleanField(required=False, label="group repeats",
+                               widget=forms.CheckboxInput(attrs={"class": "refilter"}))
     q = forms.CharField(required=False, label="Search")
     before = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+            self.add_error("until", "the end of the range must come after its start")
+        return data
 
 
 class DecisionForm(forms.Form):

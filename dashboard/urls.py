@@ -53,6 +53,7 @@ urlpatterns = [
     path("grants/<slug:name>/created/", grants.grant_created, name="grant_created"),
     path("grants/<slug:name>/revoke/", grants.grant_revoke, name="grant_revoke"),
     path("calls/", calls.call_list, name="calls"),
+    path("calls/export/", calls.call_export, name="calls_export"),
     path("calls/<int:pk>/", calls.call_detail, name="call"),
     path("approvals/", approvals.approval_queue, name="approvals"),
     path("approvals/<str:public_id>/decide/", approvals.decide, name="approval_decide"),

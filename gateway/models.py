@@ -270,6 +270,28 @@ class Call(models.Model):
         return (self.outcome == self.Outcome.REFUSED and self.refusal == "approval"
                 and self.reason.startswith("approval pending"))
 
+    WHAT_HAPPENED = {"ok": "ran: ok", "failed": "ran: failed", "policy": "denied by policy",
+                     "arguments": "arguments refused", "limit": "rate-limited", "pending-approval": "pending approval",
+                     "operator": "denied by an operator", "in-flight": "in flight"}
+
+    @property
+    def what_happened_text(self) -> str:
+        return self.WHAT_HAPPENED[self.what_happened]
+
+    @property
+    def what_happened(self) -> str:
+        """The call log's kind of this call (a key of gateway.calls.call_log.KINDS)."""
+        failed = (self.Outcome.TOOL_ERROR, self.Outcome.PROTOCOL_ERROR, self.Outcome.TIMEOUT, self.Outcome.INTERRUPTED)
+        if self.outcome == self.Outcome.OK:
+            return "ok"
+        if self.outcome in failed:
+            return "failed"
+        if self.outcome == self.Outcome.PENDING:
+            return "pending-approval" if self.decision == self.Decision.APPROVE else "in-flight"
+        if self.refusal == "approval":
+            return "pending-approval" if self.awaiting_approval else "operator"
+        return {"arguments": "arguments", "limit": "limit"}.get(self.refusal, "policy")
+
     @property
     def outcome_text(self) -> str:
         return "pending approval" if self.awaiting_approval else self.get_outcome_display()

@@ -18,6 +18,26 @@ from gateway.models import Call
 PAGE_SIZE = 50  # rows per page: one screen or two
 
 
+# What happened to a call, as a person asks it: one query per kind here, and Call.what_happened says the same of one
+# row (tests/calls/test_call_log.py checks that the two agree on every combination).
+FAILED = (Call.Outcome.TOOL_ERROR, Call.Outcome.PROTOCOL_ERROR, Call.Outcome.TIMEOUT, Call.Outcome.INTERRUPTED)
+_HELD = Q(refusal="approval", reason__startswith="approval pending")
+KINDS: dict[str, tuple[str, Q]] = {
+    "ok": (Call.WHAT_HAPPENED["ok"], Q(outcome=Call.Outcome.OK)),
+    "failed": (Call.WHAT_HAPPENED["failed"], Q(outcome__in=FAILED)),
+    "policy": (Call.WHAT_HAPPENED["policy"], Q(outcome=Call.Outcome.REFUSED)
+               & ~Q(refusal__in=("arguments", "limit", "approval"))),
+    "arguments": (Call.WHAT_HAPPENED["arguments"], Q(outcome=Call.Outcome.REFUSED, refusal="arguments")),
+    "limit": (Call.WHAT_HAPPENED["limit"], Q(outcome=Call.Outcome.REFUSED, refusal="limit")),
+    "pending-approval": (Call.WHAT_HAPPENED["pending-approval"],
+                         Q(outcome=Call.Outcome.PENDING, decision=Call.Decision.APPROVE)
+                         | Q(outcome=Call.Outcome.REFUSED) & _HELD),
+    "operator": (Call.WHAT_HAPPENED["operator"], Q(outcome=Call.Outcome.REFUSED, refusal="approval") & ~_HELD),
+    "in-flight": (Call.WHAT_HAPPENED["in-flight"],
+                  Q(outcome=Call.Outcome.PENDING) & ~Q(decision=Call.Decision.APPROVE)),
+}
+
+
 @dataclass(frozen=True)
 class CallFilter:
     server: str = ""  # slug
@@ -26,10 +46,19 @@ class CallFilter:
     decision: str = ""
     outcome: str = ""
     search: str = ""  # substring of the tool name, grant name or reason
+    kind: str = ""  # a key of KINDS
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 def filtered(f: CallFilter) -> QuerySet[Call]:
     qs = Call.objects.all()
+    if f.kind in KINDS:
+        qs = qs.filter(KINDS[f.kind][1])
+    if f.since is not None:
+        qs = qs.filter(created_at__gte=f.since)
+    if f.until is not None:
+        qs = qs.filter(created_at__lt=f.until)
     if f.server:
         qs = qs.filter(server_slug=f.server)
     if f.grant:
@@ -74,3 +103,28 @@ def page(f: CallFilter, before: str = "", size: int = PAGE_SIZE) -> Page:
     more = len(rows) > size
     rows = rows[:size]
     return Page(rows, cursor_of(rows[-1]) if more and rows else "")
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """Consecutive calls of one grant, tool, arguments and what happened, shown as one row (newest first)."""
+
+    call: Call
+    count: int
+    oldest: datetime
+
+
+def grouped(rows: list[Call]) -> list[Repeat]:
+    out: list[Repeat] = []
+    for call in rows:
+        last = out[-1] if out else None
+        if last is not None and _same(last.call, call):
+            out[-1] = Repeat(last.call, last.count + 1, call.created_at)
+        else:
+            out.append(Repeat(call, 1, call.created_at))
+    return out
+
+
+def _same(a: Call, b: Call) -> bool:
+    return (a.server_slug, a.grant_name, a.tool_name, a.argument_hash, a.decision, a.outcome, a.refusal) == (
+        b.server_slug, b.grant_name, b.tool_name, b.argument_hash, b.decision, b.outcome, b.refusal)
