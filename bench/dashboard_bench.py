@@ -104,7 +104,9 @@ def run(user, repeat: int) -> None:
     middle = Call.objects.order_by("-created_at", "-id")[Call.objects.count() // 2]
     cursor = f"{middle.created_at.isoformat()}_{middle.pk}"
     cases = [
-        ("servers page", "get", "/", None, False),
+        ("overview, last hour", "get", "/", None, False),
+        ("overview, last day (86,400 calls)", "get", "/", {"period": "day"}, False),
+        ("servers page", "get", "/servers/", None, False),
         ("server detail", "get", "/servers/truenas/", None, False),
         ("catalogue page", "get", "/servers/truenas/tools/", None, False),
         ("catalogue search (htmx)", "get", "/servers/truenas/tools/", {"q": "dataset"}, True),
@@ -143,7 +145,10 @@ def run(user, repeat: int) -> None:
         ("call log search 'destructive'", "get", "/calls/", {"q": "destructive"}, True),
         ("call log search, no match (full scan)", "get", "/calls/", {"q": "no-such-thing"}, True),
         ("call log page in the middle (keyset)", "get", "/calls/", {"before": cursor}, True),
+        ("call log: rate-limited, last day, grouped", "get", "/calls/", {"kind": "limit", "period": "day",
+                                                                          "group": "on"}, False),
         ("call detail", "get", f"/calls/{deep.pk}/", None, False),
+        ("policy templates", "get", b + "template/", None, False),
         ("save: what it saves", "post", b + "save/", None, False),
     ]
     client.post(b + "globs/new/", {"key": "dataset_*", **GLOB})  # the builder now has a glob rule to show

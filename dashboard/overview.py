@@ -7,10 +7,11 @@ Every figure is a COUNT over the call log's created_at index, grouped in SQL; no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from django.db import connection
 from django.db.models import Count, F
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models.expressions import RawSQL
 from django.urls import reverse
 
 from gateway.calls import approvals
@@ -41,24 +42,61 @@ class Step:
 
 
 def buckets(since: datetime, now: datetime, width: timedelta) -> list[Bucket]:
-    trunc = TruncMinute if width < timedelta(hours=1) else TruncHour
-    rows = (Call.objects.filter(created_at__gte=since).annotate(at=trunc("created_at"))
-            .values("at", "decision").annotate(n=Count("id")).order_by())
+    """Calls per bucket and decision in one GROUP BY. The bucket is worked out by the database's own date
+    arithmetic: Django's Trunc functions run as Python callbacks per row on SQLite (0.4 s for a day's 86,400 calls)."""
+    seconds = int(width.total_seconds())
+    if connection.vendor == "sqlite":
+        index = RawSQL("CAST((julianday(created_at) - julianday(%s)) * 86400 / %s AS INTEGER)",
+                       (since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), seconds))
+    else:
+        index = RawSQL("FLOOR(EXTRACT(EPOCH FROM (created_at - %s)) / %s)", (since, seconds))
+    rows = (Call.objects.filter(created_at__gte=since).annotate(bucket=index)
+            .values("bucket", "decision").annotate(n=Count("id")).order_by())
     starts = [since + width * i for i in range(int((now - since) / width) + 1)]
-    out = {start: dict.fromkeys(DECISIONS, 0) for start in starts}
+    out = [dict.fromkeys(DECISIONS, 0) for _ in starts]
     for row in rows:
-        index = min(int((row["at"] - since) / width), len(starts) - 1) if row["at"] >= since else 0
+        i = min(max(int(row["bucket"]), 0), len(starts) - 1)
         decision = "deny" if row["decision"] == "hide" else row["decision"]
-        out[starts[index]][decision] = out[starts[index]].get(decision, 0) + row["n"]
-    return [Bucket(start, counts) for start, counts in out.items()]
+        out[i][decision] = out[i].get(decision, 0) + row["n"]
+    return [Bucket(start, counts) for start, counts in zip(starts, out, strict=True)]
 
 
-def top(since: datetime, field: str, refused: bool = False) -> list[tuple[str, str, int]]:
-    qs = Call.objects.filter(created_at__gte=since)
-    if refused:
-        qs = qs.filter(outcome=Call.Outcome.REFUSED)
-    rows = qs.values("server_slug", field).annotate(n=Count("id")).order_by("-n", field)[:TOP]
-    return [(r["server_slug"], r[field], r["n"]) for r in rows]
+def tops(since: datetime) -> dict[str, list[tuple[str, str, int]]]:
+    """Most called tools, most refused tools and calls per grant over the period, exact, in few index scans."""
+    def ranked(rows, key):
+        return [(r["server_slug"], r[key], r["n"]) for r in sorted(rows, key=lambda r: (-r["n"], r[key],
+                                                                                         r["server_slug"]))[:TOP]]
+
+    period = Call.objects.filter(created_at__gte=since)
+    refused = (period.filter(outcome=Call.Outcome.REFUSED).values("server_slug", "tool_name")
+               .annotate(n=Count("id")).order_by())
+    grants = period.values("server_slug", "grant_name").annotate(n=Count("id")).order_by()
+    return {"top_tools": most_called(period), "top_refused": ranked(refused, "tool_name"),
+            "per_grant": ranked(grants, "grant_name")}
+
+
+def most_called(period) -> list[tuple[str, str, int]]:
+    """The TOP (server, tool) pairs by calls. Counting by tool name alone reads only the (tool_name, created_at)
+    index. With one server in the period that is the answer; otherwise a name's count bounds each of its servers'
+    counts, so the busiest names are split by server, a batch at a time, until no unsplit name could still rank."""
+    by_name = sorted(period.values("tool_name").annotate(n=Count("id")).order_by().values_list("tool_name", "n"),
+                     key=lambda item: (-item[1], item[0]))
+    servers = list(period.values_list("server", flat=True).distinct()[:2])
+    if len(servers) == 1:
+        slug = period.values_list("server_slug", flat=True).first()
+        return [(slug, name, n) for name, n in by_name[:TOP]]
+    pairs: list[tuple[str, str, int]] = []
+    split = 0
+    while split < len(by_name):
+        batch = [name for name, _ in by_name[split:split + 8 * TOP]]
+        split += len(batch)
+        rows = period.filter(tool_name__in=batch).values("server_slug", "tool_name").annotate(n=Count("id"))
+        pairs = sorted(pairs + [(r["server_slug"], r["tool_name"], r["n"]) for r in rows.order_by()],
+                       key=lambda p: (-p[2], p[1], p[0]))
+        floor = pairs[TOP - 1][2] if len(pairs) >= TOP else 0
+        if split >= len(by_name) or by_name[split][1] < floor:
+            break
+    return pairs[:TOP]
 
 
 def checklist() -> list[Step]:
@@ -106,8 +144,7 @@ def context(period: str, now: datetime) -> dict:
     return {
         "period": period, "since": since, "series": series, "totals": totals, "total": sum(totals.values()),
         "peak": max([b.total for b in series] + [1]), "width_minutes": int(width.total_seconds() // 60),
-        "top_tools": top(since, "tool_name"), "top_refused": top(since, "tool_name", refused=True),
-        "per_grant": top(since, "grant_name"),
+        **tops(since),
         "pending": approvals.pending_count(now),
         "servers": list(Server.objects.order_by("slug").only("slug", "name", "health", "last_error", "enabled",
                                                               "last_contact_at")),

@@ -74,3 +74,18 @@ def test_templates_load_into_the_draft_and_ask_before_replacing_unsaved_changes(
     staff_client.post("/servers/truenas/policy/save/", {"confirm": "1"})
     risk = policies.active_version(truenas).document["risk"]
     assert risk["execute"] == {"action": "approve"} and risk["destructive"]["action"] == "deny"
+
+
+def test_most_called_is_exact_across_servers_sharing_tool_names(truenas):
+    from dashboard.overview import TOP, most_called
+
+    other = Server.objects.create(slug="nas2", name="NAS 2", transport="http", url="http://127.0.0.1:9/mcp")
+    rows = [(truenas, "shared", 5), (other, "shared", 5), (truenas, "solo", 7)]
+    rows += [(truenas, f"t{i}", 6) for i in range(TOP)]
+    now = timezone.now()
+    Call.objects.bulk_create([Call(created_at=now, server=server, server_slug=server.slug, tool_name=name,
+                                   decision="allow", outcome="ok") for server, name, n in rows for _ in range(n)])
+    found = most_called(Call.objects.filter(created_at__gte=now - timedelta(minutes=1)))
+    # "shared" has 10 calls by name, but 5 per server: neither of its pairs ranks among the top 8
+    assert found[0] == ("truenas", "solo", 7) and all(name != "shared" for _, name, _ in found)
+    assert len(found) == TOP
