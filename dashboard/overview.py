@@ -70,9 +70,12 @@ def tops(since: datetime) -> dict[str, list[tuple[str, str, int]]]:
     period = Call.objects.filter(created_at__gte=since)
     refused = (period.filter(outcome=Call.Outcome.REFUSED).values("server_slug", "tool_name")
                .annotate(n=Count("id")).order_by())
-    grants = period.values("server_slug", "grant_name").annotate(n=Count("id")).order_by()
+    # By grant id: the (grant, created_at) index answers it alone; names from the grants (deleted ones keep theirs).
+    counts = dict(period.values_list("grant").annotate(n=Count("id")).order_by())
+    names = dict(Grant.objects.filter(pk__in=[g for g in counts if g]).values_list("pk", "name"))
+    per_grant = sorted(((names.get(g, "") if g else "", n) for g, n in counts.items()), key=lambda p: (-p[1], p[0]))
     return {"top_tools": most_called(period), "top_refused": ranked(refused, "tool_name"),
-            "per_grant": ranked(grants, "grant_name")}
+            "per_grant": [("", name, n) for name, n in per_grant[:TOP]]}
 
 
 def most_called(period) -> list[tuple[str, str, int]]:
@@ -83,7 +86,7 @@ def most_called(period) -> list[tuple[str, str, int]]:
                      key=lambda item: (-item[1], item[0]))
     servers = list(period.values_list("server", flat=True).distinct()[:2])
     if len(servers) == 1:
-        slug = period.values_list("server_slug", flat=True).first()
+        slug = period.order_by("-created_at").values_list("server_slug", flat=True)[0]
         return [(slug, name, n) for name, n in by_name[:TOP]]
     pairs: list[tuple[str, str, int]] = []
     split = 0
