@@ -59,10 +59,13 @@ def test_save_and_discard_work_after_a_per_row_change(live_server, truenas_with_
     ("/calls/", "#id_q", "pool", "/calls/"),
     ("/servers/truenas/policy/", "#filters input[name=q]", "pool", "/policy/"),
 ], ids=["catalogue", "call-log", "builder"])
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
 def test_back_after_filtering_shows_the_whole_page_not_a_fragment(live_server, truenas_with_policy, page, shoot,
-                                                                  django_user_model, path, field, value, target):
+                                                                  django_user_model, path, field, value, target,
+                                                                  width, height):
     django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
     base = live_server.url
+    page.set_viewport_size({"width": width, "height": height})
     sign_in(page, base)
     page.goto(f"{base}{path}")
     htmx_done(page, lambda: page.fill(field, value), target, "GET")
@@ -72,4 +75,4 @@ def test_back_after_filtering_shows_the_whole_page_not_a_fragment(live_server, t
     page.wait_for_load_state()
     assert page.locator("nav").count() >= 1 and page.locator("h1").count() == 1, page.content()[:500]
     assert page.locator("link[rel=stylesheet]").count() >= 1
-    shoot(page, f"13-4-back-{target.strip('/')}")
+    shoot(page, f"13-4-back-{target.strip('/')}-{width}")
