@@ -86,16 +86,21 @@ def test_save_discard_and_roll_back_say_what_changes_and_ask(live_server, nas, p
     assert not page.console_errors, page.console_errors
 
 
+def ask_to_always_allow(page, base: str, approval):
+    """On the approvals page, press "Approve & always allow for this grant…": the card then asks."""
+    page.goto(f"{base}/approvals/")
+    card = page.locator(f"#approval-{approval.public_id}")
+    htmx_done(page, lambda: card.get_by_role("button", name="Approve & always allow for this grant…").click(),
+              "/decide/")
+    return page.locator(f"#approval-{approval.public_id}")
+
+
 @WIDTHS
 def test_always_allow_says_what_it_writes_and_asks(live_server, hold, nas, page, shoot, django_user_model,
                                                    width, height):
     base = staff_signed_in(page, live_server, django_user_model, width, height)
     approval = hold()
-    page.goto(f"{base}/approvals/")
-    card = page.locator(f"#approval-{approval.public_id}")
-    htmx_done(page, lambda: card.get_by_role("button", name="Approve & always allow for this grant…").click(),
-              "/decide/")
-    card = page.locator(f"#approval-{approval.public_id}")
+    card = ask_to_always_allow(page, base, approval)
     assert "Always allow share_create for agent-a?" in card.inner_text()
     assert Approval.objects.get(pk=approval.pk).state == "pending"
     shoot(page, f"13-5-always-allow-confirm-{width}")

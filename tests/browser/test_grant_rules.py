@@ -8,6 +8,7 @@ import pytest
 
 from gateway import policies
 from gateway.models import Tool
+from tests.browser.test_confirmations import ask_to_always_allow
 from tests.browser.test_dashboard_flow import htmx_done, staff_signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -21,11 +22,7 @@ def test_server_changes_reach_a_grant_after_always_allow(live_server, hold, nas,
                         definition_hash="b" * 64, approved_hash="b" * 64, risk_category="destructive",
                         risk_level="high", position=1)
     base = staff_signed_in(page, live_server, django_user_model, width, height)
-    approval = hold()
-    page.goto(f"{base}/approvals/")
-    card = page.locator(f"#approval-{approval.public_id}")
-    htmx_done(page, lambda: card.get_by_role("button", name="Approve & always allow for this grant…").click(),
-              "/decide/")
+    ask_to_always_allow(page, base, hold())
     htmx_done(page, lambda: page.get_by_role("button", name="Approve and always allow").click(), "/decide/")
 
     # The server's builder says a grant adds rules; a change saved there tells who else gets it.

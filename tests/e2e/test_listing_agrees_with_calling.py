@@ -33,7 +33,8 @@ from gateway.calls import approvals
 from gateway.catalogue.sync import definition_hash
 from gateway.grants import create_grant
 from gateway.models import Call, Counter, Server, Tool
-from gateway.policy import RISK_CATEGORIES, RISK_KEYS, RISK_LEVELS, SCOPES, parse_policy
+from gateway.policy import RISK_CATEGORIES, RISK_KEYS, RISK_LEVELS, SCOPES, PolicyInvalid, parse_policy
+from gateway.policy.layers import merge
 from gateway.protocol.tools_list import visible_tools
 from tests.conftest import start_gateway, stop
 
@@ -238,8 +239,14 @@ def run_scenario(s: dict) -> None:
     grants = []
     for i, own in enumerate(s["grants"]):
         new = create_grant(f"{server.slug}-g{i}", [server], None)
-        if own is not None:
-            policies.apply(server, own, grant=new.grant, actor="property")
+        if own is not None:  # the grant's own rules: a layer on the server's policy (docs/POLICY.md, Grant rules)
+            base = policies.canonical(s["server_policy"]) if s["server_policy"] is not None else None
+            try:
+                own = merge(base, {k: v for k, v in policies.canonical(own).items() if k != "version"})
+            except PolicyInvalid:
+                own = None  # rules that do not fit the server's (a counter with another window): no own rules
+            else:
+                policies.apply(server, own, grant=new.grant, actor="property")
         effective = own if own is not None else s["server_policy"]
         shown = {d["name"] for d in visible_tools(server, new.token, listing, complete=True, mark_gone=True)}
         assert shown <= {d["name"] for d in listing}
