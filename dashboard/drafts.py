@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from gateway import policies
 from gateway.models import Grant, PolicyVersion, Server
 from gateway.policy import export_policy, parse_policy
+from gateway.policy.diff import summarize
 from gateway.policy.editing import EMPTY_POLICY
 
 
@@ -29,6 +30,10 @@ class Draft:
     @property
     def dirty(self) -> bool:
         return self.active is None or self.active.document != self.document
+
+    def changes(self) -> list[str]:
+        """What the draft changes against the active version, one line each ([] when it changes nothing)."""
+        return summarize(self.active.document if self.active else None, self.document) if self.dirty else []
 
     @property
     def stale(self) -> bool:

@@ -14,6 +14,7 @@ from django.db.models import Count, F
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 
+from dashboard.wording import counted
 from gateway.calls import approvals
 from gateway.models import Call, Grant, PolicyVersion, Server, Tool
 
@@ -115,7 +116,7 @@ def checklist() -> list[Step]:
              f"{Server.objects.count()} registered" if server else "the server your agent should reach through "
                                                                      "Portcullis (stdio, HTTP or SSE)",
              reverse("dashboard:server_new"), "Register a server"),
-        Step("List its tools", tools > 0, f"{tools} tool{'s' if tools != 1 else ''} in the catalogue, each "
+        Step("List its tools", tools > 0, f"{counted(tools, 'tool')} in the catalogue, each "
                                           "classified by risk" if tools else
              "Portcullis lists them and classifies each by risk",
              reverse("dashboard:server", kwargs={"slug": slug}) if slug else "", "Open the server"),
@@ -136,8 +137,7 @@ def checklist() -> list[Step]:
 def context(period: str, now: datetime) -> dict:
     span, width = PERIODS.get(period, PERIODS["hour"])
     period = period if period in PERIODS else "hour"
-    since = now - span
-    since = since.replace(second=0, microsecond=0)
+    since = (now - span).replace(second=0, microsecond=0)
     series = buckets(since, now, width)
     totals = dict.fromkeys(DECISIONS, 0)
     for bucket in series:
@@ -145,8 +145,8 @@ def context(period: str, now: datetime) -> dict:
             totals[key] = totals.get(key, 0) + n
     steps = checklist()
     return {
-        "period": period, "since": since, "series": series, "totals": totals, "total": sum(totals.values()),
-        "peak": max([b.total for b in series] + [1]), "width_minutes": int(width.total_seconds() // 60),
+        "period": period, "totals": totals, "total": sum(totals.values()),
+        "width_minutes": int(width.total_seconds() // 60),
         **tops(since),
         "pending": approvals.pending_count(now),
         "servers": list(Server.objects.order_by("slug").only("slug", "name", "health", "last_error", "enabled",

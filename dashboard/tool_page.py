@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from dashboard import grant_rules
 from dashboard.effective import actions_for
 from dashboard.rule_links import rule_link
 from gateway import policies
-from gateway.models import Call, PolicyVersion, Tool
+from gateway.models import Call, Tool
 from gateway.policy.editing import Effective
 
 RECENT = 10
@@ -56,22 +57,16 @@ def parameters(input_schema: object) -> list[Parameter]:
 
 def in_force(tool: Tool) -> list[InForce]:
     server = tool.server
-    out = []
     active = policies.active_version(server)
-    if active is None:
-        out.append(InForce("every grant: no active policy", Effective("deny", "", reason="no active policy"), ""))
-    else:
-        effective = actions_for(active.document, [tool], server.slug)[tool.name]
-        out.append(InForce(f"every grant (the server's policy v{active.number})", effective,
-                           rule_link(effective.rule, server.slug)))
-    own = (PolicyVersion.objects.filter(server=server, grant__isnull=False, is_active=True)
-           .select_related("grant").order_by("grant__name"))
-    for version in own:
-        effective = actions_for(version.document, [tool], server.slug, version.grant.name)[tool.name]
-        kind = "its own complete copy" if version.layer is None else "its own rules on the server's"
+    effective = actions_for(active.document if active else None, [tool], server.slug)[tool.name]
+    out = [InForce(f"every grant (the server's policy v{active.number})" if active else
+                   "every grant: no active policy", effective, rule_link(effective.rule, server.slug))]
+    for own in grant_rules.on_server(server):
+        effective = actions_for(own.version.document, [tool], server.slug, own.grant.name)[tool.name]
+        kind = "its own complete copy" if own.copy else "its own rules on the server's"
         link = rule_link(effective.rule, server.slug)
-        out.append(InForce(f"grant {version.grant.name} ({kind}, v{version.number})", effective,
-                           f"{link}?grant={version.grant.name}" if link else ""))
+        out.append(InForce(f"grant {own.grant.name} ({kind}, v{own.version.number})", effective,
+                           f"{link}?grant={own.grant.name}" if link else ""))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dashboard.effective import live_tools
 from dashboard.policy_forms import DEFAULT_ALL_TOOLS_COUNTER
 from dashboard.rule_form import limit_rows, limits_posted
+from dashboard.wording import counted
 from gateway.policy import NAMED_WINDOWS, SCOPES, PolicyInvalid
 from gateway.policy import editing as policy_edit
 from gateway.policy.editing import ToolFacts
@@ -28,7 +29,7 @@ def _summary(document: dict) -> list[str]:
     if document.get("on_deny"):
         parts.append("own refusal message")
     if limits := document.get("all_tools", {}).get("limits"):
-        parts.append(f"{len(limits)} limit{'s' if len(limits) != 1 else ''} on every call")
+        parts.append(f"{counted(len(limits), 'limit')} on every call")
     return parts
 
 

@@ -270,6 +270,7 @@ class Call(models.Model):
         return (self.outcome == self.Outcome.REFUSED and self.refusal == "approval"
                 and self.reason.startswith("approval pending"))
 
+    FAILED_OUTCOMES = (Outcome.TOOL_ERROR, Outcome.PROTOCOL_ERROR, Outcome.TIMEOUT, Outcome.INTERRUPTED)
     WHAT_HAPPENED = {"ok": "ran: ok", "failed": "ran: failed", "policy": "denied by policy",
                      "arguments": "arguments refused", "limit": "rate-limited", "pending-approval": "pending approval",
                      "operator": "denied by an operator", "in-flight": "in flight"}
@@ -281,10 +282,9 @@ class Call(models.Model):
     @property
     def what_happened(self) -> str:
         """The call log's kind of this call (a key of gateway.calls.call_log.KINDS)."""
-        failed = (self.Outcome.TOOL_ERROR, self.Outcome.PROTOCOL_ERROR, self.Outcome.TIMEOUT, self.Outcome.INTERRUPTED)
         if self.outcome == self.Outcome.OK:
             return "ok"
-        if self.outcome in failed:
+        if self.outcome in self.FAILED_OUTCOMES:
             return "failed"
         if self.outcome == self.Outcome.PENDING:
             return "pending-approval" if self.decision == self.Decision.APPROVE else "in-flight"

@@ -115,9 +115,10 @@ def rollback(server: Server, number: int, *, grant: Grant | None = None, user=No
         old = PolicyVersion.objects.get(server=server, grant=grant, number=number)
     except PolicyVersion.DoesNotExist:
         raise LookupError(f"{server.slug} has no policy version {number}") from None
-    # A grant's rules as they were, on the server's policy as it is now.
-    document = merge(active_version(server).document if active_version(server) else None, old.layer) \
-        if grant is not None and old.layer is not None else old.document
+    document = old.document
+    if grant is not None and old.layer is not None:  # a grant's rules as they were, on the server's policy now
+        current = active_version(server)
+        document = merge(current.document if current else None, old.layer)
     return apply(server, document, grant=grant, user=user, actor=actor, summary_prefix=f"rollback to v{number}: ")
 
 

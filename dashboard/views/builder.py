@@ -19,6 +19,7 @@ from dashboard.confirmations import Question, ask_first
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools
 from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
 from dashboard.partials import wants_fragment
+from dashboard.wording import counted
 from gateway import policies
 from gateway.models import Grant, PolicyVersion, Server, Tool
 from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text, pointer_join
@@ -35,6 +36,11 @@ class Owner:
         name = request.GET.get("grant") or request.POST.get("grant") or ""
         self.grant = get_object_or_404(Grant, name=name, servers=self.server) if name else None
         self.query = f"?grant={self.grant.name}" if self.grant else ""
+
+    @property
+    def hidden(self) -> dict[str, str]:
+        """The owner as a form's hidden field (a confirmation sends it back)."""
+        return {"grant": self.grant.name} if self.grant else {}
 
     def url(self, name: str, **kwargs) -> str:
         return reverse(f"dashboard:{name}", kwargs={"slug": self.server.slug, **kwargs}) + self.query
@@ -66,7 +72,7 @@ def _state(request, owner: Owner, draft: drafts.Draft | None = None, filters: di
         own = grant_rules.pointers(draft.document, server_version.document if server_version else None)
     for tool in shown:
         _annotate(tool, effective[tool.name], exact, globs, own)
-    changes = summarize(draft.active.document if draft.active else None, draft.document) if draft.dirty else []
+    changes = draft.changes()
     selection = drafts.selection(request.session, owner.server, owner.grant)
     return {
         "owner": owner, "server": owner.server, "grant": owner.grant, "draft": draft, "changes": changes,
@@ -237,6 +243,7 @@ def bulk(request, slug):
     if choice not in BULK_VERBS:
         return _refused(request, owner, "choose one of: " + ", ".join(BULK_VERBS))
     filters = _filters(request.POST)
+    not_shown = 0  # selected tools the filter hides, which the action leaves alone
     if request.POST.get("confirm"):
         live = {t.name for t in live_tools(owner.server)}
         names = [n for n in request.POST.getlist("tool") if n in live]
@@ -249,13 +256,14 @@ def bulk(request, slug):
         if not names:
             return _refused(request, owner, f"the {len(chosen)} selected tools are all hidden by the search or "
                                             "filters: clear them to see the selection, or select tools shown")
+        not_shown = len(chosen) - len(names)
     plan = _plan(request, owner, choice, names)
     if isinstance(plan, HttpResponse):
         return plan
     if not request.POST.get("confirm"):
         context = {"owner": owner, "server": owner.server, "grant": owner.grant, "plan": plan, "names": names,
                    "choice": choice, "verb": BULK_VERBS[choice], "filters": filters,
-                   "not_shown": len(drafts.selection(request.session, owner.server, owner.grant)) - len(names),
+                   "not_shown": not_shown,
                    "limit": [(k, request.POST.get(k, "")) for k in ("max", "window", "scope", "counter")]
                    if choice == "limit" else None,
                    "reasons": sorted({c.after.reason for c in plan.changed if c.after.reason})}
@@ -264,8 +272,8 @@ def bulk(request, slug):
     draft = drafts.load(request.session, owner.server, owner.grant)
     drafts.store(request.session, owner.server, owner.grant, draft, plan.document)
     drafts.set_selection(request.session, owner.server, owner.grant, set())
-    done = (f"{BULK_VERBS[choice]}: {len(plan.changed)} tool{'s' if len(plan.changed) != 1 else ''} changed in "
-            f"the draft ({plan.rules_written} rule{'s' if plan.rules_written != 1 else ''} written, "
+    done = (f"{BULK_VERBS[choice]}: {counted(len(plan.changed), 'tool')} changed in "
+            f"the draft ({counted(plan.rules_written, 'rule')} written, "
             f"{plan.rules_removed} removed); not in force until you save")
     if not request.htmx:
         messages.success(request, done)
@@ -308,7 +316,7 @@ def preview(request, slug):
     active = draft.active.document if draft.active else None
     context = {"owner": owner, "server": owner.server, "draft": draft,
                "text": canonical_json(draft.document), "diff": policy_edit.text_diff(active, draft.document),
-               "changes": summarize(active, draft.document) if draft.dirty else []}
+               "changes": draft.changes()}
     template = "dashboard/builder/_preview.html" if wants_fragment(request) else "dashboard/builder/preview.html"
     return render(request, template, context)
 
@@ -319,19 +327,19 @@ def save(request, slug):
     owner = Owner(request, slug)
     draft = drafts.load(request.session, owner.server, owner.grant)
     if draft.dirty:
-        active = draft.active.document if draft.active else None
-        changes = summarize(active, draft.document)
+        changes = draft.changes()
         next_number = (PolicyVersion.objects.filter(server=owner.server, grant=owner.grant)
                        .order_by("-number").values_list("number", flat=True).first() or 0) + 1
         who = f"grant {owner.grant.name}'s calls to {owner.server.slug}" if owner.grant else \
             f"every grant's calls to {owner.server.slug}"
-        consequences = [f"The draft's {len(changes)} change{'s' if len(changes) != 1 else ''} become version "
+        consequences = [f"The draft's {counted(len(changes), 'change')} become version "
                         f"v{next_number} and decide {who} from the next call."]
         if owner.grant is None:
-            layered = [g for g in grant_rules.on_server(owner.server) if not g.copy]
-            copies = [g.grant.name for g in grant_rules.on_server(owner.server) if g.copy]
+            others = grant_rules.on_server(owner.server)
+            layered = [g for g in others if not g.copy]
+            copies = [g.grant.name for g in others if g.copy]
             if layered:
-                consequences.append(f"{len(layered)} grant{'s' if len(layered) != 1 else ''} with rules of "
+                consequences.append(f"{counted(len(layered), 'grant')} with rules of "
                                     f"{'their' if len(layered) != 1 else 'its'} own get it too, with those rules on "
                                     f"top: {', '.join(g.grant.name for g in layered)}.")
             if copies:
@@ -341,10 +349,10 @@ def save(request, slug):
             consequences.append(f"The active version changed since this draft started (v{draft.base} → "
                                 f"v{draft.active.number}): saving replaces it.")
         question = Question(
-            f"Save {len(changes)} change{'s' if len(changes) != 1 else ''} as v{next_number}?", consequences,
+            f"Save {counted(len(changes), 'change')} as v{next_number}?", consequences,
             f"Save v{next_number}", owner.url("builder"), danger=False, details=changes,
             undo=f"Undo: roll back to v{draft.active.number} from the history." if draft.active else "",
-            hidden={"grant": owner.grant.name} if owner.grant else {})
+            hidden=owner.hidden)
         if (answer := ask_first(request, question)) is not None:
             return answer
     try:
@@ -368,13 +376,13 @@ def discard(request, slug):
     owner = Owner(request, slug)
     draft = drafts.load(request.session, owner.server, owner.grant)
     if draft.stored and draft.dirty:
-        changes = summarize(draft.active.document if draft.active else None, draft.document)
+        changes = draft.changes()
         kept = f"The active version v{draft.active.number} stays in force." if draft.active else \
             "Nothing was ever saved: there stays no active policy."
         question = Question(
-            f"Discard the draft's {len(changes)} change{'s' if len(changes) != 1 else ''}?",
+            f"Discard the draft's {counted(len(changes), 'change')}?",
             [f"The changes below are lost: they were never saved. {kept}"], "Discard the draft", owner.url("builder"),
-            details=changes, hidden={"grant": owner.grant.name} if owner.grant else {})
+            details=changes, hidden=owner.hidden)
         if (answer := ask_first(request, question)) is not None:
             return answer
     drafts.discard(request.session, owner.server, owner.grant)
@@ -396,13 +404,13 @@ def start_from_template(request, slug):
         return redirect(owner.url("builder"))
     draft = drafts.load(request.session, owner.server, owner.grant)
     if draft.stored and draft.dirty:
-        changes = summarize(draft.active.document if draft.active else None, draft.document)
+        changes = draft.changes()
         question = Question(
-            f"Replace the draft's {len(changes)} unsaved change{'s' if len(changes) != 1 else ''}?",
+            f"Replace the draft's {counted(len(changes), 'unsaved change')}?",
             [f"The draft becomes the template “{template.title}”: {template.says}.",
              "The changes below are lost; nothing is in force until you save."],
             f"Start from “{template.title}”", owner.url("builder"), details=changes,
-            hidden={"template": template.key, **({"grant": owner.grant.name} if owner.grant else {})})
+            hidden={"template": template.key, **owner.hidden})
         if (answer := ask_first(request, question)) is not None:
             return answer
     drafts.store(request.session, owner.server, owner.grant, draft, template.document)
@@ -499,7 +507,7 @@ def rollback(request, slug, number):
             f"Roll back to v{number}?", consequences, f"Roll back to v{number}", owner.url("versions"),
             danger=False, details=changes or ["identical documents"],
             undo=f"Undo: roll back to v{active.number} from this history.",
-            hidden={"grant": owner.grant.name} if owner.grant else {})
+            hidden=owner.hidden)
         if (answer := ask_first(request, question)) is not None:
             return answer
     try:

@@ -10,7 +10,7 @@ from django.utils import timezone
 from dashboard import call_facts, rule_links
 from dashboard.forms import CallFilterForm
 from dashboard.partials import wants_fragment
-from gateway.calls.call_log import KINDS, filtered, grouped, page
+from gateway.calls.call_log import filtered, grouped, page
 from gateway.models import Call, Grant, Server
 
 
@@ -45,7 +45,7 @@ def rule_link(call: Call) -> str:
 def call_detail(request, pk):
     call = get_object_or_404(Call.objects.select_related("grant", "server", "policy_version", "approval"), pk=pk)
     return render(request, "dashboard/calls/detail.html", {
-        "call": call, "rule_link": rule_link(call), "kind": KINDS[call.what_happened][0],
+        "call": call, "rule_link": rule_link(call), "kind": call.what_happened_text,
         "counters": call_facts.counters_in_words(call, timezone.now())})
 
 

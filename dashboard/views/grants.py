@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from dashboard.access import staff_required
 from dashboard.confirmations import Question, ask_first
 from dashboard.forms import GrantForm
+from dashboard.wording import counted
 from gateway import policies, vault
 from gateway.clientconfig import client_configs
 from gateway.grants import GrantError, create_grant, revoke
@@ -82,7 +83,7 @@ def grant_revoke(request, name):
         question = Question(
             f"Revoke grant {grant.name}?",
             [f"Its token stops working at once: every call it makes to {servers} is refused.",
-             f"Its {sessions} open agent session{'s' if sessions != 1 else ''} end{'s' if sessions == 1 else ''} "
+             f"Its {counted(sessions, 'open agent session')} end{'s' if sessions == 1 else ''} "
              "with its next request.",
              f"It was last used: {used}.",
              "To let the agent in again, create a new grant and put its new token in the agent's configuration."],

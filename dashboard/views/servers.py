@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from dashboard.access import can_change_commands, staff_required
 from dashboard.confirmations import Question, ask_first
 from dashboard.forms import ServerForm
+from dashboard.wording import counted
 from gateway import policies, server_changes
 from gateway.calls import processes, session_records
 from gateway.catalogue.refresh import RefreshFailed, refresh
@@ -95,8 +96,7 @@ def server_new(request):
             messages.warning(request, f"registered {server.slug}, but its tools could not be listed: {exc} — "
                                       "fix its settings (Edit), then press Refresh tools")
         else:
-            count = len(summary.new) + len(summary.changed) + summary.unchanged
-            messages.success(request, f"registered {server.slug} and listed its {count} tools: next, "
+            messages.success(request, f"registered {server.slug} and listed its {summary.listed} tools: next, "
                                       "write its policy (every call is refused until there is one)")
         return redirect("dashboard:server", slug=server.slug)
     return render(request, "dashboard/servers/form.html", {"form": form, "server": None})
@@ -110,7 +110,7 @@ def _test_connection(server: Server) -> dict:
         return {"ok": False, "text": f"could not connect: {redact_server_text(server, str(exc))}"}
     names = [str(d.get("name", "")) for d in definitions if isinstance(d, dict)]
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    return {"ok": True, "text": f"connected: it lists {len(names)} tool{'s' if len(names) != 1 else ''}"
+    return {"ok": True, "text": f"connected: it lists {counted(len(names), 'tool')}"
                                 + (f" ({shown})" if names else "")}
 
 
@@ -148,9 +148,9 @@ def server_toggle(request, slug):
         sessions = server.sessions.filter(ended_at__isnull=True).count()
         question = Question(
             f"Disable {server.slug}?",
-            [f"Every call to its tools is refused from now on, for all {grants} grant{'s' if grants != 1 else ''} "
+            [f"Every call to its tools is refused from now on, for all {counted(grants, 'grant')} "
              "that cover it, with a reason agents can read.",
-             f"Its {sessions} open agent session{'s' if sessions != 1 else ''} stay open, but get refusals.",
+             f"Its {counted(sessions, 'open agent session')} stay open, but get refusals.",
              "Its policy, catalogue, grants and call log stay as they are."],
             f"Disable {server.slug}", reverse("dashboard:server", kwargs={"slug": server.slug}),
             undo="Undo: enable it again on the server's page; calls go through again at once.",

@@ -157,32 +157,24 @@ def pending_count(now: datetime) -> int:
     return Approval.objects.filter(agent_waiting(), state=Approval.State.PENDING, expires_at__gt=now).count()
 
 
-def _event(approval: Approval) -> dict:
-    return {"type": "approval.changed", "approval_id": approval.pk, "public_id": approval.public_id,
-            "state": approval.state}
-
-
 async def announce(approval: Approval) -> None:
-    """publish() from async code: the agent stopped waiting, so its card and the badge change. Never raises."""
+    """Tell the dashboards and the held call (any process, through the channel layer). Never raises: waiting calls
+    also poll the database and a card is right again on the next page load, so a lost event only costs latency."""
     from channels.layers import get_channel_layer
 
+    event = {"type": "approval.changed", "approval_id": approval.pk, "public_id": approval.public_id,
+             "state": approval.state}
     try:
         layer = get_channel_layer()
         if layer is not None:
-            await layer.group_send(APPROVALS_GROUP, _event(approval))
-    except Exception as exc:  # the card is right again on the next page load
+            await layer.group_send(APPROVALS_GROUP, event)
+    except Exception as exc:
         log.warning("approval event not published: %s", exc)
 
 
 def publish(approval: Approval) -> None:
-    """Tell the dashboards and the held call (any process, through the channel layer). Never raises."""
-    from channels.layers import get_channel_layer
-
-    event = _event(approval)
+    """announce() from synchronous code. Never raises (not even where an event loop already runs this thread)."""
     try:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(APPROVALS_GROUP, event)
-    except Exception as exc:  # waiting calls also poll the database, so a lost event only costs latency
+        async_to_sync(announce)(approval)
+    except Exception as exc:
         log.warning("approval event not published: %s", exc)
-

@@ -19,12 +19,11 @@ PAGE_SIZE = 50  # rows per page: one screen or two
 
 
 # What happened to a call, as a person asks it: one query per kind here, and Call.what_happened says the same of one
-# row (tests/calls/test_call_log.py checks that the two agree on every combination).
-FAILED = (Call.Outcome.TOOL_ERROR, Call.Outcome.PROTOCOL_ERROR, Call.Outcome.TIMEOUT, Call.Outcome.INTERRUPTED)
+# row (tests/dashboard/test_dashboard_call_investigation.py checks that the two agree on every combination).
 _HELD = Q(refusal="approval", reason__startswith="approval pending")
 KINDS: dict[str, tuple[str, Q]] = {
     "ok": (Call.WHAT_HAPPENED["ok"], Q(outcome=Call.Outcome.OK)),
-    "failed": (Call.WHAT_HAPPENED["failed"], Q(outcome__in=FAILED)),
+    "failed": (Call.WHAT_HAPPENED["failed"], Q(outcome__in=Call.FAILED_OUTCOMES)),
     "policy": (Call.WHAT_HAPPENED["policy"], Q(outcome=Call.Outcome.REFUSED)
                & ~Q(refusal__in=("arguments", "limit", "approval"))),
     "arguments": (Call.WHAT_HAPPENED["arguments"], Q(outcome=Call.Outcome.REFUSED, refusal="arguments")),

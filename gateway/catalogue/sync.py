@@ -27,6 +27,11 @@ class RefreshSummary:
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)  # malformed or duplicate entries, with why
 
+    @property
+    def listed(self) -> int:
+        """How many tools the listing had (new, changed and unchanged)."""
+        return len(self.new) + len(self.changed) + self.unchanged
+
     def lines(self) -> list[str]:
         out = [f"{len(self.new)} new, {len(self.changed)} changed, {len(self.gone)} gone, {self.unchanged} unchanged"]
         out += [f"  + {name}" for name in self.new]

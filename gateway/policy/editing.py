@@ -79,8 +79,7 @@ def effective_actions(policy: Policy | None, tools: Iterable[ToolFacts], server:
                       grant: str = "") -> dict[str, Effective]:
     """The action the engine takes for each tool before looking at arguments and counters."""
     if policy is None:
-        return {t.name: Effective("deny", "", reason="no active policy for this server")
-                for t in tools}
+        return {t.name: Effective("deny", "", reason="no active policy for this server") for t in tools}
     # Listed or not is what `visibility` answers; the builder shows what a call gets, so denied stays denied.
     strict = dataclasses.replace(policy, show_denied=False)
     out = {}
@@ -227,7 +226,8 @@ def plan_actions(document: dict, tools: Sequence[ToolFacts], names: Iterable[str
     if choice not in TOOL_CHOICES:
         raise PolicyInvalid([Problem("action", f"choose one of: {', '.join(TOOL_CHOICES)}")])
     names = list(dict.fromkeys(names))
-    facts = [t for t in tools if t.name in set(names)]
+    wanted = set(names)
+    facts = [t for t in tools if t.name in wanted]
     exact = dict(document.get("tools", {}))
     before = effective_actions(parse_policy(document), facts)
     # What each tool would do with its own action-only rule gone: one parse for all of them.
@@ -262,7 +262,8 @@ def plan_actions(document: dict, tools: Sequence[ToolFacts], names: Iterable[str
 def plan_limits(document: dict, tools: Sequence[ToolFacts], names: Iterable[str], maximum: int,
                 window: str | int, scope: str, counter: str = "") -> BulkPlan:
     names = list(dict.fromkeys(names))
-    facts = [t for t in tools if t.name in set(names)]
+    wanted = set(names)
+    facts = [t for t in tools if t.name in wanted]
     before = effective_actions(parse_policy(document), facts)
     return _plan(document, limit_tools(document, [n for n in names if n in before], maximum, window, scope,
                                        counter), facts, before)
