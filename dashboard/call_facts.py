@@ -89,7 +89,8 @@ def counters_in_words(call: Call, now: datetime) -> list[CounterWords]:
         maximum = limits.get(name)
         of = f" of {maximum}" if maximum else ""
         per = {"grant": f"per grant ({who.split('/', 1)[-1]})", "server": "per server, all grants together",
-               "global": "for the whole gateway"}.get(scope, f"per {scope}")
+               "global": "for the whole gateway",
+               "session": f"per agent session ({who.split('/', 2)[-1]})"}.get(scope, f"per {scope}")
         if ends > now:
             text = f"{name}: {counts.get(key, 0)}{of} this {span}, {per} (window {begins:%H:%M:%S}–{ends:%H:%M:%S} UTC)"
         else:

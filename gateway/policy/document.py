@@ -20,7 +20,7 @@ DEFAULTS = ("allow", "deny")
 RISK_LEVELS = ("low", "medium", "high", "critical")
 RISK_CATEGORIES = ("read", "write", "execute", "destructive", "financial")
 RISK_KEYS = RISK_LEVELS + RISK_CATEGORIES
-SCOPES = ("grant", "server", "global")
+SCOPES = ("grant", "server", "global", "session")
 OPS = ("eq", "neq", "in", "not_in", "lt", "lte", "gt", "gte", "regex", "contains", "exists")
 TYPES = ("string", "number", "integer", "boolean", "object", "array")
 NAMED_WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -478,7 +478,7 @@ def _parse_limit(
     maximum = _required(raw, "max", pointer, problems, _parse_max)
     scope = raw.get("scope", "grant")
     if scope not in SCOPES:
-        problems.add(pointer_join(pointer, "scope"), 'scope must be "grant", "server" or "global"')
+        problems.add(pointer_join(pointer, "scope"), 'scope must be "grant", "server", "global" or "session"')
     if problems.since(mark):
         return None
     limit = Limit(counter, window, maximum, scope, canonical)

@@ -51,6 +51,12 @@ class Facts:
     risk_category: str
     risk_level: str
     arguments: object
+    # The dispatcher ("umbrella") tool the call came through, when `tool` is one of its actions: the name a
+    # refusing rule or `hide` entry may name to refuse every action (docs/POLICY.md "Dispatcher tools").
+    via: str = ""
+    # The agent session the call belongs to, for `scope: "session"` limits (a stateless-era agent's requests
+    # all belong to one session per grant: see docs/POLICY.md "Scopes").
+    session: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,10 +183,32 @@ def _rule_refusal(rule: Rule, tool: str, policy: Policy) -> Decision | None:
     return _denied("policy", reason, rule.pointer)
 
 
+def _via_refusal(facts: Facts, policy: Policy) -> Decision | None:
+    """An action of a dispatcher: a `hide` entry or an exact deny/hide rule naming the dispatcher itself refuses
+    every one of its actions (an allow or approve rule on it gives its actions nothing)."""
+    if not isinstance(facts.via, str):
+        raise EvaluationError("dispatcher name is not a string")
+    hidden_at = _hide_index(policy.index, facts.via)
+    if hidden_at is not None:
+        return _denied("hidden", f"tool {_quote(facts.tool)} is an action of {_quote(facts.via)}, which this policy "
+                                 "hides", f"/hide/{hidden_at}", action="hide")
+    rule = policy.index.exact.get(facts.via)
+    if rule is not None and rule.action in ("deny", "hide"):
+        refused = _rule_refusal(rule, facts.via, policy)
+        reason = f"tool {_quote(facts.tool)} is an action of {_quote(facts.via)}: {refused.reason}"
+        return _refuse(refused.action, refused.refusal or "policy", reason,
+                       rule.on_deny or f"denied by policy: {reason}", rule.pointer)
+    return None
+
+
 def _choose(facts: Facts, policy: Policy) -> Decision | Rule:
     """Steps 1-3: a refusing Decision, or the rule that lets the call go on."""
     if not isinstance(facts.tool, str):
         raise EvaluationError("tool name is not a string")
+    if facts.via:
+        refused = _via_refusal(facts, policy)
+        if refused is not None:
+            return refused
     hidden_at = _hide_index(policy.index, facts.tool)
     if hidden_at is not None:
         return _hidden(facts.tool, f"/hide/{hidden_at}")
@@ -382,6 +410,10 @@ def _scope_id(scope: str, facts: Facts) -> str:
         raise EvaluationError("server and grant must be strings")
     if scope == "grant":
         return f"{_key_part(facts.server)}/{_key_part(facts.grant)}"
+    if scope == "session":
+        if not isinstance(facts.session, str) or not facts.session:
+            raise EvaluationError("a session limit applies but the call belongs to no agent session")
+        return f"{_key_part(facts.server)}/{_key_part(facts.grant)}/{_key_part(facts.session)}"
     return _key_part(facts.server) if scope == "server" else "*"
 
 

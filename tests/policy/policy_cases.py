@@ -29,6 +29,30 @@ def limit(counter: str, window: Any = "minute", max: int = 10, scope: str = "gra
 
 DENY = {"action": "deny"}
 
+# ------------------------------------------------------------------ a dispatcher's actions
+# A call of `truenas(action="cloud_backup_run")` is evaluated as cloud_backup_run with via="truenas".
+# (id, policy doc, action, expected action, refusal, rule pointer)
+VIA_CASES = [
+    ("seed-policy-allows-the-action", SEED, "cloud_backup_run", "allow", None, "/tools/cloud_backup_run"),
+    ("seed-policy-denies-other-actions", SEED, "dataset_delete", "deny", "policy", "/default"),
+    ("allowing-the-dispatcher-allows-no-action", doc(tools={"truenas": {}}), "pool_list", "deny", "policy",
+     "/default"),
+    ("approve-on-the-dispatcher-gives-nothing", doc(tools={"truenas": {"action": "approve"}}), "pool_list",
+     "deny", "policy", "/default"),
+    ("denying-the-dispatcher-denies-every-action", doc("allow", tools={"truenas": DENY, "pool_list": {}}),
+     "pool_list", "deny", "policy", "/tools/truenas"),
+    ("hiding-the-dispatcher-hides-every-action", doc("allow", hide=["truenas"]), "pool_list", "hide", "hidden",
+     "/hide/0"),
+    ("a-hide-glob-on-the-dispatcher", doc("allow", hide=["true*"]), "pool_list", "hide", "hidden", "/hide/0"),
+    ("hide-rule-on-the-dispatcher", doc("allow", tools={"truenas": {"action": "hide"}}), "pool_list", "hide",
+     "hidden", "/tools/truenas"),
+    ("the-action-glob-applies", doc(tools={"pool_*": {}}), "pool_list", "allow", None, "/tools/pool_*"),
+    ("the-action-risk-applies", doc(risk={"execute": {"action": "approve"}}), "cloud_backup_run", "approve", None,
+     "/risk/execute"),
+    ("hiding-the-action-hides-it", doc("allow", hide=["cloud_backup_run"]), "cloud_backup_run", "hide", "hidden",
+     "/hide/0"),
+]
+
 # ------------------------------------------------------------------ rule selection
 # (id, policy doc, tool, risk_category, risk_level, expected action, refusal, rule pointer)
 SELECTION_CASES = [

@@ -36,8 +36,9 @@ DENY = C.DENY
 
 
 def facts(tool: str = "x", args: object = None, category: str = "read", level: str = "low",
-          grant: str = "alice", server: str = "truenas") -> Facts:
-    return Facts(grant=grant, server=server, tool=tool, risk_category=category, risk_level=level, arguments=args)
+          grant: str = "alice", server: str = "truenas", via: str = "", session: str = "s1") -> Facts:
+    return Facts(grant=grant, server=server, tool=tool, risk_category=category, risk_level=level, arguments=args,
+                 via=via, session=session)
 
 
 def decide(document: dict | None, tool: str = "x", args: object = None, counters: dict | None = None,
@@ -277,6 +278,7 @@ def test_it_uses_a_fresh_counter_in_the_next_window() -> None:
     ("grant", "c|grant|truenas/alice|60|{start}"),
     ("server", "c|server|truenas|60|{start}"),
     ("global", "c|global|*|60|{start}"),
+    ("session", "c|session|truenas/alice/s1|60|{start}"),
 ])
 def test_it_builds_keys_for_each_scope(scope: str, key: str) -> None:
     res = decide(_limited(3, scope=scope), "x").reservations[0]
@@ -290,6 +292,30 @@ def test_it_separates_grants_and_servers_by_scope() -> None:
     assert key("grant", "a", "s") != key("grant", "b", "s")
     assert key("server", "a", "s") == key("server", "b", "s") != key("server", "a", "t")
     assert key("global", "a", "s") == key("global", "b", "t")
+
+
+def test_it_counts_session_limits_per_session_of_each_grant() -> None:
+    def key(grant: str, session: str) -> str:
+        return decide(_limited(scope="session"), "x", grant=grant, session=session).reservations[0].key
+    assert key("a", "s1") != key("a", "s2")
+    assert key("a", "s1") != key("b", "s1")
+    assert key("a", "s/1") != key("a/s", "1")  # separators escaped: no collision
+
+
+def test_it_refuses_a_session_limit_without_a_session() -> None:
+    decision = decide(_limited(scope="session"), "x", session="")
+    assert (decision.action, decision.refusal) == ("deny", "error")
+    assert "no agent session" in decision.reason
+    assert decide(_limited(scope="grant"), "x", session="").allowed  # other scopes need none
+
+
+@pytest.mark.parametrize("case", C.VIA_CASES, ids=ids(C.VIA_CASES))
+def test_it_governs_a_dispatchers_action_as_the_action(case: tuple) -> None:
+    _, document, tool, expected_action, refusal, rule = case
+    decision = decide(document, tool, via="truenas", category="execute", level="high")
+    assert (decision.action, decision.refusal, decision.rule) == (expected_action, refusal, rule)
+    seen = visibility(facts(tool, via="truenas", category="execute", level="high"), parse_policy(document))
+    assert seen.allowed == (expected_action in ("allow", "approve"))
 
 
 def test_it_escapes_separators_in_scope_ids() -> None:
