@@ -149,6 +149,16 @@ class Tool(models.Model):
     risk_reasons = models.JSONField(default=list, blank=True)
     risk_overridden = models.BooleanField(default=False)
     risk_override_reason = models.TextField(blank=True, default="")
+    # A dispatcher ("umbrella") tool that runs many actions (gateway/catalogue/dispatch.py): the shape a person
+    # confirmed (`dispatch`), or the one the gateway detected and suggests (`dispatch_suggested`).
+    dispatch = models.JSONField(null=True, blank=True)
+    dispatch_suggested = models.JSONField(null=True, blank=True)
+    # An action of a dispatcher (a virtual tool: its name is the action's): the dispatcher, and the values of the
+    # dispatcher's other selecting arguments for this action (e.g. {"/category": "cloud"}).
+    via = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="actions")
+    match = models.JSONField(default=dict, blank=True)
+    # Refused at call time and left out of listings until a person accepts it (an action first seen in a call).
+    held_reason = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["server", "position", "name"]
@@ -247,6 +257,7 @@ class Call(models.Model):
                                db_index=False)
     server_slug = models.CharField(max_length=50)
     tool_name = models.CharField(max_length=255)
+    via = models.CharField(max_length=255, blank=True, default="")  # the dispatcher when tool_name is its action
     arguments = models.JSONField(default=dict)  # redacted before it is stored
     argument_hash = models.CharField(max_length=64, blank=True, default="")
     decision = models.CharField(max_length=10, choices=Decision.choices)

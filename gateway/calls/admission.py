@@ -13,9 +13,10 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from gateway import grants, policies, tokens
-from gateway.calls import approvals, audit, continuations, prepared, ratelimit
+from gateway.calls import approvals, audit, continuations, dispatched, prepared, ratelimit
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
+from gateway.policy.dispatch import Shape
 from gateway.redaction import redact_text
 
 
@@ -49,11 +50,11 @@ def _admit_sql() -> str:
     global _ADMIT_SQL
     if _ADMIT_SQL is None:
         _ADMIT_SQL = grants.call_auth_sql(
-            extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, "
+            extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, t.dispatch, "
                            f"({policies.applicable_sql('p.id', 'g.id')}), "
                            f"({policies.applicable_sql('p.created_at', 'g.id')})"),
             extra_from=(f" LEFT JOIN {Tool._meta.db_table} t ON t.server_id = %s AND t.name = %s "
-                        "AND t.gone_at IS NULL"))
+                        "AND t.gone_at IS NULL AND t.via_id IS NULL"))
     return _ADMIT_SQL
 
 
@@ -85,11 +86,12 @@ def facts_for(grant: Grant | grants.CallGrant, server: Server, tool: Tool, argum
 
 
 def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime,
-          request_state: object = None) -> Admission:
+          request_state: object = None, session: str = "") -> Admission:
     """Decide, reserve and audit one call. Raises grants.AuthFailure (nothing audited: no grant is known).
 
     `request_state` (a stateless-era agent's retry of an `input_required` round) makes it a continuation:
-    see _continue()."""
+    see _continue(). `session` names the agent session for `scope: "session"` limits. A call of a dispatcher
+    (gateway/catalogue/dispatch.py) is decided as a call of the action it names (_dispatched())."""
     grants.check_token_shape(token)
     row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk,
                                            True, server.pk, audit.stored_text(tool_name),  # no tool has a NUL
@@ -98,26 +100,42 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
-    tool_id, category, level, tool_hash, version, created = row[grants.CALL_AUTH_COLUMNS:]
+    tool_id, category, level, tool_hash, dispatch, version, created = row[grants.CALL_AUTH_COLUMNS:]
     base["secret_paths"] = audit.secret_paths(tool_id, tool_hash, tool_name)
     if tool_id is None:
-        message = f"unknown tool {tool_name!r}: it is not in this server's catalogue (names are case-sensitive)"
-        return _refuse(base, Call.Decision.DENY, "unknown_tool", message, "", None, grant)
-    facts = Facts(grant=str(grant.pk), server=server.slug, tool=tool_name, risk_category=category,
-                  risk_level=level, arguments=arguments)
+        return _refuse(base, Call.Decision.DENY, "unknown_tool", _unknown_tool(server, tool_name), "", None, grant)
     policy = _parsed(version, created) if version is not None else None
+    facts_arguments, via = arguments, ""
+    if dispatch is not None:
+        action = dispatched.action_of(base, tool_id, dispatch, arguments, policy, now)
+        if isinstance(action, dispatched.Refused):
+            return _refuse(base, Call.Decision.DENY, action.refusal, action.message, "", version, grant)
+        tool_id, category, level, tool_hash, facts_arguments = action
+        via = tool_name
+    facts = Facts(grant=str(grant.pk), server=server.slug, tool=base["tool_name"], risk_category=category,
+                  risk_level=level, arguments=facts_arguments, via=via, session=session)
     decision = evaluate(facts, policy, {}, now.timestamp())
     if request_state is not None:
         return _continue(base, decision, version, grant, request_state, now)
     if decision.action == "approve" and decision.refusal is None:
         # Model instances only here: the approval rows refer to them.
-        tool = Tool(id=tool_id, server_id=server.pk, name=tool_name, risk_category=category, risk_level=level,
-                    definition_hash=tool_hash)
+        tool = Tool(id=tool_id, server_id=server.pk, name=base["tool_name"], risk_category=category,
+                    risk_level=level, definition_hash=tool_hash)
         return _approval_needed(base, decision, version, Grant(id=grant.pk, name=grant.name), tool, now)
     if not decision.allowed:
         return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
                        version, grant)
     return _reserve_and_open(base, decision, version, grant, now)
+
+
+def _unknown_tool(server: Server, name: str) -> str:
+    message = f"unknown tool {name!r}: it is not in this server's catalogue (names are case-sensitive)"
+    via = Tool.objects.filter(server=server, name=name, via__isnull=False, gone_at__isnull=True).values_list(
+        "via__name", "via__dispatch").first()
+    if via is not None and via[1]:
+        message += (f"; {name!r} is an action of the tool {via[0]!r}: call {via[0]!r} with "
+                    f"{Shape.from_json(via[1]).action} = {name!r}")
+    return message
 
 
 @dataclass(frozen=True)

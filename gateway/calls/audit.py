@@ -93,10 +93,10 @@ def stored_arguments(arguments: object, digest: str, paths: frozenset = frozense
 
 # The hot path writes audit rows with a fixed statement and converts only the values that need it (JSON,
 # datetimes): building a model instance and running every field's conversion cost more than the INSERT.
-_COLUMNS = ("created_at", "grant_id", "grant_name", "server_id", "server_slug", "tool_name", "arguments",
+_COLUMNS = ("created_at", "grant_id", "grant_name", "server_id", "server_slug", "tool_name", "via", "arguments",
             "argument_hash", "decision", "refusal", "reason", "rule", "policy_version_id", "counters", "outcome",
             "error", "latency_ms", "result_size", "approval_id", "worker", "finished_at")
-_DEFAULTS = {"grant_name": "", "argument_hash": "", "refusal": "", "reason": "", "rule": "", "error": "",
+_DEFAULTS = {"grant_name": "", "via": "", "argument_hash": "", "refusal": "", "reason": "", "rule": "", "error": "",
              "outcome": Call.Outcome.PENDING}
 _INSERT_SQL = (f"INSERT INTO {Call._meta.db_table} ({', '.join(_COLUMNS)}) "
                f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) RETURNING id")
@@ -153,7 +153,7 @@ def _values(fields: dict) -> list:
                                   connection)
     row["counters"] = adapt_json(_without_nul(row.get("counters") or []), connection)
     row["reason"] = redact_text(row["reason"])
-    for column in ("grant_name", "tool_name", "reason", "rule", "refusal", "error"):
+    for column in ("grant_name", "tool_name", "via", "reason", "rule", "refusal", "error"):
         if isinstance(row.get(column), str):
             row[column] = stored_text(row[column])
     row["created_at"] = adapt_time(row["created_at"])

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
 
-from gateway.catalogue.risk import Classification, classify, the_more_severe
 from gateway.models import Server, Tool
-
-
-def definition_hash(definition: dict) -> str:
-    """sha256 of the canonical JSON of the whole definition (name, description, schemas, annotations, …)."""
-    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+from gateway.policy.dispatch import detect
+from gateway.policy.risk import Classification, classify
+from gateway.tool_definitions import classify_into, definition_hash
 
 
 @dataclass
@@ -64,24 +58,17 @@ def _fields(definition: dict) -> dict:
     }
 
 
-def _classify_into(tool: Tool, floor: Classification | None = None) -> None:
-    found = classify(tool.name, tool.description, tool.input_schema, tool.annotations)
-    if floor is not None:
-        found = the_more_severe(floor, found)
-    tool.risk_category, tool.risk_level, tool.risk_reasons = found.category, found.level, list(found.reasons)
-
-
 def classify_now(tool: Tool) -> None:
     """Classify the tool's current definition, with the approved definition's classification as the floor while a
     change is unreviewed (what sync_tools does on a change)."""
     unreviewed = tool.approved_hash and tool.definition_hash != tool.approved_hash
-    _classify_into(tool, _approved_classification(tool) if unreviewed else None)
+    classify_into(tool, _approved_classification(tool) if unreviewed else None)
 
 
 def reclassify_approved(tool: Tool) -> None:
     """A person approved the tool's current definition: it is classified from that alone (unless overridden)."""
     if not tool.risk_overridden:
-        _classify_into(tool)
+        classify_into(tool)
 
 
 def _approved_classification(tool: Tool) -> Classification:
@@ -113,11 +100,16 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
             summary.skipped.append(problem)
             continue
         seen.add(definition["name"])
+        taken = existing.get(definition["name"])
+        if taken is not None and taken.via_id is not None:
+            summary.skipped.append(f"{definition['name']}: the name is an action of dispatcher {taken.via.name}; "
+                                   "the listed tool is not used until one of them is renamed")
+            continue
         _upsert(server, existing.get(definition["name"]), definition, position, now, summary, complete)
     if not complete or mark_gone is False:
         return summary
     for name, tool in existing.items():
-        if name not in seen and tool.gone_at is None:
+        if name not in seen and tool.gone_at is None and tool.via_id is None:
             tool.gone_at = now
             tool.save(update_fields=["gone_at"])
             summary.gone.append(name)
@@ -132,7 +124,8 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
         tool = Tool(server=server, name=definition["name"], first_seen_at=now, approved_hash=digest,
                     approved_definition=definition,
                     definition_hash=digest, position=position, last_seen_at=now, **_fields(definition))
-        _classify_into(tool)
+        classify_into(tool)
+        _suggest_dispatcher(tool)
         tool.save()
         summary.new.append(tool.name)
         return
@@ -147,7 +140,9 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
     if complete:
         tool.position = position
     if changed and not tool.risk_overridden:
-        _classify_into(tool, floor)
+        classify_into(tool, floor)
+    if changed:
+        _suggest_dispatcher(tool)
     tool.save()
     if changed:
         summary.changed.append(tool.name)
@@ -155,3 +150,10 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
         summary.new.append(tool.name)
     else:
         summary.unchanged += 1
+
+
+def _suggest_dispatcher(tool: Tool) -> None:
+    """A tool shaped like a dispatcher (gateway/catalogue/dispatch.py) is suggested as one; a person confirms."""
+    if not tool.dispatch:
+        found = detect(tool.definition)
+        tool.dispatch_suggested = found.to_json() if found is not None else None

@@ -6,6 +6,7 @@ upstream may ask questions in runs as a bridged call (bridged_calls.py)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 
 from django.db import DatabaseError
@@ -32,14 +33,27 @@ from gateway.upstream.link import UpstreamLink
 log = logging.getLogger("portcullis.relay")
 
 
-def admit(token: str, server: Server, name: str, arguments: object, request_state: object) -> calls.Admission:
+def admit(token: str, server: Server, name: str, arguments: object, request_state: object,
+          session: str) -> calls.Admission:
     """The policy's decision and the call's audit row, in one hop; without the database, nothing is forwarded."""
     try:
-        return calls.admit(token, server, name, arguments, timezone.now(), request_state)
+        return calls.admit(token, server, name, arguments, timezone.now(), request_state, session)
     except DatabaseError as exc:  # the database is the audit log: nothing is forwarded without it
         log.error("tools/call refused, database unavailable: %s", redact_text(str(exc))[:500])
         return calls.Admission(None, False, f"audit log unavailable ({type(exc).__name__}): the gateway cannot "
                                             "reach its database, so the call was not forwarded; try again shortly")
+
+
+STATELESS_SESSION = "stateless"
+
+
+def session_key(session: AgentSession | None, era: Era) -> str:
+    """What `scope: "session"` limits count per (docs/POLICY.md, "Scopes"): a session-era agent's session (a
+    digest of its id: the id itself is the agent's to keep), or, in the stateless era, which has no sessions, one
+    per grant."""
+    if era is Era.STATELESS or session is None:
+        return STATELESS_SESSION if era is Era.STATELESS else ""
+    return hashlib.sha256(session.id.encode()).hexdigest()[:16]
 
 
 async def tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, era: Era,
@@ -53,7 +67,8 @@ async def tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: U
     # continuation of the call it was given for (gateway/calls/continuations.py), admitted without a second
     # reservation.
     request_state = msg.params.get("requestState") if era is Era.STATELESS else None
-    admission = await dbthreads.run(admit, req.token, server, name, arguments, request_state)
+    admission = await dbthreads.run(admit, req.token, server, name, arguments, request_state,
+                                    session_key(session, era))
     events.call_changed(admission.call_id, server.slug, "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None:
         admission = await hold(req, msg, admission)

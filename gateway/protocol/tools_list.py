@@ -11,10 +11,11 @@ from mcp.shared.exceptions import MCPError
 
 from gateway import calls
 from gateway.calls import dbthreads
-from gateway.catalogue.sync import definition_hash, sync_tools
+from gateway.catalogue.sync import sync_tools
 from gateway.grants import authenticate
 from gateway.models import Server, Tool
-from gateway.policy import visibility
+from gateway.policy import Facts, visibility
+from gateway.policy.dispatch import Shape, narrow
 from gateway.protocol import jsonrpc
 from gateway.protocol.bridged_calls import needs_own_link
 from gateway.protocol.era import Era, declared_capabilities, upstream_params
@@ -22,6 +23,7 @@ from gateway.protocol.exchange import Reply, Request, ok_reply
 from gateway.protocol.hops import record_upstream_problem
 from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.sessions import REGISTRY
+from gateway.tool_definitions import definition_hash
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink, declarable
 
@@ -48,7 +50,8 @@ def visible_tools(server: Server, token: str, listed: list, complete: bool, mark
         if isinstance(d, dict) and isinstance(d.get("name"), str):
             hashes.setdefault(d["name"], definition_hash(d))
     known = _KNOWN_HASHES.setdefault((server.pk, server.created_at), dict(
-        Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", "definition_hash")))
+        Tool.objects.filter(server=server, gone_at__isnull=True, via__isnull=True).values_list("name",
+                                                                                           "definition_hash")))
     dropped = mark_gone and bool(known.keys() - hashes.keys())  # a complete listing without a catalogued tool
     if dropped or any(known.get(name) != digest for name, digest in hashes.items()):
         with _CATALOGUE_SYNC:  # New tools get classified before use.
@@ -56,7 +59,8 @@ def visible_tools(server: Server, token: str, listed: list, complete: bool, mark
             if mark_gone:
                 known.clear()  # what a complete listing leaves out is gone (sync_tools marked it)
             known.update(hashes)
-    catalogue = {t.name: t for t in Tool.objects.filter(server=server, name__in=list(hashes), gone_at__isnull=True)}
+    catalogue = {t.name: t for t in Tool.objects.filter(server=server, name__in=list(hashes), gone_at__isnull=True,
+                                                        via__isnull=True)}
     _, policy = calls.policy_for(server, grant)
     shown = []
     for definition in listed:
@@ -65,9 +69,26 @@ def visible_tools(server: Server, token: str, listed: list, complete: bool, mark
         # under the same name was never classified or reviewed.
         if tool is None or tool.definition_hash != hashes.get(tool.name):
             continue
-        if visibility(calls.facts_for(grant, server, tool, {}), policy).allowed:
+        if tool.dispatch:
+            narrowed = _dispatcher_as_seen(grant, server, tool, definition, policy)
+            if narrowed is not None:
+                shown.append(narrowed)
+        elif visibility(calls.facts_for(grant, server, tool, {}), policy).allowed:
             shown.append(definition)
     return shown
+
+
+def _dispatcher_as_seen(grant, server: Server, tool: Tool, definition: dict, policy) -> dict | None:
+    """A dispatcher is listed only if the grant may see one of its actions, with the argument naming the action
+    narrowed to those actions (docs/POLICY.md, "Dispatcher tools")."""
+    visible = []
+    for action in Tool.objects.filter(via=tool, gone_at__isnull=True, held_reason="").only(
+            "name", "risk_category", "risk_level", "match").order_by("position", "name"):
+        facts = Facts(grant=str(grant.pk), server=server.slug, tool=action.name, risk_category=action.risk_category,
+                      risk_level=action.risk_level, arguments={}, via=tool.name)
+        if visibility(facts, policy).allowed:
+            visible.append((action.name, action.match))
+    return narrow(definition, Shape.from_json(tool.dispatch), visible) if visible else None
 
 
 filter_tools = dbthreads.hop(visible_tools)

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from gateway.catalogue.sync import definition_hash, sync_tools
+from gateway.catalogue.sync import sync_tools
 from gateway.models import Tool
+from gateway.tool_definitions import definition_hash
 
 
 def tool(name, description="", **extra):

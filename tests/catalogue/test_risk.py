@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.catalogue import risk
-from gateway.catalogue.risk import CATEGORIES, LEVELS, Classification, category_rank, classify, level_rank, tokenize
+from gateway.policy import risk
+from gateway.policy.risk import CATEGORIES, LEVELS, Classification, category_rank, classify, level_rank, tokenize
 
 RISK_SOURCE = Path(risk.__file__)
 TSV = Path(__file__).parents[1] / "data" / "truenas-tools.tsv"
@@ -637,7 +637,7 @@ def test_no_truenas_tool_name_in_the_rules():
     (("read", "low"), ("read", "low"), ("read", "low")),
 ], ids=["lowered-is-kept", "raised-at-once", "each-axis-on-its-own", "same"])
 def test_the_more_severe_takes_category_and_level_each_at_their_highest(kept, new, expected):
-    from gateway.catalogue.risk import Classification, the_more_severe
+    from gateway.policy.risk import Classification, the_more_severe
 
     out = the_more_severe(Classification(*kept, ("k",)), Classification(*new, ("n",)))
     assert (out.category, out.level) == expected

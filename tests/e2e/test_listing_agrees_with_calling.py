@@ -30,12 +30,12 @@ from hypothesis import strategies as st
 
 from gateway import calls, policies
 from gateway.calls import approvals
-from gateway.catalogue.sync import definition_hash
 from gateway.grants import create_grant
 from gateway.models import Call, Counter, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_KEYS, RISK_LEVELS, SCOPES, PolicyInvalid, parse_policy
 from gateway.policy.layers import merge
 from gateway.protocol.tools_list import visible_tools
+from gateway.tool_definitions import definition_hash
 from tests.conftest import start_gateway, stop
 
 # --------------------------------------------------------------------------- what is generated

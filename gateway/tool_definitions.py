@@ -1,0 +1,52 @@
+"""A tool's definition as the catalogue keeps it: its hash, its risk classification, and the definition of a
+dispatcher's action (a virtual tool: gateway/catalogue/actions.py, gateway/calls/dispatched.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+from gateway.models import Tool
+from gateway.policy.risk import Classification, classify, the_more_severe
+
+# A dispatcher's actions list after the upstream's own tools, in the order they were learnt.
+ACTION_POSITION_BASE = 1_000_000
+
+
+def definition_hash(definition: dict) -> str:
+    """sha256 of the canonical JSON of the whole definition (name, description, schemas, annotations, …)."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def classify_into(tool: Tool, floor: Classification | None = None) -> None:
+    found = classify(tool.name, tool.description, tool.input_schema, tool.annotations)
+    if floor is not None:
+        found = the_more_severe(floor, found)
+    tool.risk_category, tool.risk_level, tool.risk_reasons = found.category, found.level, list(found.reasons)
+
+
+def action_definition(via: str, entry: dict) -> dict:
+    """The definition of action `entry["name"]` of dispatcher `via`: what its hash covers and a person reviews."""
+    definition = {"name": entry["name"], "description": entry.get("description", ""),
+                  "inputSchema": entry.get("inputSchema") or {"type": "object"}, "via": via}
+    if entry.get("annotations"):
+        definition["annotations"] = entry["annotations"]
+    if entry.get("match"):
+        definition["match"] = entry["match"]
+    return definition
+
+
+def fill_action(tool: Tool, definition: dict, now: datetime, position: int | None = None) -> None:
+    """Set an action's fields from its definition, classified (unless a person overrode its risk)."""
+    tool.description = definition["description"]
+    tool.input_schema = definition["inputSchema"]
+    tool.annotations = definition.get("annotations") or {}
+    tool.match = definition.get("match") or {}
+    tool.definition, tool.definition_hash = definition, definition_hash(definition)
+    tool.last_seen_at, tool.gone_at = now, None
+    if position is not None:
+        tool.position = ACTION_POSITION_BASE + position
+    if not tool.risk_overridden:
+        classify_into(tool)
