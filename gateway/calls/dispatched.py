@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from gateway.calls import audit, prepared
 from gateway.models import Tool
 from gateway.policy import Policy
-from gateway.policy.dispatch import Shape, mismatch, parse_pointer, resolve
+from gateway.policy.dispatch import Shape, mismatch, not_an_action_name, parse_pointer, resolve
 from gateway.tool_definitions import action_definition, fill_action
 
 # Actions first seen in calls wait for a person; past this many waiting per dispatcher, more are refused
@@ -51,6 +51,9 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
     base.update(tool_name=name, via=via)
     row = prepared.fetchone(_ACTION_SQL, [base["server"].pk, name, dispatcher_id])
     if row is None:
+        malformed = not_an_action_name(shape, via, name)
+        if malformed is not None:
+            return Refused("dispatch", malformed)
         run_now = shape.accept_new and policy is not None and policy.default == "allow"
         added = seen_in_call(dispatcher_id, via, name, resolved.match, run_now=run_now, now=now)
         if added is None:

@@ -135,9 +135,6 @@ def resolve(shape: Shape, via: str, arguments: object) -> Resolved | str:
     if not isinstance(name, str):
         kind = {list: "an array", dict: "an object", bool: "a boolean"}.get(type(name), "not a string")
         return f"{where} must be one action name as a string, not {kind}"
-    if not ACTION_NAME.fullmatch(name):
-        return (f"{where} ({name[:80]!r}) is not an action name: names are letters, digits and _ . : / - "
-                "(check for spaces or look-alike characters)")
     match = {}
     for pointer in shape.match:
         value = _lookup(arguments, parse_pointer(pointer))
@@ -154,6 +151,15 @@ def resolve(shape: Shape, via: str, arguments: object) -> Resolved | str:
         used = {parse_pointer(p)[0] for p in (shape.action, *shape.match)}
         params = {k: v for k, v in arguments.items() if k not in used}
     return Resolved(name, match, params)
+
+
+def not_an_action_name(shape: Shape, via: str, name: str) -> str | None:
+    """For a name the catalogue does not hold: the refusal text when it is not even shaped like an action name
+    (then it is not queued for review either)."""
+    if ACTION_NAME.fullmatch(name):
+        return None
+    return (f"argument {shape.action} of {via!r} ({name[:80]!r}) is not an action name: names are letters, digits "
+            "and _ . : / - (check for spaces or look-alike characters)")
 
 
 def mismatch(shape: Shape, via: str, resolved: Resolved, recorded: dict) -> str | None:

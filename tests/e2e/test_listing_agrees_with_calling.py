@@ -131,7 +131,10 @@ def scenarios(draw) -> dict:
                                     st.integers(0, len(argument_sets) - 1)), max_size=12))
     return {"names": names, "known": known, "dropped": dropped, "risks": risks, "server_policy": server_policy,
             "grants": grants, "argument_sets": argument_sets, "ghosts": ghosts, "extra": extra,
-            "approve": draw(st.booleans())}  # a person approves held calls (then the same call runs)
+            "approve": draw(st.booleans()),  # a person approves held calls (then the same call runs)
+            # The tools are the actions of one dispatcher tool `hub(action, params)` instead (docs/POLICY.md,
+            # "Dispatcher tools"): dropped ones are gone from its catalogue, new ones unknown to it.
+            "dispatcher": draw(st.booleans())}
 
 
 # --------------------------------------------------------------------------- the property
@@ -168,10 +171,23 @@ def counters_now() -> dict[str, int]:
     return dict(Counter.objects.values_list("key", "n"))
 
 
+HUB = {"name": "hub", "description": "Runs any action.",
+       "inputSchema": {"type": "object", "properties": {"action": {"type": "string"}, "params": {"type": "object"}}}}
+HUB_SHAPE = {"action": "/action", "match": [], "params": "/params", "accept_new": False}
+SESSION = "property-session"
+
+
+def admit(token: str, server: Server, name: str, arguments: dict, via: str | None):
+    """A call of tool `name`, or (via the dispatcher) of the dispatcher with action `name`."""
+    if via is None:
+        return calls.admit(token, server, name, arguments, datetime.now(UTC), session=SESSION)
+    return calls.admit(token, server, via, {"action": name, "params": arguments}, datetime.now(UTC), session=SESSION)
+
+
 def check_call(*, listed: bool, doc: dict | None, token: str, server: Server, name: str, arguments: dict,
-               approver=None) -> None:
+               approver=None, via: str | None = None) -> None:
     before = counters_now()
-    admission = calls.admit(token, server, name, arguments, datetime.now(UTC))
+    admission = admit(token, server, name, arguments, via)
     row = Call.objects.get(pk=admission.call_id)
     where = (name, arguments, row.decision, row.refusal, row.rule, admission.message)
     held = getattr(admission, "held", None)
@@ -183,7 +199,7 @@ def check_call(*, listed: bool, doc: dict | None, token: str, server: Server, na
         assert counters_now() == before, where
         if approver is not None:  # a person approves: the same call again runs (or meets a limit)
             approvals.decide(held, user=approver, approve=True, now=datetime.now(UTC))
-            again = calls.admit(token, server, name, arguments, datetime.now(UTC))
+            again = admit(token, server, name, arguments, via)
             again_row = Call.objects.get(pk=again.call_id)
             event(f"listed: approved, then {'forwarded' if again.forward else again_row.refusal}")
             assert again.forward or again_row.refusal == "limit", (where, again_row.refusal, again.message)
@@ -195,8 +211,11 @@ def check_call(*, listed: bool, doc: dict | None, token: str, server: Server, na
         return
     assert row.outcome == "refused" and row.reason == admission.message, where
     if not listed:
-        # Refused before arguments and limits: hidden, denied, no policy, unknown tool; nothing counted.
-        assert row.decision in ("deny", "hide") and row.refusal in ("hidden", "policy", "unknown_tool"), where
+        # Refused before arguments and limits: hidden, denied, no policy, unknown tool (or, through a dispatcher,
+        # no usable action named); nothing counted.
+        assert row.decision in ("deny", "hide") and row.refusal in ("hidden", "policy", "unknown_tool", "dispatch"), \
+            where
+        assert row.refusal != "dispatch" or via is not None, where
         # ... and a denied tool is absent only without show_denied (no policy at all denies too).
         assert row.refusal != "policy" or doc is None or not doc.get("show_denied"), where
         assert counters_now() == before, where
@@ -226,14 +245,23 @@ def check_call(*, listed: bool, doc: dict | None, token: str, server: Server, na
 def run_scenario(s: dict) -> None:
     server = Server.objects.create(slug=f"prop-{next(_slugs)}", name="Property", transport=Server.Transport.STDIO,
                                    command=["true"])
+    hub = via = None
+    event("through a dispatcher" if s["dispatcher"] else "flat tools")
+    if s["dispatcher"]:
+        hub = Tool.objects.create(server=server, name="hub", definition=HUB, input_schema=HUB["inputSchema"],
+                                  definition_hash=definition_hash(HUB), approved_hash=definition_hash(HUB),
+                                  risk_category="execute", risk_level="critical", dispatch=HUB_SHAPE)
+        via = "hub"
     for position, (name, (category, level)) in enumerate(zip(s["names"][:s["known"]], s["risks"], strict=True)):
         d = definition(name)
+        gone = datetime.now(UTC) if hub is not None and position < s["dropped"] else None
         Tool.objects.create(server=server, name=name, definition=d, input_schema=d["inputSchema"],
                             description=d["description"], definition_hash=definition_hash(d),
                             approved_hash=definition_hash(d), position=position, risk_category=category,
-                            risk_level=level, risk_overridden=True)
-    # The upstream's listing now: the catalogue minus the dropped tools, plus the new ones.
-    listing = [definition(name) for name in s["names"][s["dropped"]:]]
+                            risk_level=level, risk_overridden=True, via=hub, gone_at=gone)
+    # The upstream's listing now: the catalogue minus the dropped tools, plus the new ones (a dispatcher's
+    # listing is the one tool: its dropped actions are gone from the catalogue, its new ones unknown).
+    listing = [HUB] if hub is not None else [definition(name) for name in s["names"][s["dropped"]:]]
     if s["server_policy"] is not None:
         policies.apply(server, s["server_policy"], actor="property")
     grants = []
@@ -248,12 +276,17 @@ def run_scenario(s: dict) -> None:
             else:
                 policies.apply(server, own, grant=new.grant, actor="property")
         effective = own if own is not None else s["server_policy"]
-        shown = {d["name"] for d in visible_tools(server, new.token, listing, complete=True, mark_gone=True)}
+        listed = visible_tools(server, new.token, listing, complete=True, mark_gone=True)
+        shown = {d["name"] for d in listed}
         assert shown <= {d["name"] for d in listing}
+        if hub is not None:  # the hub is listed with its action narrowed to what the grant may call, or not at all
+            assert [d["name"] for d in listed] in ([], ["hub"])
+            shown = set(listed[0]["inputSchema"]["properties"]["action"]["enum"]) if listed else set()
+            assert shown and shown <= set(s["names"][s["dropped"]:s["known"]]) or not listed
         grants.append((new.token, effective, shown))
     # The listing brought the catalogue up to date before any call: new tools classified, dropped ones gone.
-    assert set(Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", flat=True)) == {
-        d["name"] for d in listing}
+    live = set(Tool.objects.filter(server=server, gone_at__isnull=True).values_list("name", flat=True))
+    assert live == ({d["name"] for d in listing} if hub is None else {"hub", *s["names"][s["dropped"]:s["known"]]})
     first = s["argument_sets"][0]
     sequence = [(g, name, first) for g in range(len(grants)) for name in s["names"] + s["ghosts"]]
     sequence += [(g, name, s["argument_sets"][a]) for g, name, a in s["extra"]]
@@ -261,7 +294,7 @@ def run_scenario(s: dict) -> None:
     for g, name, arguments in sequence:
         token, effective, shown = grants[g]
         check_call(listed=name in shown, doc=effective, token=token, server=server, name=name, arguments=arguments,
-                   approver=approver)
+                   approver=approver, via=via)
 
 
 @pytest.mark.django_db
