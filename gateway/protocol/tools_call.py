@@ -34,7 +34,7 @@ log = logging.getLogger("portcullis.relay")
 
 
 def admit(token: str, server: Server, name: str, arguments: object, request_state: object,
-          session: str) -> calls.Admission:
+          session: str = "") -> calls.Admission:
     """The policy's decision and the call's audit row, in one hop; without the database, nothing is forwarded."""
     try:
         return calls.admit(token, server, name, arguments, timezone.now(), request_state, session)
