@@ -35,8 +35,8 @@ def test_the_demo_loads_everything_and_a_second_run_duplicates_nothing(monkeypat
     second = demo()
     assert token not in second and "password" not in second.replace("password unchanged", "")
     assert "already" in second
-    assert Server.objects.count() == 1 and tools.count() == 278
-    assert PolicyVersion.objects.count() == 1 and Grant.objects.count() == 1
+    assert Server.objects.count() == 2 and tools.count() == 278
+    assert PolicyVersion.objects.count() == 2 and Grant.objects.count() == 1
     assert get_user_model().objects.count() == 1
 
 
@@ -65,8 +65,26 @@ def test_the_demo_takes_the_admin_password_from_the_environment(monkeypatch):
 @pytest.mark.django_db
 def test_the_demo_classifies_the_truenas_tools_by_risk():
     demo()
-    tally = Tally(Tool.objects.values_list("risk_category", flat=True))
+    flat = Tool.objects.filter(server__slug="truenas")
+    tally = Tally(flat.values_list("risk_category", flat=True))
     assert tally["read"] > 90 and tally["destructive"] > 30
-    assert Tool.objects.get(name="dataset_delete").risk_category == "destructive"
-    assert Tool.objects.get(name="cloud_backup_run").risk_category == "execute"
-    assert Tool.objects.get(name="pool_list").risk_category == "read"
+    assert flat.get(name="dataset_delete").risk_category == "destructive"
+    assert flat.get(name="cloud_backup_run").risk_category == "execute"
+    assert flat.get(name="pool_list").risk_category == "read"
+
+
+@pytest.mark.django_db
+def test_the_demo_has_the_one_tool_server_governed_by_the_same_seed_policy():
+    """The real TrueNAS server's shape: one tool whose 278 actions are classified as the flat tools are."""
+    demo()
+    umbrella = Server.objects.get(slug="truenas-umbrella")
+    assert umbrella.command[-1] == "--umbrella"
+    listed = Tool.objects.filter(server=umbrella, via__isnull=True)
+    assert [t.name for t in listed] == ["truenas"] and listed[0].dispatch["action"] == "/action"
+    actions = {t.name: (t.risk_category, t.risk_level) for t in Tool.objects.filter(server=umbrella, via=listed[0])}
+    flat = {t.name: (t.risk_category, t.risk_level) for t in Tool.objects.filter(server__slug="truenas")}
+    assert actions == flat
+    documents = {v.server.slug: v.document for v in PolicyVersion.objects.filter(is_active=True)}
+    assert documents["truenas"] == documents["truenas-umbrella"]
+    assert set(Grant.objects.get(name="demo-agent").servers.values_list("slug", flat=True)) == {
+        "truenas", "truenas-umbrella"}

@@ -89,14 +89,16 @@ def test_every_other_action_is_refused_with_a_reason(umbrella, token):
 @pytest.mark.parametrize("arguments, says", [
     ({"category": "data_protection", "params": {"id": 1}}, "argument /action of 'truenas' is required"),
     ({"action": "", "category": "data_protection"}, "argument /action of 'truenas' is required"),
-    ({"action": ["cloud_backup_run"], "category": "data_protection"}, "must be one action name as a string, not an array"),
+    ({"action": ["cloud_backup_run"], "category": "data_protection"},
+     "must be one action name as a string, not an array"),
     ({"action": {"name": "cloud_backup_run"}, "category": "data_protection"}, "not an object"),
     ({"action": 7, "category": "data_protection"}, "not a string"),
     ({"action": True, "category": "data_protection"}, "not a boolean"),
     ({"action": "cloud_backup_run ", "category": "data_protection"}, "is not an action name"),
     ({"action": "cloud_backup_run\u200b", "category": "data_protection"}, "is not an action name"),
     ({"action": "cloud_backup_r\u0443n", "category": "data_protection"}, "is not an action name"),  # Cyrillic у
-    ({"action": "cloud_backup_run", "category": ["data_protection"]}, "argument /category of 'truenas' must be a string"),
+    ({"action": "cloud_backup_run", "category": ["data_protection"]},
+     "argument /category of 'truenas' must be a string"),
     ({"action": "cloud_backup_run", "category": "data_protection", "params": [1]}, "must be an object"),
     ({"action": "cloud_backup_run", "category": "storage"}, "needs argument /category = 'data_protection'"),
     ({"action": "cloud_backup_run"}, "needs argument /category = 'data_protection' (the call's is missing)"),

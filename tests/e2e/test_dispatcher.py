@@ -149,9 +149,11 @@ def test_a_batch_of_calls_lets_nothing_through(gateway, simulators):
     with httpx2.Client(timeout=30) as http:
         init = http.post(gateway.url("umbrella"), headers=headers, json={
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}})
+            "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                       "clientInfo": {"name": "b", "version": "1"}}})
         headers.update({"Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-03-26"})
-        http.post(gateway.url("umbrella"), headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        http.post(gateway.url("umbrella"), headers=headers,
+                  json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         batch = [{"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "truenas", "arguments": a}}
                  for i, a in enumerate([*ATTEMPTS, BACKUP, BACKUP], 1)]
         before = asyncio.run(counts(umbrella_url))
