@@ -100,7 +100,7 @@ def test_the_dashboards_live_updates_connect_on_the_served_port(served):
 
 def test_every_printed_configuration_works_as_printed(served):
     port, printed = served
-    printed_configs = configs(printed[printed.index("## truenas"):])
+    printed_configs = configs(printed[printed.index("## truenas\n"):printed.index("## truenas-umbrella\n")])
     assert set(printed_configs) >= {"Claude Code", "Cursor (.cursor/mcp.json)", "VS Code (.vscode/mcp.json)",
                                     "MCP Inspector CLI"}
     inspector = shlex.split(printed_configs["MCP Inspector CLI"])
@@ -126,3 +126,28 @@ def test_every_printed_configuration_works_as_printed(served):
     for url, headers in targets:
         assert url == f"http://127.0.0.1:{port}/mcp/truenas/"
         assert "pool_list" in asyncio.run(asyncio.wait_for(list_tools(url, headers), 60)), url
+
+
+def test_the_one_tool_server_of_the_demo_is_governed_by_the_same_seed_policy(served):
+    """The demo's second server lists one tool, as the real TrueNAS server does; the seed policy decides its
+    actions as it decides the flat server's tools."""
+    port, printed = served
+    token = next(line.rsplit(" ", 1)[1] for line in printed.splitlines() if line.startswith("token"))
+
+    async def through(slug: str, name: str, arguments: dict) -> tuple[list, bool, str]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        async with Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp/{slug}/", http_client=http),
+                          cache=None) as client:
+            tools = (await client.list_tools()).tools
+            result = await client.call_tool(name, arguments)
+            return tools, result.is_error, result.content[0].text
+
+    tools, error, _ = asyncio.run(through("truenas-umbrella", "truenas",
+                                          {"category": "storage", "action": "pool_list", "params": {}}))
+    assert [t.name for t in tools] == ["truenas"] and not error
+    enum = tools[0].input_schema["properties"]["action"]["enum"]
+    assert "pool_list" in enum and "cloud_backup_run" in enum and "dataset_delete" not in enum
+    _, error, text = asyncio.run(through("truenas-umbrella", "truenas", {
+        "category": "storage", "action": "dataset_delete", "params": {"id": "tank/media", "confirm": True}}))
+    _, flat_error, flat_text = asyncio.run(through("truenas", "dataset_delete", {"id": "tank/media", "confirm": True}))
+    assert error and flat_error and text == flat_text and text.startswith("denied by policy: destructive tools")
