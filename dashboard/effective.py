@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db.models import F
+
 from gateway.models import Tool
 from gateway.policy import PolicyInvalid, parse_policy
 from gateway.policy.editing import Effective, ToolFacts, effective_actions
@@ -10,8 +12,17 @@ RISK_ORDER = ["financial", "destructive", "execute", "write", "read"]  # most da
 
 
 def live_tools(server, *fields):
-    qs = Tool.objects.filter(server=server, gone_at__isnull=True).order_by("position", "name")
-    return qs.only("id", "name", "risk_category", "risk_level", *fields)
+    """The server's tools now, a dispatcher's actions with them (`via_name`: their dispatcher); actions waiting for
+    a person's review are not tools yet."""
+    qs = Tool.objects.filter(server=server, gone_at__isnull=True, held_reason="").order_by("position", "name")
+    return qs.only("id", "name", "risk_category", "risk_level", "dispatch", *fields).annotate(via_name=F("via__name"))
+
+
+def tool_facts(tool) -> ToolFacts:
+    via = getattr(tool, "via_name", None)
+    if via is None and getattr(tool, "via_id", None):  # one tool loaded without live_tools (a tool's page)
+        via = tool.via.name
+    return ToolFacts(tool.name, tool.risk_category, tool.risk_level, via or "")
 
 
 def actions_for(document: dict | None, tools, server_slug: str, grant_name: str = "") -> dict[str, Effective]:
@@ -19,7 +30,7 @@ def actions_for(document: dict | None, tools, server_slug: str, grant_name: str 
         policy = parse_policy(document) if document is not None else None
     except PolicyInvalid:
         policy = None  # a stored version is valid by construction; fail closed if not: every tool denied
-    facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in tools]
+    facts = [tool_facts(t) for t in tools]
     return effective_actions(policy, facts, server_slug, grant_name)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from urllib.parse import urlsplit
 
@@ -225,6 +226,42 @@ class OverrideForm(forms.Form):
     level = forms.ChoiceField(choices=Tool.Level.choices)
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
                              help_text="why a person knows better than the classifier")
+
+
+class DispatcherForm(forms.Form):
+    """A dispatcher's shape (docs/POLICY.md, "Dispatcher tools") and, optionally, actions to add."""
+
+    action = forms.CharField(max_length=200, label="The argument that names the action",
+                             help_text="a JSON pointer, like /action")
+    match = forms.CharField(max_length=500, required=False, label="Arguments that must agree with the action",
+                            help_text="JSON pointers, comma-separated, like /category (empty: none)")
+    params = forms.CharField(max_length=200, required=False, label="Where the action's own arguments are",
+                             help_text="a JSON pointer, like /params (empty: the call's other arguments)")
+    accept_new = forms.BooleanField(required=False, label="Let actions it has not seen run where the policy's "
+                                                          "default allows",
+                                    help_text="otherwise an unknown action is refused and waits for your review")
+    source = forms.ChoiceField(required=False, label="Add actions", choices=[
+        ("", "only those its schema lists (and those you paste below)"),
+        ("truenas", "the 278 actions of the TrueNAS server")])
+    actions = forms.CharField(required=False, label="Actions to add (JSON)",
+                              widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+                              help_text='a list of {"name", "description", "inputSchema", "match"}')
+
+    def clean_match(self) -> list[str]:
+        return [part.strip() for part in self.cleaned_data["match"].split(",") if part.strip()]
+
+    def clean_actions(self) -> list:
+        text = self.cleaned_data["actions"].strip()
+        if not text:
+            return []
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"not JSON: {exc}") from None
+        data = data.get("actions") if isinstance(data, dict) else data
+        if not isinstance(data, list):
+            raise ValidationError('a JSON list of actions, like [{"name": "backup_run"}]')
+        return data
 
 
 WINDOW_CHOICES = [("minute", "minute"), ("hour", "hour"), ("day", "day")]

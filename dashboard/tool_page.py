@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from django.db.models import Q
+
 from dashboard import grant_rules
 from dashboard.effective import actions_for
+from dashboard.forms import DispatcherForm
 from dashboard.rule_links import rule_link
 from gateway import policies
 from gateway.models import Call, Tool
+from gateway.policy.dispatch import Shape
 from gateway.policy.editing import Effective
 
 RECENT = 10
@@ -70,6 +74,46 @@ def in_force(tool: Tool) -> list[InForce]:
     return out
 
 
+@dataclass(frozen=True)
+class Dispatcher:
+    """What the page says about dispatching: the tool is a dispatcher (declared or suggested), or an action."""
+
+    role: str  # "dispatcher" | "suggested" | "action" | ""
+    shape: Shape | None = None
+    actions: int = 0  # a dispatcher's actions in the catalogue
+    held: tuple[Tool, ...] = ()  # its actions first seen in calls, waiting for a person
+    how: str = ""  # an action: how an agent calls it
+
+
+def dispatcher(tool: Tool) -> Dispatcher:
+    if tool.via_id is not None:
+        via = tool.via
+        shape = Shape.from_json(via.dispatch) if via.dispatch else None
+        if shape is None:
+            return Dispatcher("action", how=f"{via.name} is no longer a dispatcher: this action is not used")
+        args = {shape.action: tool.name, **{p: v for p, v in (tool.match or {}).items()}}
+        how = f"{via.name} with " + ", ".join(f"{p} = {json.dumps(v)}" for p, v in args.items())
+        return Dispatcher("action", shape, how=how + (f" and its arguments in {shape.params}" if shape.params else ""))
+    if tool.dispatch:
+        live = tool.actions.filter(gone_at__isnull=True)
+        return Dispatcher("dispatcher", Shape.from_json(tool.dispatch), live.filter(held_reason="").count(),
+                          tuple(live.exclude(held_reason="").order_by("first_seen_at")[:50]))
+    if tool.dispatch_suggested:
+        return Dispatcher("suggested", Shape.from_json(tool.dispatch_suggested))
+    return Dispatcher("")
+
+
+def dispatcher_form(tool: Tool) -> DispatcherForm:
+    """The dispatcher form as the page first shows it: the declared shape, else the detected one."""
+    raw = tool.dispatch or tool.dispatch_suggested or {}
+    return DispatcherForm(initial={
+        "action": raw.get("action", ""), "match": ", ".join(raw.get("match", [])), "params": raw.get("params", ""),
+        "accept_new": raw.get("accept_new", False),
+        "source": "truenas" if tool.name == "truenas" and not tool.dispatch else ""})
+
+
 def recent_calls(tool: Tool) -> list[Call]:
-    return list(Call.objects.filter(tool_name=tool.name, server_slug=tool.server.slug)
-                .order_by("-created_at", "-id")[:RECENT])
+    named = Q(tool_name=tool.name, via="") if tool.via_id is None else Q(tool_name=tool.name, via=tool.via.name)
+    if tool.dispatch:
+        named |= Q(via=tool.name)  # a dispatcher's calls are recorded as calls of their actions
+    return list(Call.objects.filter(named, server_slug=tool.server.slug).order_by("-created_at", "-id")[:RECENT])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.effective import live_tools
+from dashboard.effective import live_tools, tool_facts
 from dashboard.policy_forms import DEFAULT_ALL_TOOLS_COUNTER
 from dashboard.rule_form import limit_rows, limits_posted
 from dashboard.wording import counted
@@ -41,7 +41,7 @@ def context(server, document: dict, values: dict | None = None, errors: dict | N
         fields = policy_edit.top_level_of(document)
         values = {"show_denied": fields.show_denied, "on_deny": fields.on_deny,
                   "hide": list(fields.hide), "limits": [dict(lim) for lim in fields.all_limits]}
-    facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(server)]
+    facts = [tool_facts(t) for t in live_tools(server)]
     hide = []
     for i, entry in enumerate(values["hide"] + [""] * EMPTY_HIDE_ROWS):
         hide.append({"i": i, "entry": entry, "all": entry == "*", "errors": errors.get(f"hide-{i}", []),

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from dashboard import drafts, grant_rules, policy_templates, top_level
 from dashboard.access import staff_required
 from dashboard.confirmations import Question, ask_first
-from dashboard.effective import actions_for, filter_tools, grouped, live_tools
+from dashboard.effective import actions_for, filter_tools, grouped, live_tools, tool_facts
 from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
 from dashboard.partials import wants_fragment
 from dashboard.wording import counted
@@ -25,7 +25,6 @@ from gateway.models import Grant, PolicyVersion, Server, Tool
 from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text, pointer_join
 from gateway.policy import editing as policy_edit
 from gateway.policy.diff import summarize
-from gateway.policy.editing import ToolFacts
 
 
 class Owner:
@@ -117,7 +116,7 @@ def page_context(owner: Owner, state: dict, **extra) -> dict:
     """What the whole page adds to the partials' state: the forms, the policy-wide settings, the glob rules, and
     whose rules sit on top of whose (grants' rules on the server's policy)."""
     document = state["draft"].document
-    facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(owner.server)]
+    facts = [tool_facts(t) for t in live_tools(owner.server)]
     context = {"filter_form": CatalogueFilter(), "limit_form": BulkLimitForm(), "import_form": ImportForm(),
                "globs": policy_edit.glob_reach(document, facts), **state}
     if not state["draft"].active:  # a first policy: the templates are on the page
@@ -282,7 +281,7 @@ def bulk(request, slug):
 
 def _plan(request, owner: Owner, choice: str, names: list[str]) -> policy_edit.BulkPlan | HttpResponse:
     draft = drafts.load(request.session, owner.server, owner.grant)
-    facts = [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(owner.server)]
+    facts = [tool_facts(t) for t in live_tools(owner.server)]
     try:
         if choice == "limit":
             form = BulkLimitForm(request.POST)

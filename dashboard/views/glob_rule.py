@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from dashboard import drafts, policy_forms
 from dashboard.access import can_manage
-from dashboard.effective import live_tools
+from dashboard.effective import live_tools, tool_facts
 from dashboard.partials import wants_fragment
 from dashboard.rule_form import errors_by_field, posted_values
 from dashboard.views.builder import Owner
@@ -34,7 +34,7 @@ def glob_url(owner: Owner, key: str | None = None) -> str:
 
 
 def _facts(owner: Owner) -> list[ToolFacts]:
-    return [ToolFacts(t.name, t.risk_category, t.risk_level) for t in live_tools(owner.server)]
+    return [tool_facts(t) for t in live_tools(owner.server)]
 
 
 def _reach(owner: Owner, document: dict, key: str, facts: list[ToolFacts]) -> GlobReach | None:

@@ -54,12 +54,17 @@ def tool_detail(request, slug, name):
                 "schema": side_by_side(old.get("inputSchema", {}), tool.input_schema)}
     form = OverrideForm(initial={"category": tool.risk_category, "level": tool.risk_level,
                                  "reason": tool.risk_override_reason})
-    return render(request, "dashboard/tools/detail.html", _detail(tool, diff=diff, form=form))
+    return render(request, "dashboard/tools/detail.html", detail_context(tool, diff=diff, form=form))
 
 
-def _detail(tool: Tool, **context) -> dict:
+def detail_context(tool: Tool, **context) -> dict:
+    context.setdefault("form", OverrideForm(initial={"category": tool.risk_category, "level": tool.risk_level,
+                                                     "reason": tool.risk_override_reason}))
+    if tool.via_id is None:
+        context.setdefault("dispatcher_form", tool_page.dispatcher_form(tool))
     return {"tool": tool, "server": tool.server, "parameters": tool_page.parameters(tool.input_schema),
-            "in_force": tool_page.in_force(tool), "calls": tool_page.recent_calls(tool), **context}
+            "in_force": tool_page.in_force(tool), "calls": tool_page.recent_calls(tool),
+            "dispatcher": tool_page.dispatcher(tool), **context}
 
 
 @require_POST
@@ -76,7 +81,7 @@ def tool_override(request, slug, name):
         else:
             messages.success(request, f"{tool.name} is now {tool.risk_category} · {tool.risk_level}")
             return redirect("dashboard:tool", slug=slug, name=name)
-    return render(request, "dashboard/tools/detail.html", _detail(tool, diff=None, form=form), status=400)
+    return render(request, "dashboard/tools/detail.html", detail_context(tool, diff=None, form=form), status=400)
 
 
 @require_POST

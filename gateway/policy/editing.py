@@ -54,6 +54,7 @@ class ToolFacts:
     name: str
     category: str
     level: str
+    via: str = ""  # the dispatcher, when the tool is one of its actions
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def effective_actions(policy: Policy | None, tools: Iterable[ToolFacts], server:
     strict = dataclasses.replace(policy, show_denied=False)
     out = {}
     for tool in tools:
-        facts = Facts(grant, server, tool.name, tool.category, tool.level, {})
+        facts = Facts(grant, server, tool.name, tool.category, tool.level, {}, via=tool.via)
         decision = visibility(facts, strict)
         if decision.action == "hide":
             out[tool.name] = Effective("hide", decision.rule, reason=decision.reason)
