@@ -19,10 +19,11 @@ def live_tools(server, *fields):
 
 
 def tool_facts(tool) -> ToolFacts:
-    via = getattr(tool, "via_name", None)
-    if via is None and getattr(tool, "via_id", None):  # one tool loaded without live_tools (a tool's page)
-        via = tool.via.name
-    return ToolFacts(tool.name, tool.risk_category, tool.risk_level, via or "")
+    if hasattr(tool, "via_name"):  # loaded by live_tools
+        via = tool.via_name or ""
+    else:  # one tool loaded on its own (a tool's page, one builder row)
+        via = tool.via.name if tool.via_id else ""
+    return ToolFacts(tool.name, tool.risk_category, tool.risk_level, via)
 
 
 def actions_for(document: dict | None, tools, server_slug: str, grant_name: str = "") -> dict[str, Effective]:
