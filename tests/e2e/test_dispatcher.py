@@ -171,3 +171,28 @@ def test_a_batch_of_calls_lets_nothing_through(gateway, simulators):
         return [ok for session in await asyncio.gather(*[one_session() for _ in range(3)]) for ok in session]
     assert sum(asyncio.run(burst())) == 10
     assert asyncio.run(counts(umbrella_url)).get("cloud_backup_run", 0) - before.get("cloud_backup_run", 0) == 10
+
+
+SESSION_LIMIT = {"version": "1", "default": "deny", "tools": {"cloud_backup_run": {"limits": [
+    {"counter": "per_session", "window": "hour", "max": 2, "scope": "session"}]}}}
+
+
+def test_a_session_limit_counts_per_agent_session_in_both_eras(gateway, simulators):
+    """scope "session": each session-era session has its own counter; the stateless era has no sessions, so a
+    grant's stateless requests share one (docs/POLICY.md, "Scopes")."""
+    from gateway import policies
+
+    umbrella, _, _ = simulators
+    policies.apply(umbrella, SESSION_LIMIT, actor="test")
+    token = create_grant("sessions", [umbrella], None).token
+    three = [("truenas", BACKUP)] * 3
+
+    def passed(mode: str) -> list[bool]:
+        return [not error for error, _ in asyncio.run(run_agent(gateway.url("umbrella"), token, mode, three))[1]]
+
+    assert passed("legacy") == [True, True, False]
+    assert passed("legacy") == [True, True, False]  # a new session: new counters
+    assert passed("auto") == [True, True, False]  # the stateless era: one session per grant...
+    assert passed("auto") == [False, False, False]  # ... shared by every stateless client of the grant
+    keys = {c for r in Call.objects.filter(grant_name="sessions") for c in r.counters}
+    assert len({k.split("|")[2] for k in keys}) == 3 and any(k.split("|")[2].endswith("/stateless") for k in keys)
