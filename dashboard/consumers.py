@@ -31,11 +31,13 @@ from dashboard import queue
 from dashboard.access import can_manage
 from gateway.calls import approvals
 from gateway.calls.approvals import APPROVALS_GROUP
-from gateway.events import CALLS_GROUP
+from gateway.catalogue.review import held_for_review
+from gateway.events import CALLS_GROUP, REVIEWS_GROUP
 from gateway.models import Call
 
 CALL_ROW = "dashboard/calls/_row.html"
 APPROVAL_CARD = "dashboard/approvals/_card.html"
+TOOL_REVIEWS = "dashboard/approvals/_reviews.html"
 CLOSE_SESSION_ENDED = 4001  # the close code when the session or the user's access ended
 
 
@@ -49,7 +51,7 @@ def session_group(session_key: str) -> str:
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
-    live_groups = (APPROVALS_GROUP, CALLS_GROUP)
+    live_groups = (APPROVALS_GROUP, CALLS_GROUP, REVIEWS_GROUP)
     recheck_s = 30.0  # at most this long between re-reads of the session and user before a push
     ended = True  # until connect() accepts: nothing is pushed
     groups_joined: tuple[str, ...] = ()
@@ -72,7 +74,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.ended = False
         await self.accept()
         # The page's count may be stale by now (or this is a reconnect after missed events).
-        await self.send_json({"pending": await self.pending_count()})
+        await self.send_json({"pending": await self.pending_count(), "review": await self.review_count()})
 
     async def disconnect(self, code):
         await self.leave_groups()
@@ -166,6 +168,22 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def pending_count(self) -> int:
         return approvals.pending_count(timezone.now())
+
+    async def review_changed(self, event):
+        """A tool was held for review or let go: the approvals page's list and the navigation's count."""
+        if not await self.may_push():
+            return
+        html, count = await self.tool_reviews()
+        await self.send_json({"html": html, "review": count})
+
+    @database_sync_to_async
+    def tool_reviews(self) -> tuple[str, int]:
+        rows = queue.tool_reviews()
+        return render_to_string(TOOL_REVIEWS, {"reviews": rows, "can_decide": self.can_decide}), len(rows)
+
+    @database_sync_to_async
+    def review_count(self) -> int:
+        return held_for_review().count()
 
 
 def csrf_token_for(scope) -> str:

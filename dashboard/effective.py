@@ -12,9 +12,10 @@ RISK_ORDER = ["financial", "destructive", "execute", "write", "read"]  # most da
 
 
 def live_tools(server, *fields):
-    """The server's tools now, a dispatcher's actions with them (`via_name`: their dispatcher); actions waiting for
-    a person's review are not tools yet."""
-    qs = Tool.objects.filter(server=server, gone_at__isnull=True, held_reason="").order_by("position", "name")
+    """The server's tools now (those held for review too), a dispatcher's actions with them (`via_name`: their
+    dispatcher); actions first seen in calls and waiting for a person's review are not tools yet."""
+    qs = Tool.objects.filter(server=server, gone_at__isnull=True).exclude(via__isnull=False, held_reason__gt="") \
+        .order_by("position", "name")
     return qs.only("id", "name", "risk_category", "risk_level", "dispatch", *fields).annotate(via_name=F("via__name"))
 
 

@@ -36,7 +36,8 @@ def _key_values(text: str, field: str) -> dict[str, str]:
     return pairs
 
 
-SESSION_FIELDS = ("allow_sampling", "allow_elicitation", "allow_roots", "isolate_sessions")
+SESSION_FIELDS = ("allow_sampling", "allow_elicitation", "allow_roots", "isolate_sessions", "on_definition_change",
+                  "hold_new_tools")
 
 
 class ServerForm(forms.Form):
@@ -67,6 +68,14 @@ class ServerForm(forms.Form):
                                           help_text="for servers that keep state per session (a browser, a shell): "
                                                     "each agent session gets an upstream session (for stdio, a "
                                                     "process) of its own instead of a shared one")
+    on_definition_change = forms.ChoiceField(
+        choices=Server.OnChange.choices, initial=Server.OnChange.BLOCK, required=False,
+        label="When a tool's definition changes",
+        help_text="a changed description or schema can smuggle new instructions to agents: holding the tool refuses "
+                  "its calls and leaves it out of listings until you approve the new definition")
+    hold_new_tools = forms.BooleanField(required=False, label="Hold new tools too",
+                                        help_text="a tool that appears on a server already in use waits for your "
+                                                  "approval before agents may see or call it")
 
     def __init__(self, *args, instance: Server | None = None, may_change_commands: bool = False, **kwargs):
         self.instance, self.may_change_commands = instance, may_change_commands
@@ -89,6 +98,9 @@ class ServerForm(forms.Form):
             if instance is not None and instance.transport == Server.Transport.STDIO:
                 for name in ("transport", "command", "env", "clear_secrets"):
                     self.fields[name].disabled = True
+
+    def clean_on_definition_change(self):
+        return self.cleaned_data["on_definition_change"] or Server.OnChange.BLOCK  # never looser than the default
 
     def clean_slug(self):
         slug = self.cleaned_data["slug"]

@@ -13,7 +13,9 @@ from django.db.models.functions import Coalesce
 
 from dashboard.rule_links import rule_link
 from gateway.calls.approvals import agent_waiting
+from gateway.catalogue.review import held_for_review
 from gateway.models import Approval
+from gateway.tool_definitions import CHANGED_HELD, NEW_HELD
 
 HISTORY_SIZE = 50  # decided approvals listed under the queue; each one's call stays in the call log
 PENDING_LIST = "approvals-pending"  # element ids on the queue page; a card names the list it belongs in
@@ -66,3 +68,16 @@ def card(approval: Approval, now: datetime, error: str = "", confirm_always: boo
         # "Approve & always allow" was pressed: the card asks before it also writes the grant's rule.
         "confirm_always": confirm_always and is_waiting, "reason": reason,
     }
+
+
+TOOL_REVIEW_TEXT = {CHANGED_HELD: "definition changed since it was approved", NEW_HELD: "new on an established server"}
+
+
+def tool_reviews() -> list[dict]:
+    """Tools held for a person's review (refused until approved), for the approvals page and its live updates."""
+    rows = []
+    for tool in held_for_review()[:200]:
+        what = TOOL_REVIEW_TEXT.get(tool.held_reason) or (
+            f"an action of {tool.via.name} first seen in a call" if tool.via_id else tool.held_reason)
+        rows.append({"tool": tool, "what": what, "changed": tool.held_reason == CHANGED_HELD})
+    return rows

@@ -13,6 +13,7 @@ from channels.layers import get_channel_layer
 log = logging.getLogger("portcullis.events")
 
 CALLS_GROUP = "portcullis.calls"
+REVIEWS_GROUP = "portcullis.reviews"  # tools held for a person's review (gateway/catalogue/sync.py)
 _pending: set[asyncio.Task] = set()  # strong references until each send finishes
 MAX_PENDING = 1000  # if the layer is slower than the calls, drop events rather than pile up tasks
 
@@ -34,3 +35,26 @@ async def _send(event: dict) -> None:
             await layer.group_send(CALLS_GROUP, event)
     except Exception as exc:  # the live log is a convenience; the audit row is the record
         log.warning("live event not published: %s", exc)
+
+
+def reviews_changed() -> None:
+    """A tool was held for a person's review (or let go): tell the dashboards, from synchronous code, once the
+    transaction that held it commits. Never raises: the approvals page lists held tools on every load anyway."""
+    from django.db import transaction
+
+    transaction.on_commit(_publish_reviews)
+
+
+def _publish_reviews() -> None:
+    from asgiref.sync import async_to_sync
+
+    try:
+        async_to_sync(_send_to)(REVIEWS_GROUP, {"type": "review.changed"})
+    except Exception as exc:  # an event loop runs in this thread, or the layer is down
+        log.warning("review event not published: %s", exc)
+
+
+async def _send_to(group: str, event: dict) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(group, event)

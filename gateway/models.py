@@ -50,6 +50,15 @@ class Server(models.Model):
     allow_roots = models.BooleanField(default=True)
     # A server that keeps state per session (a browser, a shell): every agent session gets its own upstream session.
     isolate_sessions = models.BooleanField(default=False)
+
+    class OnChange(models.TextChoices):
+        BLOCK = "block", "hold it until a person approves the new definition"
+        FLAG = "flag", "flag it and keep it callable"
+
+    # What a change to an approved tool definition does (gateway/catalogue/sync.py): hold the tool (refused, not
+    # listed) until a person approves the new definition, or only flag it.
+    on_definition_change = models.CharField(max_length=5, choices=OnChange.choices, default=OnChange.BLOCK)
+    hold_new_tools = models.BooleanField(default=False)  # a tool new on an established server is held the same way
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     last_contact_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")  # redacted before it is stored
@@ -140,6 +149,9 @@ class Tool(models.Model):
     approved_hash = models.CharField(max_length=64, blank=True, default="")
     # The definition that was approved (trust on first use or a person), to review a later change side by side.
     approved_definition = OrderedJSONField(null=True, blank=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")  # the person who approved the current definition (None: TOFU)
+    approved_at = models.DateTimeField(null=True, blank=True)
     position = models.PositiveIntegerField(default=0)  # the upstream's listing order
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)

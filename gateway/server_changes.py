@@ -23,6 +23,7 @@ def snapshot(server: Server | None) -> dict:
         "target": server.target_display() if (server.command or server.url) else "",
         "env": dict(server.env), "headers": dict(server.headers),
         **{name: getattr(server, name) for name, _ in SESSION_SETTINGS},
+        "on_change": server.on_definition_change, "hold_new": server.hold_new_tools,
     }
 
 
@@ -42,6 +43,12 @@ def describe(before: dict, after: dict) -> list[str]:
     for name, label in SESSION_SETTINGS:
         if before.get(name, after[name]) != after[name]:
             lines.append(f"{label}: {'yes' if after[name] else 'no'}")
+    if before.get("on_change", after["on_change"]) != after["on_change"]:
+        lines.append("a changed tool is " + ("held until a person approves it" if after["on_change"] == "block"
+                                             else "flagged and stays callable"))
+    if before.get("hold_new", after["hold_new"]) != after["hold_new"]:
+        lines.append("new tools are " + ("held until a person approves them" if after["hold_new"] else
+                                         "trusted on first sight"))
     for kind, label in (("env", "env"), ("headers", "header")):
         old, new = before[kind], after[kind]
         lines += [f"{label} {key} added" for key in sorted(new.keys() - old.keys())]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 
 from gateway.models import Tool
@@ -12,6 +13,33 @@ from gateway.policy.risk import Classification, classify, the_more_severe
 
 # A dispatcher's actions list after the upstream's own tools, in the order they were learnt.
 ACTION_POSITION_BASE = 1_000_000
+
+# Tool.held_reason of a tool held for a person's review (refused at call time, left out of listings): its
+# definition changed since a person approved it (the server holds changed tools), or it is new on an established
+# server that holds new tools. Approving the definition lets it go.
+CHANGED_HELD = "its definition changed since it was approved"
+NEW_HELD = "it is new on this server"
+REVIEW_HOLDS = (CHANGED_HELD, NEW_HELD)
+# Texts in a definition that only describe: a change of their whitespace alone does not hold a tool.
+_PROSE_KEYS = frozenset({"description", "title"})
+_SPACE = re.compile(r"\s+")
+
+
+def _behaviour(value: object, key: str = "") -> object:
+    if isinstance(value, dict):
+        return {k: _behaviour(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_behaviour(v) for v in value]
+    if isinstance(value, str) and key in _PROSE_KEYS:
+        return _SPACE.sub(" ", value).strip()
+    return value
+
+
+def same_behaviour(a: object, b: object) -> bool:
+    """Do two definitions differ only where it cannot alter behaviour: key order (never part of a definition's
+    hash) and whitespace in descriptions and titles? Every other string counts, enum values, defaults, patterns and
+    nested descriptions' words included."""
+    return a is not None and b is not None and _behaviour(a) == _behaviour(b)
 
 
 def definition_hash(definition: dict) -> str:

@@ -24,6 +24,7 @@ def _page(request, errors: dict[str, str] | None = None, status: int = 200, conf
                     for a in queue.waiting(now)],
         "history": [queue.card(a, now, errors.get(a.public_id, "")) for a in queue.history(now)],
         "can_decide": can_manage(request.user),
+        "reviews": queue.tool_reviews(),
     }
     return render(request, "dashboard/approvals/queue.html", context, status=status)
 

@@ -19,6 +19,7 @@ from dashboard.wording import counted
 from gateway import policies, server_changes
 from gateway.calls import processes, session_records
 from gateway.catalogue.refresh import RefreshFailed, refresh
+from gateway.catalogue.review import apply_change_setting
 from gateway.clientconfig import client_configs, gateway_url
 from gateway.models import McpSession, Server, ServerChange, Tool
 from gateway.redaction import redact_server_text
@@ -129,6 +130,12 @@ def server_edit(request, slug):
         form.save()
         server_changes.record(server, before, actor=request.user.get_username(), user=request.user)
         messages.success(request, f"saved {server.slug}")
+        if before.get("on_change") != server.on_definition_change:
+            moved = apply_change_setting(server)
+            if moved:
+                held = server.on_definition_change == Server.OnChange.BLOCK
+                messages.warning(request, f"{moved} changed tool{'s' if moved != 1 else ''} "
+                                          f"{'now held until you approve them' if held else 'callable again'}")
         if form.secrets_cleared:
             messages.warning(request, "the destination changed, so the stored environment and headers were "
                                       "removed: enter them again if the new destination should get them")

@@ -101,7 +101,7 @@ def tool_classifier(request, slug, name):
 @staff_required
 def tool_approve(request, slug, name):
     tool = _tool(slug, name)
-    if approve_definition(tool, request.POST.get("hash", "")):
+    if approve_definition(tool, request.POST.get("hash", ""), user=request.user):
         messages.success(request, f"approved the new definition of {tool.name}")
     else:
         messages.error(request, f"the definition of {tool.name} changed again while you read it: review it again")

@@ -18,6 +18,7 @@ from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.policy.dispatch import Shape
 from gateway.redaction import redact_text
+from gateway.tool_definitions import NEW_HELD
 
 
 @dataclass
@@ -50,7 +51,7 @@ def _admit_sql() -> str:
     global _ADMIT_SQL
     if _ADMIT_SQL is None:
         _ADMIT_SQL = grants.call_auth_sql(
-            extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, t.dispatch, "
+            extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, t.dispatch, t.held_reason, "
                            f"({policies.applicable_sql('p.id', 'g.id')}), "
                            f"({policies.applicable_sql('p.created_at', 'g.id')})"),
             extra_from=(f" LEFT JOIN {Tool._meta.db_table} t ON t.server_id = %s AND t.name = %s "
@@ -100,11 +101,13 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
-    tool_id, category, level, tool_hash, dispatch, version, created = row[grants.CALL_AUTH_COLUMNS:]
+    tool_id, category, level, tool_hash, dispatch, held, version, created = row[grants.CALL_AUTH_COLUMNS:]
     base["secret_paths"] = audit.secret_paths(tool_id, tool_hash, tool_name)
     if tool_id is None:
         return _refuse(base, Call.Decision.DENY, "unknown_tool", _unknown_tool(server, tool_name), "", None, grant)
     policy = _parsed(version, created) if version is not None else None
+    if held:  # a changed (or new) definition nobody has reviewed: nothing of it reaches the upstream
+        return _refuse(base, Call.Decision.DENY, "review", held_message(tool_name, held), "", version, grant)
     facts_arguments, via = arguments, ""
     if dispatch is not None:
         action = dispatched.action_of(base, tool_id, dispatch, arguments, policy, now)
@@ -126,6 +129,15 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
                        version, grant)
     return _reserve_and_open(base, decision, version, grant, now)
+
+
+def held_message(name: str, held: str) -> str:
+    """What an agent reads when it calls a tool held for a person's review."""
+    if held == NEW_HELD:
+        return (f"tool {name!r} is new on this server and has not been approved yet; an operator must review it in "
+                "the Portcullis dashboard before it can be called. Use another tool meanwhile, or ask an operator.")
+    return (f"tool {name!r} changed since it was approved; an operator must review the new definition in the "
+            "Portcullis dashboard before it can be called. Use another tool meanwhile, or ask an operator.")
 
 
 def _unknown_tool(server: Server, name: str) -> str:

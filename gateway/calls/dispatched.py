@@ -12,6 +12,7 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
+from gateway import events
 from gateway.calls import audit, prepared
 from gateway.models import Tool
 from gateway.policy import Policy
@@ -100,4 +101,6 @@ def seen_in_call(dispatcher_id: int, via: str, name: str, match: dict, *, run_no
             tool.save()
     except IntegrityError:  # another call queued it first, or the name is a listed tool's
         return None
+    if not run_now:
+        events.reviews_changed()
     return tool if run_now else None

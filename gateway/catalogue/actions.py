@@ -15,6 +15,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from gateway import events
 from gateway.models import Server, ServerChange, Tool
 from gateway.policy.dispatch import ACTION_NAME, Shape, ShapeInvalid, listed_actions
 from gateway.tool_definitions import action_definition, fill_action
@@ -144,6 +145,7 @@ def accept(tool: Tool, *, actor: str, user=None) -> None:
     Tool.objects.filter(pk=tool.pk).update(held_reason="", approved_hash=tool.definition_hash,
                                            approved_definition=tool.definition)
     tool.held_reason = ""
+    events.reviews_changed()
     _note(tool.via, [f"{tool.via.name}: action {tool.name} accepted"], actor, user)
 
 
@@ -153,6 +155,7 @@ def reject(tool: Tool, *, actor: str, user=None) -> None:
         return
     Tool.objects.filter(pk=tool.pk).update(held_reason="rejected by a person: calls of it are refused",
                                            gone_at=timezone.now())
+    events.reviews_changed()
     _note(tool.via, [f"{tool.via.name}: action {tool.name} rejected"], actor, user)
 
 

@@ -11,10 +11,13 @@ import json
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 
-from gateway.catalogue.sync import classify_now, reclassify_approved
-from gateway.models import Tool
+from gateway import events
+from gateway.catalogue.sync import classify_now, hold_change, reclassify_approved
+from gateway.models import Server, ServerChange, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS
+from gateway.tool_definitions import REVIEW_HOLDS
 
 
 class ReviewError(ValueError):
@@ -22,18 +25,51 @@ class ReviewError(ValueError):
 
 
 @transaction.atomic
-def approve_definition(tool: Tool, seen_hash: str) -> bool:
-    """Approve the definition the person looked at (`seen_hash`); False when it changed meanwhile."""
-    fields = {"approved_hash": seen_hash}
+def approve_definition(tool: Tool, seen_hash: str, user=None, now=None) -> bool:
+    """Approve the definition the person looked at (`seen_hash`); False when it changed meanwhile. A tool held for
+    review (changed, or new on an established server) is let go: the policy decides its calls again."""
+    fields = {"approved_hash": seen_hash, "approved_by": user, "approved_at": now or timezone.now()}
     if hasattr(Tool, "approved_definition"):
         fields["approved_definition"] = tool.definition
+    held = tool.held_reason in REVIEW_HOLDS
     updated = Tool.objects.filter(pk=tool.pk, definition_hash=seen_hash).update(**fields)
+    if updated and held:
+        Tool.objects.filter(pk=tool.pk, held_reason__in=REVIEW_HOLDS).update(held_reason="")
     tool.refresh_from_db()
     if updated:
         # The classification kept from the earlier definition (gateway/catalogue/sync.py) gives way to the new one's.
         reclassify_approved(tool)
         tool.save(update_fields=["risk_category", "risk_level", "risk_reasons"])
+        who = user.get_username() if user is not None else "cli"
+        if held:
+            events.reviews_changed()
+        ServerChange.objects.create(server=tool.server, slug=tool.server.slug, user=user, actor=who[:200],
+                                    summary=f"approved the new definition of {tool.name}"[:500],
+                                    details=[f"approved the definition of {tool.name}" +
+                                             ("; it was held, and may be called again" if held else "")])
     return bool(updated)
+
+
+def apply_change_setting(server: Server) -> int:
+    """The server's on_definition_change was set: hold its tools whose definition is not the approved one (block),
+    or let them go (flag). Returns how many tools changed state."""
+    changed = 0
+    for tool in Tool.objects.filter(server=server, via__isnull=True, gone_at__isnull=True).exclude(approved_hash=""):
+        before = tool.held_reason
+        hold_change(tool, server)
+        if tool.held_reason != before:
+            tool.save(update_fields=["held_reason"])
+            changed += 1
+    if changed:
+        events.reviews_changed()
+    return changed
+
+
+def held_for_review():
+    """Tools refused until a person reviews them: changed or new definitions, and dispatcher actions first seen in
+    calls; oldest change first."""
+    return Tool.objects.filter(gone_at__isnull=True).exclude(held_reason="").select_related("server", "via") \
+        .order_by("last_seen_at", "pk")
 
 
 def override_classification(tool: Tool, category: str, level: str, reason: str) -> None:

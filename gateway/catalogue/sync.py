@@ -7,10 +7,11 @@ from datetime import datetime
 
 from django.db import transaction
 
+from gateway import events
 from gateway.models import Server, Tool
 from gateway.policy.dispatch import detect
 from gateway.policy.risk import Classification, classify
-from gateway.tool_definitions import classify_into, definition_hash
+from gateway.tool_definitions import CHANGED_HELD, NEW_HELD, classify_into, definition_hash, same_behaviour
 
 
 @dataclass
@@ -91,6 +92,8 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
     that still cannot say a tool is gone (it was made declaring fewer client capabilities than the gateway can)."""
     summary = RefreshSummary()
     existing = {tool.name: tool for tool in Tool.objects.select_for_update().filter(server=server)}
+    held_before = {name for name, tool in existing.items() if tool.held_reason}
+    established = any(t.via_id is None for t in existing.values())  # not its first listing
     seen: set[str] = set()
     for position, definition in enumerate(definitions):
         problem = _valid(definition)
@@ -105,7 +108,11 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
             summary.skipped.append(f"{definition['name']}: the name is an action of dispatcher {taken.via.name}; "
                                    "the listed tool is not used until one of them is renamed")
             continue
-        _upsert(server, existing.get(definition["name"]), definition, position, now, summary, complete)
+        _upsert(server, existing.get(definition["name"]), definition, position, now, summary, complete,
+                established)
+    held_now = set(Tool.objects.filter(server=server).exclude(held_reason="").values_list("name", flat=True))
+    if held_now != held_before:
+        events.reviews_changed()
     if not complete or mark_gone is False:
         return summary
     for name, tool in existing.items():
@@ -116,13 +123,24 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
     return summary
 
 
+def hold_change(tool: Tool, server: Server) -> None:
+    """Hold a tool whose definition is not the approved one when the server holds changed tools; let it go when it
+    is the approved one again or the server only flags changes. A tool held as new stays held until approved."""
+    unapproved = bool(tool.approved_hash) and tool.definition_hash != tool.approved_hash
+    if unapproved and server.on_definition_change == Server.OnChange.BLOCK:
+        tool.held_reason = CHANGED_HELD
+    elif tool.held_reason == CHANGED_HELD:
+        tool.held_reason = ""
+
+
 def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, now: datetime,
-            summary: RefreshSummary, complete: bool = True) -> None:
+            summary: RefreshSummary, complete: bool = True, established: bool = True) -> None:
     digest = definition_hash(definition)
     if tool is None:
         # Trust on first use: the first definition seen is the baseline that later changes are compared to.
-        tool = Tool(server=server, name=definition["name"], first_seen_at=now, approved_hash=digest,
-                    approved_definition=definition,
+        held = server.hold_new_tools and established
+        tool = Tool(server=server, name=definition["name"], first_seen_at=now, approved_hash="" if held else digest,
+                    approved_definition=None if held else definition, held_reason=NEW_HELD if held else "",
                     definition_hash=digest, position=position, last_seen_at=now, **_fields(definition))
         classify_into(tool)
         _suggest_dispatcher(tool)
@@ -139,8 +157,13 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
     tool.definition_hash, tool.last_seen_at, tool.gone_at = digest, now, None
     if complete:
         tool.position = position
+    if changed and tool.approved_hash and digest != tool.approved_hash and \
+            same_behaviour(definition, tool.approved_definition):
+        # Whitespace in a description, nothing else: the approved definition stands, in its new spelling.
+        tool.approved_hash, tool.approved_definition, floor = digest, definition, None
     if changed and not tool.risk_overridden:
         classify_into(tool, floor)
+    hold_change(tool, server)
     if changed:
         _suggest_dispatcher(tool)
     tool.save()

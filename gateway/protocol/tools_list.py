@@ -69,6 +69,8 @@ def visible_tools(server: Server, token: str, listed: list, complete: bool, mark
         # under the same name was never classified or reviewed.
         if tool is None or tool.definition_hash != hashes.get(tool.name):
             continue
+        if tool.held_reason:  # changed or new, waiting for a person's review: refused if called, so not listed
+            continue
         if tool.dispatch:
             narrowed = _dispatcher_as_seen(grant, server, tool, definition, policy)
             if narrowed is not None:

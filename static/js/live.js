@@ -25,6 +25,7 @@
       const message = JSON.parse(event.data);
       if (message.html) place(fromHtml(message.html));
       if (typeof message.pending === "number") setPending(message.pending);
+      if (typeof message.review === "number") setReview(message.review);
     });
     socket.addEventListener("close", function () {
       body.dataset.liveState = "closed";
@@ -88,6 +89,14 @@
       badge.dataset.count = String(count);
     }
     document.title = (count > 0 ? "(" + count + ") " : "") + document.title.replace(/^\(\d+\) /, "");
+  }
+
+  function setReview(count) {
+    const badge = document.getElementById("review-count");
+    if (badge) {
+      badge.textContent = String(count);
+      badge.dataset.count = String(count);
+    }
   }
 
   function clock(seconds) {

@@ -46,6 +46,8 @@ def test_an_upstream_cannot_lower_its_own_tools_classification_by_redescribing_i
     from gateway.protocol import tools_list
 
     policies.apply(server, SEED_SHAPED, actor="test")
+    server.on_definition_change = server.OnChange.FLAG  # the change is only flagged: the classification must hold
+    server.save()
     now = timezone.now()
     sync_tools(server, [tool("old_snapshots", "Deletes all old snapshots permanently")], now)
     assert Tool.objects.get(name="old_snapshots").risk_category == "destructive"

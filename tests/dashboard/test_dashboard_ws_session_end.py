@@ -39,7 +39,7 @@ def browser(user) -> Client:
 async def live_socket(client: Client):
     communicator, connected = await open_socket(headers(client))
     assert connected
-    assert await communicator.receive_json_from(timeout=WAIT_S) == {"pending": 0}
+    assert await communicator.receive_json_from(timeout=WAIT_S) == {"pending": 0, "review": 0}
     return communicator
 
 

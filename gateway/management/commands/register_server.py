@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway import server_changes, upstream_addresses
+from gateway.catalogue.review import apply_change_setting
 from gateway.clientconfig import gateway_url
 from gateway.management.lookup import key_values
 from gateway.models import Server
@@ -41,6 +42,11 @@ class Command(BaseCommand):
                                  "roots reveal its paths); repeat for several")
         parser.add_argument("--isolate-sessions", action="store_true",
                             help="every agent session gets an upstream session of its own (stateful servers)")
+        parser.add_argument("--on-change", choices=["block", "flag"], default="block",
+                            help="what a change to an approved tool definition does: block (the default) holds the "
+                                 "tool until a person approves the new definition; flag only marks it")
+        parser.add_argument("--hold-new-tools", action="store_true",
+                            help="a tool new on a server already in use waits for a person's approval")
 
     def handle(self, *args, **opts):
         slug = opts["slug"]
@@ -57,6 +63,7 @@ class Command(BaseCommand):
         server.allow_sampling, server.allow_elicitation, server.allow_roots = (
             name not in opts["refuse"] for name in ("sampling", "elicitation", "roots"))
         server.isolate_sessions = opts["isolate_sessions"]
+        server.on_definition_change, server.hold_new_tools = opts["on_change"], opts["hold_new_tools"]
         self._set_target(server, opts)
         try:
             server.full_clean()
@@ -65,6 +72,8 @@ class Command(BaseCommand):
             raise CommandError("; ".join(problems)) from None
         server.save()
         server_changes.record(server, before, actor=f"cli:register_server ({getpass.getuser()})")
+        if before.get("on_change", server.on_definition_change) != server.on_definition_change:
+            apply_change_setting(server)
         self.stdout.write(self.style.SUCCESS(f"{'updated' if opts['update'] else 'registered'} server {slug!r}"))
         self.stdout.write(f"  upstream:    {server.get_transport_display()} {server.target_display()}")
         for label, values in (("env", server.env), ("headers", server.headers)):
