@@ -52,9 +52,19 @@ def tool_detail(request, slug, name):
     if tool.changed_since_approved and old is not None:
         diff = {"description": side_by_side(old.get("description", ""), tool.description),
                 "schema": side_by_side(old.get("inputSchema", {}), tool.input_schema)}
+        # The rest of the definition (title, output schema, annotations, anything else): instructions hide there too.
+        rest_old, rest_new = _rest(old), _rest(tool.definition)
+        if rest_old != rest_new:
+            diff["rest"] = side_by_side(rest_old, rest_new)
     form = OverrideForm(initial={"category": tool.risk_category, "level": tool.risk_level,
                                  "reason": tool.risk_override_reason})
     return render(request, "dashboard/tools/detail.html", detail_context(tool, diff=diff, form=form))
+
+
+def _rest(definition: object) -> dict:
+    if not isinstance(definition, dict):
+        return {}
+    return {k: v for k, v in definition.items() if k not in ("name", "description", "inputSchema")}
 
 
 def detail_context(tool: Tool, **context) -> dict:

@@ -91,6 +91,10 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
     tools/list relayed to an agent (complete=False) only adds and updates. mark_gone=False: a complete listing
     that still cannot say a tool is gone (it was made declaring fewer client capabilities than the gateway can)."""
     summary = RefreshSummary()
+    # What a change does is read now: a gateway process keeps its Server for as long as its link lives, and a
+    # person may have changed the setting since, on any process.
+    server.on_definition_change, server.hold_new_tools = Server.objects.filter(pk=server.pk).values_list(
+        "on_definition_change", "hold_new_tools").get()
     existing = {tool.name: tool for tool in Tool.objects.select_for_update().filter(server=server)}
     held_before = {name for name, tool in existing.items() if tool.held_reason}
     established = any(t.via_id is None for t in existing.values())  # not its first listing

@@ -161,3 +161,11 @@ def test_a_changed_dispatcher_holds_every_action(pinned, grant_that_may):
     sync_tools(pinned, [ECHO, {**hub, "description": "Also does c."}], timezone.now())
     admission = calls.admit(grant_that_may.token, pinned, "hub", {"action": "a"}, timezone.now())
     assert not admission.forward and "tool 'hub' changed since it was approved" in admission.message
+
+
+def test_the_tool_page_shows_every_part_of_the_change(pinned, grant_that_may, client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("carol", is_staff=True))
+    listed(pinned, grant_that_may.token, {**changed(["annotations"], {"readOnlyHint": True}), "title": "Echo!"})
+    page = client.get(f"/servers/{pinned.slug}/tools/echo/").content.decode()
+    assert "The rest of the definition" in page and "readOnlyHint" in page and "Echo!" in page
+    assert "<strong>Held:</strong>" in page and "Approve new definition" in page
