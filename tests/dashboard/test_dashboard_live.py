@@ -58,7 +58,8 @@ async def signed_in(user):
     client = await sync_to_async(browser_of)(user)
     communicator, connected = await open_socket(headers(client))
     assert connected
-    assert await communicator.receive_json_from(timeout=WAIT_S) == {"pending": 0, "review": 0}  # sent on every (re)connect
+    # sent on every (re)connect
+    assert await communicator.receive_json_from(timeout=WAIT_S) == {"pending": 0, "review": 0}
     return communicator, client
 
 
