@@ -24,6 +24,7 @@ class Question:
     undo: str = ""  # how to take it back, where that is possible
     hidden: dict[str, str] = field(default_factory=dict)  # the action's own fields, sent back as they came
     details: list[str] = field(default_factory=list)  # lines shown in full below (a diff summary)
+    note: str = ""  # the label of a "why" box sent back as `note` (saving a policy asks for a change note)
 
 
 def ask_first(request, question: Question) -> HttpResponse | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from datetime import UTC
 from urllib.parse import urlsplit
 
 from django import forms
@@ -238,6 +239,28 @@ class OverrideForm(forms.Form):
     level = forms.ChoiceField(choices=Tool.Level.choices)
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
                              help_text="why a person knows better than the classifier")
+
+
+class ReplayForm(forms.Form):
+    """Which recorded calls a draft is replayed against: the last N, or a time range (UTC)."""
+
+    last = forms.IntegerField(required=False, min_value=1, max_value=1_000_000, initial=1000,
+                              label="The last calls", widget=forms.NumberInput(attrs={"aria-label": "last calls"}))
+    since = forms.DateTimeField(required=False, label="or from (UTC)",
+                                widget=forms.DateTimeInput(attrs={"type": "datetime-local", "aria-label": "from"}))
+    until = forms.DateTimeField(required=False, label="until (UTC)",
+                                widget=forms.DateTimeInput(attrs={"type": "datetime-local", "aria-label": "until"}))
+
+    def clean(self):
+        data = super().clean()
+        for key in ("since", "until"):
+            if data.get(key) is not None and data[key].tzinfo is None:
+                data[key] = data[key].replace(tzinfo=UTC)
+        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
+            raise ValidationError("the range ends before it starts")
+        if data.get("until") and not data.get("since"):
+            raise ValidationError("give the start of the range too")
+        return data
 
 
 class DispatcherForm(forms.Form):

@@ -197,6 +197,7 @@ class PolicyVersion(models.Model):
     base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     is_active = models.BooleanField(default=False)
     summary = models.TextField(blank=True, default="")
+    note = models.TextField(blank=True, default="")  # why, in the words of the person who saved it
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     actor = models.CharField(max_length=200, blank=True, default="")  # "alice" or "cli:apply_policy (root)"
     created_at = models.DateTimeField(default=timezone.now)

@@ -54,7 +54,7 @@ def applicable_sql(columns: str, grant: str) -> str:
 
 @transaction.atomic
 def apply(server: Server, document: object, *, grant: Grant | None = None, user=None, actor: str = "",
-          summary_prefix: str = "") -> ApplyResult:
+          summary_prefix: str = "", note: str = "") -> ApplyResult:
     """A new active version of the server's policy or of a grant's rules on it.
 
     A grant's document is stored as its layer (what differs from the server's active policy; PolicyInvalid if a
@@ -74,20 +74,21 @@ def apply(server: Server, document: object, *, grant: Grant | None = None, user=
     if active is not None and active.document == doc and active.layer == layer:
         return ApplyResult(active, False, [], warnings)
     version = _new_version(server, grant, active, doc, layer, base, user, actor,
-                           (summary_prefix + one_line(changes))[:2000])
+                           (summary_prefix + one_line(changes))[:2000], note)
     if grant is None:
         _follow(server, version, user, actor)
     return ApplyResult(version, True, changes, warnings)
 
 
-def _new_version(server, grant, active, doc, layer, base, user, actor, summary) -> PolicyVersion:
+def _new_version(server, grant, active, doc, layer, base, user, actor, summary, note: str = "") -> PolicyVersion:
     number = (PolicyVersion.objects.filter(server=server, grant=grant).aggregate(n=Max("number"))["n"] or 0) + 1
     if active is not None:
         active.is_active = False
         active.save(update_fields=["is_active"])
     return PolicyVersion.objects.create(
         server=server, grant=grant, number=number, document=doc, layer=layer, base=base, is_active=True,
-        created_by=user, actor=actor or (user.get_username() if user else ""), summary=summary)
+        created_by=user, actor=actor or (user.get_username() if user else ""), summary=summary,
+        note=note.strip()[:2000])
 
 
 def _follow(server: Server, version: PolicyVersion, user, actor: str) -> None:

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ROOT / "gateway"
 LEVEL = {"policy": 0, "": 1, "upstream": 2, "calls": 3, "catalogue": 3, "protocol": 4, "edge": 5, "management": 6}
 PURE = {"gateway/policy/engine.py", "gateway/policy/document.py", "gateway/policy/diff.py",
-        "gateway/policy/editing.py", "gateway/policy/risk.py", "gateway/policy/dispatch.py"}
+        "gateway/policy/editing.py", "gateway/policy/risk.py", "gateway/policy/dispatch.py",
+        "gateway/policy/replay.py", "gateway/policy/behaviour.py"}
 
 
 def layer_of(module: str) -> str:

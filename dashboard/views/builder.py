@@ -17,13 +17,22 @@ from dashboard import drafts, grant_rules, policy_templates, top_level
 from dashboard.access import staff_required
 from dashboard.confirmations import Question, ask_first
 from dashboard.effective import actions_for, filter_tools, grouped, live_tools, tool_facts
-from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm
+from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm, ReplayForm
 from dashboard.partials import wants_fragment
 from dashboard.wording import counted
 from gateway import policies
+from gateway.calls import replaying
 from gateway.models import Grant, PolicyVersion, Server, Tool
-from gateway.policy import RISK_CATEGORIES, PolicyInvalid, canonical_json, load_policy_text, pointer_join
+from gateway.policy import (
+    RISK_CATEGORIES,
+    PolicyInvalid,
+    canonical_json,
+    load_policy_text,
+    parse_policy,
+    pointer_join,
+)
 from gateway.policy import editing as policy_edit
+from gateway.policy.behaviour import behaviour_changes
 from gateway.policy.diff import summarize
 
 
@@ -315,8 +324,38 @@ def preview(request, slug):
     active = draft.active.document if draft.active else None
     context = {"owner": owner, "server": owner.server, "draft": draft,
                "text": canonical_json(draft.document), "diff": policy_edit.text_diff(active, draft.document),
-               "changes": draft.changes()}
+               "changes": draft.changes(), "replay_form": ReplayForm(),
+               "behaviour": behaviour_lines(owner, draft) if draft.dirty else []}
     template = "dashboard/builder/_preview.html" if wants_fragment(request) else "dashboard/builder/preview.html"
+    return render(request, template, context)
+
+
+def behaviour_lines(owner: Owner, draft: drafts.Draft) -> list[str]:
+    """What the draft changes for calls, tool by tool (grouped), against the version in force."""
+    def parsed(document):
+        try:
+            return parse_policy(document) if document is not None else None
+        except PolicyInvalid:
+            return None
+    facts = [tool_facts(t) for t in live_tools(owner.server)]
+    return behaviour_changes(parsed(draft.active.document if draft.active else None), parsed(draft.document), facts,
+                             owner.server.slug, owner.grant.name if owner.grant else "")
+
+
+def replay(request, slug):
+    """What the draft would have done with recorded calls (the last N, or a time range), beside the policy in
+    force: counts by change and the affected calls, linked."""
+    owner = Owner(request, slug)
+    draft = drafts.load(request.session, owner.server, owner.grant)
+    form = ReplayForm(request.GET or None)
+    result = None
+    if form.is_valid():
+        data = form.cleaned_data
+        result = replaying.replay_draft(owner.server, draft.document, grant=owner.grant,
+                                        last=None if data["since"] else data["last"] or replaying.DEFAULT_LAST,
+                                        since=data["since"], until=data["until"])
+    context = {"owner": owner, "server": owner.server, "draft": draft, "form": form, "replay": result}
+    template = "dashboard/builder/_replay.html" if wants_fragment(request) else "dashboard/builder/replay.html"
     return render(request, template, context)
 
 
@@ -349,13 +388,15 @@ def save(request, slug):
                                 f"v{draft.active.number}): saving replaces it.")
         question = Question(
             f"Save {counted(len(changes), 'change')} as v{next_number}?", consequences,
-            f"Save v{next_number}", owner.url("builder"), danger=False, details=changes,
+            f"Save v{next_number}", owner.url("builder"), danger=False, details=behaviour_lines(owner, draft) + changes,
+            note="Why this change? (kept with the version, shown in its history)",
             undo=f"Undo: roll back to v{draft.active.number} from the history." if draft.active else "",
             hidden=owner.hidden)
         if (answer := ask_first(request, question)) is not None:
             return answer
     try:
-        result = policies.apply(owner.server, draft.document, grant=owner.grant, user=request.user)
+        result = policies.apply(owner.server, draft.document, grant=owner.grant, user=request.user,
+                                note=request.POST.get("note", ""))
     except PolicyInvalid as exc:
         messages.error(request, "not saved: " + "; ".join(str(p) for p in exc.problems))
         return redirect(owner.url("builder"))

@@ -4,6 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway import policies
+from gateway.calls import replaying
 from gateway.management.lookup import grant_by_name, server_by_slug
 from gateway.policy import PolicyInvalid, load_policy_text
 
@@ -24,6 +25,10 @@ class Command(BaseCommand):
                                  "what differs from the server's policy is kept as the grant's rules "
                                  "(docs/POLICY.md, Grant rules)")
         parser.add_argument("--check", action="store_true", help="validate and show the changes, activate nothing")
+        parser.add_argument("--replay", type=int, metavar="N",
+                            help="first replay the last N recorded calls of the server (of the grant, with --grant) "
+                                 "and print what the file would have done differently from the policy in force")
+        parser.add_argument("--note", default="", help="why: kept with the new version and shown in its history")
 
     def handle(self, *args, **opts):
         server = server_by_slug(opts["slug"])
@@ -31,6 +36,15 @@ class Command(BaseCommand):
         label, text = read_source(opts["file"])
         try:
             document = load_policy_text(text)
+            if opts["replay"] is not None:
+                if opts["replay"] < 1:
+                    raise CommandError("--replay needs a number of calls, 1 or more")
+                result = replaying.replay_draft(server, policies.canonical(document), grant=grant,
+                                                last=opts["replay"])
+                self.stdout.write("replay: " + "\n".join(result.lines()))
+                for change in result.shown[:20]:
+                    self.stdout.write(f"  call #{change.call_id} {change.tool}: {change.before} → {change.after}"
+                                      f" ({change.reason})")
             if opts["check"]:
                 doc = policies.canonical(document)
                 active = policies.active_version(server, grant)
@@ -38,7 +52,8 @@ class Command(BaseCommand):
 
                 self._report(summarize(active.document if active else None, doc), [], None)
                 return
-            result = policies.apply(server, document, grant=grant, actor=f"cli:apply_policy {label}")
+            result = policies.apply(server, document, grant=grant, actor=f"cli:apply_policy {label}",
+                                    note=opts["note"])
         except PolicyInvalid as exc:
             for problem in exc.problems:
                 self.stderr.write(f"{label}: {problem}")  # one line each, control characters escaped
