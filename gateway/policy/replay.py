@@ -122,10 +122,9 @@ class _Side:
         facts = Facts(grant=call.grant, server=self.server, tool=call.tool, risk_category=call.risk_category,
                       risk_level=call.risk_level, arguments=call.arguments if call.arguments is not None else {},
                       via=call.via, session=REPLAY_SESSION)
-        if self.policy is not None:
+        if self.policy is not None and call.arguments is not None:  # arguments are loaded only where rules read them
             chosen = _choose(facts, self.policy)
-            if isinstance(chosen, Rule) and call.arguments is not None and \
-                    depends_on_hidden(chosen, call.arguments, self.marker, self.cut_key):
+            if isinstance(chosen, Rule) and depends_on_hidden(chosen, call.arguments, self.marker, self.cut_key):
                 return "unknown", f"depends on an argument the log did not keep ({chosen.pointer})"
         decision = evaluate(facts, self.policy, self.counters, call.at)
         if decision.allowed:
