@@ -39,6 +39,7 @@ urlpatterns = [
     path("servers/<slug:slug>/policy/preview/", builder.preview, name="builder_preview"),
     path("servers/<slug:slug>/policy/save/", builder.save, name="builder_save"),
     path("servers/<slug:slug>/policy/replay/", builder.replay, name="builder_replay"),
+    path("servers/<slug:slug>/policy/shadow/", builder.shadow, name="builder_shadow"),
     path("servers/<slug:slug>/policy/discard/", builder.discard, name="builder_discard"),
     path("servers/<slug:slug>/policy/import/", builder.import_policy, name="builder_import"),
     path("servers/<slug:slug>/policy/template/", builder.start_from_template, name="builder_template"),

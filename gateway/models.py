@@ -438,3 +438,38 @@ class GatewayProcess(models.Model):
     draining = models.BooleanField(default=False)
     sessions = models.PositiveIntegerField(default=0)  # agent sessions it holds a view of
     upstreams = models.JSONField(default=dict, blank=True)  # server slug → upstream connections (stdio: processes)
+
+
+class ShadowPolicy(models.Model):
+    """A draft of a server's policy run in shadow (gateway/calls/shadowing.py): decided beside the policy in force
+    on every live call, never enforced; where it would have decided differently, a ShadowDivergence is kept."""
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="shadows")
+    document = OrderedJSONField()  # the draft as it was when the shadow started
+    base_number = models.PositiveIntegerField(default=0)  # the active version it was compared with at the start
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        constraints = [models.UniqueConstraint(fields=["server"], condition=Q(ended_at__isnull=True),
+                                               name="shadow_one_running_per_server")]
+
+
+class ShadowDivergence(models.Model):
+    """A live call the shadow draft would have decided differently from the policy in force."""
+
+    shadow = models.ForeignKey(ShadowPolicy, on_delete=models.CASCADE, related_name="divergences")
+    call = models.ForeignKey("Call", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    tool_name = models.CharField(max_length=255)
+    grant_name = models.CharField(max_length=100, blank=True, default="")
+    actual = models.CharField(max_length=10)  # a kind of gateway.policy.replay.KINDS: what the call got
+    shadow_kind = models.CharField(max_length=10)  # what the draft would have given it
+    reason = models.TextField(blank=True, default="")  # the draft's refusal, as the agent would have read it
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]

@@ -6,6 +6,8 @@ htmx requests get the smallest partial that changed plus out-of-band status; pla
 
 from __future__ import annotations
 
+from collections import Counter
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -20,9 +22,9 @@ from dashboard.effective import actions_for, filter_tools, grouped, live_tools, 
 from dashboard.forms import BulkLimitForm, CatalogueFilter, ImportForm, ReplayForm
 from dashboard.partials import wants_fragment
 from dashboard.wording import counted
-from gateway import policies
+from gateway import policies, shadows
 from gateway.calls import replaying
-from gateway.models import Grant, PolicyVersion, Server, Tool
+from gateway.models import Grant, PolicyVersion, Server, ShadowPolicy, Tool
 from gateway.policy import (
     RISK_CATEGORIES,
     PolicyInvalid,
@@ -34,6 +36,7 @@ from gateway.policy import (
 from gateway.policy import editing as policy_edit
 from gateway.policy.behaviour import behaviour_changes
 from gateway.policy.diff import summarize
+from gateway.policy.replay import WORDS
 
 
 class Owner:
@@ -325,7 +328,7 @@ def preview(request, slug):
     context = {"owner": owner, "server": owner.server, "draft": draft,
                "text": canonical_json(draft.document), "diff": policy_edit.text_diff(active, draft.document),
                "changes": draft.changes(), "replay_form": ReplayForm(),
-               "behaviour": behaviour_lines(owner, draft) if draft.dirty else []}
+               "behaviour": behaviour_lines(owner, draft) if draft.dirty else [], **shadow_context(owner)}
     template = "dashboard/builder/_preview.html" if wants_fragment(request) else "dashboard/builder/preview.html"
     return render(request, template, context)
 
@@ -340,6 +343,41 @@ def behaviour_lines(owner: Owner, draft: drafts.Draft) -> list[str]:
     facts = [tool_facts(t) for t in live_tools(owner.server)]
     return behaviour_changes(parsed(draft.active.document if draft.active else None), parsed(draft.document), facts,
                              owner.server.slug, owner.grant.name if owner.grant else "")
+
+
+@require_POST
+@staff_required
+def shadow(request, slug):
+    """Run the draft in shadow on live calls (op=start), or stop it (op=stop). Server policies only."""
+    owner = Owner(request, slug)
+    if owner.grant is not None:
+        messages.error(request, "a grant's rules cannot run in shadow yet: replay them against the call log instead")
+    elif request.POST.get("op") == "stop":
+        if shadows.end(owner.server, f"stopped by {request.user.get_username()}") is not None:
+            messages.info(request, "the shadow run stopped; what it recorded stays on this page until the next one")
+    else:
+        draft = drafts.load(request.session, owner.server, None)
+        try:
+            shadows.start(owner.server, draft.document, request.user)
+        except PolicyInvalid as exc:
+            messages.error(request, "not started: " + "; ".join(str(p) for p in exc.problems))
+        else:
+            messages.success(request, "the draft now runs in shadow: every live call is decided by it too, never "
+                                      "enforced; what it would have done differently shows here")
+    return redirect(owner.url("builder"))
+
+
+def shadow_context(owner: Owner) -> dict:
+    """The latest shadow run of the server's policy, for the preview: counts and the last differences."""
+    if owner.grant is not None:
+        return {}
+    latest = ShadowPolicy.objects.filter(server=owner.server).first()
+    if latest is None:
+        return {}
+    kinds = Counter(latest.divergences.values_list("actual", "shadow_kind"))
+    return {"shadow": latest, "shadow_seen": shadows.seen(latest), "shadow_pairs": [
+        f"{n} {WORDS[a]} → {WORDS[b]}" for (a, b), n in kinds.most_common()],
+        "shadow_examples": list(latest.divergences.all()[:10])}
 
 
 def replay(request, slug):
@@ -401,6 +439,10 @@ def save(request, slug):
         messages.error(request, "not saved: " + "; ".join(str(p) for p in exc.problems))
         return redirect(owner.url("builder"))
     drafts.discard(request.session, owner.server, owner.grant)
+    if owner.grant is None and (ended := shadows.end(owner.server, f"saved as v{result.version.number} by "
+                                                                   f"{request.user.get_username()}")) is not None:
+        messages.info(request, f"the shadow run ended: {ended.divergences.count()} live calls would have been "
+                               "decided differently")
     if result.created:
         messages.success(request, f"activated version v{result.version.number}: {result.version.summary}")
     else:
@@ -426,6 +468,8 @@ def discard(request, slug):
         if (answer := ask_first(request, question)) is not None:
             return answer
     drafts.discard(request.session, owner.server, owner.grant)
+    if owner.grant is None:
+        shadows.end(owner.server, f"draft discarded by {request.user.get_username()}")
     messages.info(request, "draft discarded: showing the active version")
     return redirect(owner.url("builder"))
 

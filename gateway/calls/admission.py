@@ -13,8 +13,8 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from gateway import grants, policies, tokens
-from gateway.calls import approvals, audit, continuations, dispatched, prepared, ratelimit
-from gateway.models import Approval, Call, Grant, PolicyVersion, Server, Tool
+from gateway.calls import approvals, audit, continuations, dispatched, prepared, ratelimit, shadowing
+from gateway.models import Approval, Call, Grant, PolicyVersion, Server, ShadowPolicy, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.policy.dispatch import Shape
 from gateway.redaction import redact_text
@@ -33,6 +33,7 @@ class Admission:
     held: Approval | None = None  # the call waits for this approval (a person decides in the dashboard)
     # A later round of a multi round-trip call (gateway/calls/continuations.py): what to send the upstream.
     continuation: continuations.Continuation | None = None
+    refusal: str = ""  # why it was not forwarded ("limit", "policy", …), as its audit row says
 
 
 # (version id, created) → parsed policy. Versions are immutable rows; the creation time guards against a
@@ -45,6 +46,12 @@ _POLICY_SQL = policies.applicable_sql("p.id, p.created_at", "%s")
 _ADMIT_SQL: str | None = None
 
 
+# The draft running in shadow on the server, unless the grant has rules of its own (gateway/calls/shadowing.py).
+_SHADOW_SQL = (f"SELECT sh.id FROM {ShadowPolicy._meta.db_table} sh WHERE sh.server_id = %s AND sh.ended_at IS NULL "
+               f"AND NOT EXISTS (SELECT 1 FROM {PolicyVersion._meta.db_table} gp WHERE gp.server_id = sh.server_id "
+               "AND gp.grant_id = g.id AND gp.is_active = %s)")
+
+
 def _admit_sql() -> str:
     """One round trip for everything a decision reads: the grant (grants.call_auth_sql), the tool by its exact
     name, and the active policy version (the grant's own first, else the server's)."""
@@ -53,7 +60,8 @@ def _admit_sql() -> str:
         _ADMIT_SQL = grants.call_auth_sql(
             extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, t.dispatch, t.held_reason, "
                            f"({policies.applicable_sql('p.id', 'g.id')}), "
-                           f"({policies.applicable_sql('p.created_at', 'g.id')})"),
+                           f"({policies.applicable_sql('p.created_at', 'g.id')}), "
+                           f"({_SHADOW_SQL})"),
             extra_from=(f" LEFT JOIN {Tool._meta.db_table} t ON t.server_id = %s AND t.name = %s "
                         "AND t.gone_at IS NULL AND t.via_id IS NULL"))
     return _ADMIT_SQL
@@ -95,13 +103,14 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     (gateway/catalogue/dispatch.py) is decided as a call of the action it names (_dispatched())."""
     grants.check_token_shape(token)
     row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk,
-                                           True, server.pk, audit.stored_text(tool_name),  # no tool has a NUL
+                                           True, server.pk, True, server.pk,
+                                           audit.stored_text(tool_name),  # no tool has a NUL
                                            tokens.prefix_of(token)])
     grant = grants.check_call_auth(row, token, server, now)
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
-    tool_id, category, level, tool_hash, dispatch, held, version, created = row[grants.CALL_AUTH_COLUMNS:]
+    tool_id, category, level, tool_hash, dispatch, held, version, created, shadow = row[grants.CALL_AUTH_COLUMNS:]
     base["secret_paths"] = audit.secret_paths(tool_id, tool_hash, tool_name)
     if tool_id is None:
         return _refuse(base, Call.Decision.DENY, "unknown_tool", _unknown_tool(server, tool_name), "", None, grant)
@@ -124,11 +133,17 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         # Model instances only here: the approval rows refer to them.
         tool = Tool(id=tool_id, server_id=server.pk, name=base["tool_name"], risk_category=category,
                     risk_level=level, definition_hash=tool_hash)
-        return _approval_needed(base, decision, version, Grant(id=grant.pk, name=grant.name), tool, now)
-    if not decision.allowed:
-        return _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
-                       version, grant)
-    return _reserve_and_open(base, decision, version, grant, now)
+        admission = _approval_needed(base, decision, version, Grant(id=grant.pk, name=grant.name), tool, now)
+    elif not decision.allowed:
+        admission = _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
+                            version, grant)
+    else:
+        admission = _reserve_and_open(base, decision, version, grant, now)
+    if shadow is not None:  # a draft tried on live calls: decided again, never enforced
+        shadowing.observe(shadow, facts, shadowing.actual_kind(admission.forward, admission.held is not None,
+                                                                admission.refusal), admission.call_id, grant.name,
+                          now)
+    return admission
 
 
 def held_message(name: str, held: str) -> str:
@@ -289,8 +304,8 @@ def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, ve
         call_id = audit.open_row(**base, decision=decision, refusal=refusal, reason=message, rule=rule,
                                  policy_version_id=version, counters=counters or [], outcome=Call.Outcome.REFUSED)
     except audit.AuditUnavailable as exc:
-        return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk)
-    return Admission(call_id, False, message, (), grant.pk)
+        return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk, refusal=refusal)
+    return Admission(call_id, False, message, (), grant.pk, refusal=refusal)
 
 
 def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size: int | None, error: str,
