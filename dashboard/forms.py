@@ -277,7 +277,8 @@ class DispatcherForm(forms.Form):
                                     help_text="otherwise an unknown action is refused and waits for your review")
     source = forms.ChoiceField(required=False, label="Add actions", choices=[
         ("", "only those its schema lists (and those you paste below)"),
-        ("truenas", "the 278 actions of the TrueNAS server")])
+        ("truenas", "the 278 actions of the TrueNAS server"),
+        ("listing", "ask the server: its listing action (TrueNAS-style categories)")])
     actions = forms.CharField(required=False, label="Actions to add (JSON)",
                               widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
                               help_text='a list of {"name", "description", "inputSchema", "match"}')

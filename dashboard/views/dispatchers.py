@@ -50,7 +50,10 @@ def tool_dispatcher(request, slug, name):
             if entries:
                 tool.refresh_from_db()
                 summary = actions.import_actions(tool, entries)
-        except ShapeInvalid as exc:
+            if data["source"] == "listing":
+                tool.refresh_from_db()
+                summary = actions.learn_by_listing(tool)
+        except (ShapeInvalid, actions.LearnFailed) as exc:
             form.add_error(None, str(exc))
         else:
             count = tool.actions.filter(gone_at__isnull=True, held_reason="").count()

@@ -17,8 +17,10 @@ from django.utils import timezone
 
 from gateway import events
 from gateway.models import Server, ServerChange, Tool
-from gateway.policy.dispatch import ACTION_NAME, Shape, ShapeInvalid, listed_actions
+from gateway.policy.dispatch import ACTION_NAME, Shape, ShapeInvalid, listed_actions, parse_pointer
 from gateway.tool_definitions import action_definition, fill_action
+from gateway.upstream.connect import UpstreamError
+from gateway.upstream.listing import call_tool_texts
 
 TRUENAS_ACTIONS = Path(__file__).resolve().parent.parent / "seed" / "truenas-actions.json"
 
@@ -161,3 +163,60 @@ def reject(tool: Tool, *, actor: str, user=None) -> None:
 
 def dispatchers_of(server: Server) -> list[Tool]:
     return list(Tool.objects.filter(server=server, via__isnull=True, dispatch__isnull=False, gone_at__isnull=True))
+
+
+# The listing action of a TrueNAS-style dispatcher: called with no arguments it answers JSON naming its categories
+# ({"categories": [{"name": …}]}); called with a category alone, JSON listing that category's actions
+# ({"actions": [{"action": …, "description": …, "params": {schema}}]}).
+MAX_LISTED_CATEGORIES = 100
+
+
+def _json_answer(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def learn_by_listing(dispatcher: Tool) -> ImportSummary:
+    """Ask the upstream's dispatcher for its own list of actions (its listing action, TrueNAS-style) and add them,
+    as a person's import: what it says about each action (description, parameters) is reviewed on the action's
+    page like any definition. Raises LearnFailed with what went wrong."""
+    import asyncio
+
+    shape = shape_of(dispatcher)
+    if shape is None or not shape.match:
+        raise LearnFailed("the dispatcher needs an argument that groups its actions (like /category) to be asked")
+    group = parse_pointer(shape.match[0])
+    if len(group) != 1:
+        raise LearnFailed("only a top-level grouping argument can be asked for (like /category)")
+    server = dispatcher.server
+    try:
+        [(error, text)] = asyncio.run(call_tool_texts(server, dispatcher.name, [{}]))
+        index = _json_answer(text)
+        names = [c.get("name") for c in (index or {}).get("categories", []) if isinstance(c, dict)] \
+            if isinstance(index, dict) else []
+        names = [n for n in names if isinstance(n, str)][:MAX_LISTED_CATEGORIES]
+        if error or not names:
+            raise LearnFailed(f"{dispatcher.name} did not list its categories when called with no arguments")
+        answers = asyncio.run(call_tool_texts(server, dispatcher.name, [{group[0]: name} for name in names]))
+    except UpstreamError as exc:
+        raise LearnFailed(str(exc)) from None
+    entries = []
+    for name, (error, text) in zip(names, answers, strict=True):
+        listed = _json_answer(text)
+        for item in (listed or {}).get("actions", []) if isinstance(listed, dict) and not error else []:
+            if isinstance(item, dict) and isinstance(item.get("action"), str):
+                entry = {"name": item["action"], "match": {shape.match[0]: name}}
+                if isinstance(item.get("description"), str):
+                    entry["description"] = item["description"]
+                if isinstance(item.get("params"), dict):
+                    entry["inputSchema"] = item["params"]
+                entries.append(entry)
+    if not entries:
+        raise LearnFailed(f"{dispatcher.name} listed no actions in its {len(names)} categories")
+    return import_actions(dispatcher, entries)
+
+
+class LearnFailed(Exception):
+    """The dispatcher could not be asked for its actions; the message says why."""

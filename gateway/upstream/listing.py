@@ -68,3 +68,25 @@ def _explain(server: Server, what: str, errlog) -> str:
         if tail:
             message += f"\nlast lines the server wrote to stderr:\n{tail}"
     return redact_server_text(server, message)
+
+
+async def call_tool_texts(server: Server, name: str, calls: list[dict]) -> list[tuple[bool, str]]:
+    """Call one tool of the upstream with each of `calls` (arguments), in one session: (is_error, text) each.
+    For learning a dispatcher's actions from its own listing action (gateway/catalogue/actions.py); never an
+    agent's call: nothing here is audited as one, so only listing requests a person asked for go this way."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
+        try:
+            with anyio.fail_after(server.timeout_seconds * max(1, len(calls))):
+                async with Client(open_transport(server, errlog=errlog), mode="auto", cache=None) as client:
+                    out = []
+                    for arguments in calls:
+                        result = await client.call_tool(name, arguments)
+                        text = "".join(getattr(block, "text", "") for block in result.content)
+                        out.append((bool(result.is_error), text))
+                    return out
+        except UpstreamError as exc:
+            raise UpstreamError(_explain(server, str(exc), errlog)) from None
+        except TimeoutError:
+            raise UpstreamError(_explain(server, f"no answer within {server.timeout_seconds} s", errlog)) from None
+        except Exception as exc:
+            raise UpstreamError(_explain(server, _describe(exc), errlog)) from None

@@ -196,3 +196,26 @@ def test_a_session_limit_counts_per_agent_session_in_both_eras(gateway, simulato
     assert passed("auto") == [False, False, False]  # ... shared by every stateless client of the grant
     keys = {c for r in Call.objects.filter(grant_name="sessions") for c in r.counters}
     assert len({k.split("|")[2] for k in keys}) == 3 and any(k.split("|")[2].endswith("/stateless") for k in keys)
+
+
+def test_the_actions_can_be_learnt_from_the_servers_own_listing_action(simulators):
+    """set_dispatcher --import listing asks the umbrella itself (no arguments: its categories; a category: its
+    actions with their descriptions and parameters), as the real TrueNAS server answers."""
+    from gateway.models import Server
+
+    _, _, (umbrella_url, _) = simulators
+    server = Server.objects.create(slug="learnt", name="learnt", transport=Server.Transport.HTTP, url=umbrella_url,
+                                   timeout_seconds=10)
+    call_command("refresh_tools", "learnt", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("set_dispatcher", "learnt", "truenas", "--import", "listing", stdout=out)
+    assert "278 actions in the catalogue" in out.getvalue(), out.getvalue()
+    backup = Tool.objects.get(server=server, name="cloud_backup_run")
+    assert backup.match == {"/category": "data_protection"} and backup.input_schema["required"] == ["id"]
+    from gateway.catalogue.actions import truenas_action_list
+
+    bundled = next(a for a in truenas_action_list() if a["name"] == "cloud_backup_run")
+    assert backup.description == bundled["description"]  # the server's own words, as it answered them
+    flat = {t.name: t.risk_category for t in Tool.objects.filter(server__slug="umbrella", via__isnull=False)}
+    learnt = {t.name: t.risk_category for t in Tool.objects.filter(server=server, via__isnull=False)}
+    assert learnt == flat  # classified the same as the project's own list

@@ -15,8 +15,10 @@ class Command(BaseCommand):
         "Declare that a tool of a server is a dispatcher: one tool that runs many actions, such as TrueNAS's "
         "truenas(category, action, params). Its calls are then governed as calls of their actions, by the "
         "actions' names (docs/POLICY.md, 'Dispatcher tools'). Without --action, the shape the gateway detected "
-        "is used. --import truenas adds the 278 TrueNAS actions; --import FILE adds a JSON list of "
-        "{name, description, inputSchema, match}. Run refresh_tools first so the tool is in the catalogue."
+        "is used. --import truenas adds the 278 TrueNAS actions; --import listing asks the server's own listing "
+        "action (TrueNAS-style: no arguments list the categories, a category lists its actions); --import FILE "
+        "adds a JSON list of {name, description, inputSchema, match}. Run refresh_tools first so the tool is in "
+        "the catalogue."
     )
 
     def add_arguments(self, parser):
@@ -30,8 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--accept-new-actions", action="store_true",
                             help="an action not in the catalogue may run where the policy's default is allow "
                                  "(otherwise it is refused and queued for review)")
-        parser.add_argument("--import", dest="source", metavar="truenas|FILE",
-                            help="add actions: the bundled TrueNAS list, or a JSON file with a list of actions")
+        parser.add_argument("--import", dest="source", metavar="truenas|listing|FILE",
+                            help="add actions: the bundled TrueNAS list, the server's own listing action, or a "
+                                 "JSON file with a list of actions")
         parser.add_argument("--off", action="store_true", help="govern the tool as one tool again")
 
     def handle(self, *args, **opts):
@@ -49,8 +52,9 @@ class Command(BaseCommand):
             summary = actions.declare(tool, shape, actor=actor)
             if opts["source"]:
                 tool.refresh_from_db()
-                summary = actions.import_actions(tool, self._entries(opts["source"]))
-        except ShapeInvalid as exc:
+                summary = actions.learn_by_listing(tool) if opts["source"] == "listing" else \
+                    actions.import_actions(tool, self._entries(opts["source"]))
+        except (ShapeInvalid, actions.LearnFailed) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"{server.slug}/{tool.name} is a dispatcher: {shape.describe()}"))
         self.stdout.write("actions: " + "\n".join(summary.lines()))
