@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.dashboard_bench import measure, setup  # noqa: E402
+from bench.dashboard_bench import measure, p95, setup  # noqa: E402
 
 UMBRELLA = {"name": "truenas", "description": "Run any TrueNAS action.",
             "inputSchema": {"type": "object", "properties": {"category": {"type": "string"},
@@ -51,11 +51,6 @@ def seed():
     user = get_user_model().objects.create_user("bench", password="bench-password-1", is_staff=True)  # noqa: S106
     token = create_grant("bench-agent", [flat, umbrella], None).token
     return flat, umbrella, user, token
-
-
-def percentile(times: list[float], q: float) -> float:
-    times = sorted(times)
-    return times[min(len(times) - 1, int(round(q * (len(times) - 1))))]
 
 
 def cpu_per_call(fn, n: int) -> float:
@@ -97,8 +92,8 @@ def run(flat, umbrella, user, token, args) -> None:
     for name, url, data, htmx in pages:
         flat_t = measure(client, "get", url.format(flat.slug), data, args.repeat, htmx)
         disp_t = measure(client, "get", url.format(umbrella.slug), data, args.repeat, htmx)
-        print(f"{name:40} {statistics.median(flat_t):11.1f} {percentile(flat_t, .95):7.1f} "
-              f"{statistics.median(disp_t):18.1f} {percentile(disp_t, .95):7.1f}")
+        print(f"{name:40} {statistics.median(flat_t):11.1f} {p95(flat_t):7.1f} "
+              f"{statistics.median(disp_t):18.1f} {p95(disp_t):7.1f}")
     listing = {flat.slug: truenas_definitions(), umbrella.slug: [UMBRELLA]}
     for server in (flat, umbrella):  # the first listing syncs; then what each tools/list costs
         visible_tools(server, token, listing[server.slug], True, True)

@@ -55,6 +55,21 @@ def classify_into(tool: Tool, floor: Classification | None = None) -> None:
     tool.risk_category, tool.risk_level, tool.risk_reasons = found.category, found.level, list(found.reasons)
 
 
+def first_of_each(entries: list, problem_of, skipped: list[str]):
+    """(position, entry) for each usable entry of a listing, in order, each name once: an entry `problem_of` finds
+    unusable, or a name listed again, is skipped and `skipped` says why."""
+    seen: set[str] = set()
+    for position, entry in enumerate(entries):
+        problem = problem_of(entry)
+        if problem is None and entry["name"] in seen:
+            problem = f"{entry['name']}: listed twice (the first one is kept)"
+        if problem is not None:
+            skipped.append(problem)
+            continue
+        seen.add(entry["name"])
+        yield position, entry
+
+
 def action_definition(via: str, entry: dict) -> dict:
     """The definition of action `entry["name"]` of dispatcher `via`: what its hash covers and a person reviews."""
     definition = {"name": entry["name"], "description": entry.get("description", ""),

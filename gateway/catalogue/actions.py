@@ -18,7 +18,7 @@ from django.utils import timezone
 from gateway import events
 from gateway.models import Server, ServerChange, Tool
 from gateway.policy.dispatch import ACTION_NAME, Shape, ShapeInvalid, listed_actions, parse_pointer
-from gateway.tool_definitions import action_definition, fill_action
+from gateway.tool_definitions import action_definition, fill_action, first_of_each
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.listing import call_tool_texts
 
@@ -104,15 +104,7 @@ def import_actions(dispatcher: Tool, entries: list, now: datetime | None = None)
     summary = ImportSummary()
     existing = {t.name: t for t in Tool.objects.select_for_update().filter(server=dispatcher.server)}
     next_position = Tool.objects.filter(via=dispatcher).count()
-    seen: set[str] = set()
-    for entry in entries:
-        problem = _entry_problem(entry)
-        if problem is None and entry["name"] in seen:
-            problem = f"{entry['name']}: listed twice (the first one is kept)"
-        if problem is not None:
-            summary.skipped.append(problem)
-            continue
-        seen.add(entry["name"])
+    for _, entry in first_of_each(entries, _entry_problem, summary.skipped):
         unknown = sorted(set(entry.get("match") or {}) - set(shape.match))
         if unknown:
             summary.skipped.append(f"{entry['name']}: match names {', '.join(unknown)}, which the dispatcher "

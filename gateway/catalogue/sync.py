@@ -11,7 +11,14 @@ from gateway import events
 from gateway.models import Server, Tool
 from gateway.policy.dispatch import detect
 from gateway.policy.risk import Classification, classify
-from gateway.tool_definitions import CHANGED_HELD, NEW_HELD, classify_into, definition_hash, same_behaviour
+from gateway.tool_definitions import (
+    CHANGED_HELD,
+    NEW_HELD,
+    classify_into,
+    definition_hash,
+    first_of_each,
+    same_behaviour,
+)
 
 
 @dataclass
@@ -99,13 +106,7 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
     held_before = {name for name, tool in existing.items() if tool.held_reason}
     established = any(t.via_id is None for t in existing.values())  # not its first listing
     seen: set[str] = set()
-    for position, definition in enumerate(definitions):
-        problem = _valid(definition)
-        if problem is None and definition["name"] in seen:
-            problem = f"{definition['name']}: listed twice (the first one is kept)"
-        if problem is not None:
-            summary.skipped.append(problem)
-            continue
+    for position, definition in first_of_each(definitions, _valid, summary.skipped):
         seen.add(definition["name"])
         taken = existing.get(definition["name"])
         if taken is not None and taken.via_id is not None:

@@ -26,6 +26,20 @@ def content_security_policy():
     yield
 
 
+@pytest.fixture
+def worker():
+    """Sync work that runs its own event loop (refresh_tools, an MCP client) or touches the database stays off
+    Playwright's loop, on two threads whose connections are closed after the test (so its flush is not blocked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    yield pool
+    pool.submit(connections.close_all).result(timeout=10)
+    pool.shutdown()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Module-scoped: Playwright's sync API runs an event loop in this thread while it lives, which would break

@@ -11,12 +11,10 @@ import asyncio
 import io
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
 from django.core.management import call_command
-from django.db import connections
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -47,15 +45,6 @@ def gateways(redis_url, tmp_path):  # noqa: F811 - the imported fixture
         stop(agent_side.proc)
         if person_side is not None:
             stop(person_side.proc)
-
-
-@pytest.fixture
-def worker():
-    """Sync work that runs its own event loop (refresh_tools, the MCP client) stays off Playwright's loop."""
-    pool = ThreadPoolExecutor(max_workers=2)
-    yield pool
-    pool.submit(connections.close_all).result(timeout=10)
-    pool.shutdown()
 
 
 @pytest.fixture
