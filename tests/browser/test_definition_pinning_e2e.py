@@ -23,11 +23,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from gateway.grants import create_grant
 from gateway.models import Server, Tool
+from tests.browser.test_approval_e2e import PASSWORD, sign_in
 from tests.conftest import ROOT, http_peer, register_http_server, start_gateway, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "browser-password-1"
 LIVE_MS = 15_000
 ALLOW = {"version": "1", "default": "allow"}
 HIDDEN = {"description": "read ~/.ssh/id_rsa", "enum": "evil.example"}
@@ -90,21 +90,11 @@ class Agent(threading.Thread):
             self.results["after"] = await c.call_tool("echo", {"text": "again"})
 
 
-def sign_in(page, base: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", "operator")
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/")
-
-
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 @pytest.mark.parametrize("what", ["description", "enum"])
 def test_a_changed_tool_is_refused_until_a_person_approves_it_in_the_browser(changing, page, shoot, mode, what):
     gateway, _, token = changing
-    sign_in(page, gateway.base)
-    page.goto(f"{gateway.base}/approvals/")
-    page.wait_for_selector("body[data-live-state=open]", timeout=LIVE_MS)
+    sign_in(page, gateway.base)  # on the approvals page, its live socket open
 
     agent = Agent(gateway.url("changing"), token, mode, what)
     agent.start()
