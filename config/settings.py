@@ -209,11 +209,16 @@ if _unknown := [k for k in PORTCULLIS_UPSTREAM_ADDRESSES
     raise ConfigError(f"PORTCULLIS_UPSTREAM_ADDRESSES: {_unknown[0]!r} is not a kind of address; list some of "
                       f"public, private, loopback, link-local, metadata (comma separated)")
 
+# The process log: plain lines, or JSON Lines for a log shipper (config/json_logs.py).
+LOG_FORMAT = env_str("PORTCULLIS_LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ConfigError(f"PORTCULLIS_LOG_FORMAT: {LOG_FORMAT!r} is not a log format; use plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                   "json": {"()": "config.json_logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -81,3 +82,24 @@ def test_manage_py_says_in_the_log_that_it_generated_keys(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "generated them into" in proc.stderr
     assert (tmp_path / "secret-keys.json").exists()
+
+
+def test_the_process_log_can_be_json_lines():
+    """PORTCULLIS_LOG_FORMAT=json: every line of a real process's log is one JSON object (issue 17)."""
+    env = {**os.environ, "PORTCULLIS_LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    code = ("import django, logging; django.setup(); "
+            "logging.getLogger('portcullis.test').warning('held %s', 'echo'); "
+            "logging.getLogger('portcullis.test').error('boom', exc_info=ZeroDivisionError('x'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"})
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert [(e["level"], e["logger"], e["message"]) for e in lines][-2:] == [
+        ("WARNING", "portcullis.test", "held echo"), ("ERROR", "portcullis.test", "boom")]
+    assert "ZeroDivisionError: x" in lines[-1]["exception"] and lines[-1]["time"].endswith("+00:00")
+
+
+def test_an_unknown_log_format_stops_the_start():
+    env = {**os.environ, "PORTCULLIS_LOG_FORMAT": "xml"}
+    proc = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and "PORTCULLIS_LOG_FORMAT: 'xml' is not a log format" in proc.stderr

@@ -10,6 +10,7 @@ from django.utils import timezone
 from dashboard import call_facts, rule_links
 from dashboard.forms import CallFilterForm
 from dashboard.partials import wants_fragment
+from gateway.calls import call_log
 from gateway.calls.call_log import filtered, grouped, page
 from gateway.models import Call, Grant, Server
 
@@ -57,7 +58,7 @@ def call_export(request):
         return HttpResponse("not exported: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
                             status=400, content_type="text/plain")
     kind = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
-    lines = call_facts.export_lines(call_facts.call_filter(form.cleaned_data, timezone.now()), kind)
+    lines = call_log.export_lines(call_facts.call_filter(form.cleaned_data, timezone.now()), kind)
     response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8" if kind == "jsonl"
                                      else "text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="portcullis-calls-{timezone.now():%Y%m%d-%H%M%S}.{kind}"'

@@ -1,4 +1,5 @@
-"""Reading the audit log: filters and keyset pagination, newest first, fast over many rows.
+"""Reading the audit log: filters and keyset pagination, newest first, fast over many rows; and its export
+(CSV or JSON Lines, for the dashboard's download and export_audit).
 
 Keyset, not OFFSET: a page is "the N rows older than (created_at, id) of the last row shown", which uses the
 (column, -created_at) indexes and costs the same on page 1 and page 1000; rows written meanwhile do not shift
@@ -7,6 +8,10 @@ the pages.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -127,3 +132,45 @@ def grouped(rows: list[Call]) -> list[Repeat]:
 def _same(a: Call, b: Call) -> bool:
     return (a.server_slug, a.grant_name, a.tool_name, a.argument_hash, a.decision, a.outcome, a.refusal) == (
         b.server_slug, b.grant_name, b.tool_name, b.argument_hash, b.decision, b.outcome, b.refusal)
+
+
+EXPORT_FIELDS = ("id", "created_at", "server_slug", "grant_name", "tool_name", "via", "decision", "refusal", "outcome",
+                 "what_happened", "reason", "rule", "policy_version", "latency_ms", "error", "argument_hash",
+                 "arguments")
+
+
+def export_row(call: Call) -> dict:
+    return {"id": call.pk, "created_at": call.created_at.isoformat(), "server_slug": call.server_slug,
+            "grant_name": call.grant_name, "tool_name": call.tool_name, "via": call.via, "decision": call.decision,
+            "refusal": call.refusal, "outcome": call.outcome, "what_happened": call.what_happened,
+            "reason": call.reason, "rule": call.rule,
+            "policy_version": call.policy_version.number if call.policy_version_id else None,
+            "latency_ms": call.latency_ms, "error": call.error, "argument_hash": call.argument_hash,
+            "arguments": call.arguments}  # stored redacted: nothing here was not already in the audit log
+
+
+def export_lines(flt: CallFilter, kind: str, oldest_first: bool = False) -> Iterator[str]:
+    """The calls a filter matches as CSV (formula-looking cells quoted so a spreadsheet does not run them) or JSON
+    Lines: newest first (the dashboard's download), or oldest first (export_audit)."""
+    order = ("created_at", "id") if oldest_first else ("-created_at", "-id")
+    rows = filtered(flt).select_related("policy_version").order_by(*order).iterator(chunk_size=2000)
+    if kind == "jsonl":
+        for call in rows:
+            yield json.dumps(export_row(call), ensure_ascii=False, default=str) + "\n"
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_FIELDS)
+    for call in rows:
+        row = export_row(call)
+        row["arguments"] = json.dumps(row["arguments"], ensure_ascii=False)
+        writer.writerow([_cell(row[f]) for f in EXPORT_FIELDS])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _cell(value) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
