@@ -157,8 +157,8 @@ def held_message(name: str, held: str) -> str:
 
 def _unknown_tool(server: Server, name: str) -> str:
     message = f"unknown tool {name!r}: it is not in this server's catalogue (names are case-sensitive)"
-    via = Tool.objects.filter(server=server, name=name, via__isnull=False, gone_at__isnull=True).values_list(
-        "via__name", "via__dispatch").first()
+    via = Tool.objects.filter(server=server, name=audit.stored_text(name), via__isnull=False,  # PostgreSQL: no NUL
+                              gone_at__isnull=True).values_list("via__name", "via__dispatch").first()
     if via is not None and via[1]:
         message += (f"; {name!r} is an action of the tool {via[0]!r}: call {via[0]!r} with "
                     f"{Shape.from_json(via[1]).action} = {name!r}")

@@ -50,7 +50,7 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
         return Refused("dispatch", resolved)
     name = resolved.action
     base.update(tool_name=name, via=via)
-    row = prepared.fetchone(_ACTION_SQL, [base["server"].pk, name, dispatcher_id])
+    row = prepared.fetchone(_ACTION_SQL, [base["server"].pk, audit.stored_text(name), dispatcher_id])  # no NUL
     if row is None:
         malformed = not_an_action_name(shape, via, name)
         if malformed is not None:

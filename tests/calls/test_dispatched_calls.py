@@ -97,6 +97,7 @@ def test_every_other_action_is_refused_with_a_reason(umbrella, token):
     ({"action": "cloud_backup_run ", "category": "data_protection"}, "is not an action name"),
     ({"action": "cloud_backup_run\u200b", "category": "data_protection"}, "is not an action name"),
     ({"action": "cloud_backup_r\u0443n", "category": "data_protection"}, "is not an action name"),  # Cyrillic у
+    ({"action": "cloud_backup_run\u0000", "category": "data_protection"}, "is not an action name"),  # NUL
     ({"action": "cloud_backup_run", "category": ["data_protection"]},
      "argument /category of 'truenas' must be a string"),
     ({"action": "cloud_backup_run", "category": "data_protection", "params": [1]}, "must be an object"),
