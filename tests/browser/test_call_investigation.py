@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import timedelta
 
 import pytest
@@ -21,6 +22,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
 def test_investigating_a_loop_of_rate_limited_calls(live_server, nas, page, shoot, django_user_model, width,
                                                     height):
+    if time.time() % 60 > 40:  # the counter's minute must still be the current one when the page is read
+        time.sleep(61 - time.time() % 60)
     now, server = timezone.now(), nas["server"]
     base_row = {"server": server, "server_slug": "nas", "grant": nas["grant"], "grant_name": "agent-a"}
     start = int(now.timestamp()) // 60 * 60
