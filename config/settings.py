@@ -98,8 +98,10 @@ DATABASES = {"default": database_from_url("DATABASE_URL", os.environ.get("DATABA
 REDIS_URL = redis_from_url("REDIS_URL", os.environ.get("REDIS_URL"))
 
 if REDIS_URL:
+    # redis-py's default socket timeout (5 s) equals the layer's blocking pop (5 s): a message popped just as the
+    # client gives up reading is lost (a peer's answer, a live event). Reads wait longer than the pop.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                  "CONFIG": {"hosts": [REDIS_URL]}}}
+                                  "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]}}}
 else:
     # One process only: live events do not cross processes without REDIS_URL.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
