@@ -161,7 +161,7 @@ class Tool(models.Model):
     risk_reasons = models.JSONField(default=list, blank=True)
     risk_overridden = models.BooleanField(default=False)
     risk_override_reason = models.TextField(blank=True, default="")
-    # A dispatcher ("umbrella") tool that runs many actions (gateway/catalogue/dispatch.py): the shape a person
+    # A dispatcher ("umbrella") tool that runs many actions (gateway/policy/dispatch.py): the shape a person
     # confirmed (`dispatch`), or the one the gateway detected and suggests (`dispatch_suggested`).
     dispatch = models.JSONField(null=True, blank=True)
     dispatch_suggested = models.JSONField(null=True, blank=True)

@@ -89,9 +89,9 @@ def policy_for(server: Server, grant: Grant | grants.CallGrant) -> tuple[int | N
     return row[0], _parsed(row[0], row[1])
 
 
-def facts_for(grant: Grant | grants.CallGrant, server: Server, tool: Tool, arguments: object) -> Facts:
+def facts_for(grant: Grant | grants.CallGrant, server: Server, tool: Tool, arguments: object, via: str = "") -> Facts:
     return Facts(grant=str(grant.pk), server=server.slug, tool=tool.name, risk_category=tool.risk_category,
-                 risk_level=tool.risk_level, arguments=arguments)
+                 risk_level=tool.risk_level, arguments=arguments, via=via)
 
 
 def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime,
@@ -100,7 +100,7 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
 
     `request_state` (a stateless-era agent's retry of an `input_required` round) makes it a continuation:
     see _continue(). `session` names the agent session for `scope: "session"` limits. A call of a dispatcher
-    (gateway/catalogue/dispatch.py) is decided as a call of the action it names (_dispatched())."""
+    (gateway/policy/dispatch.py) is decided as a call of the action it names (gateway/calls/dispatched.py)."""
     grants.check_token_shape(token)
     row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk,
                                            True, server.pk, True, server.pk,

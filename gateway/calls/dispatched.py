@@ -56,7 +56,7 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
         if malformed is not None:
             return Refused("dispatch", malformed)
         run_now = shape.accept_new and policy is not None and policy.default == "allow"
-        added = seen_in_call(dispatcher_id, via, name, resolved.match, run_now=run_now, now=now)
+        added = seen_in_call(base["server"].pk, dispatcher_id, via, name, resolved.match, run_now=run_now, now=now)
         if added is None:
             queued = Tool.objects.filter(via_id=dispatcher_id, name=name).exclude(held_reason="").exists()
             return Refused("unknown_tool", (
@@ -81,7 +81,7 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
     return action_id, category, level, digest, resolved.params
 
 
-def seen_in_call(dispatcher_id: int, via: str, name: str, match: dict, *, run_now: bool,
+def seen_in_call(server_id: int, dispatcher_id: int, via: str, name: str, match: dict, *, run_now: bool,
                  now: datetime) -> Tool | None:
     """An action the catalogue does not know was called. run_now: it joins the catalogue (trusted on first use,
     like a new tool in a listing) and is returned. Otherwise it is queued for a person (held) and None is
@@ -89,7 +89,6 @@ def seen_in_call(dispatcher_id: int, via: str, name: str, match: dict, *, run_no
     mine = Tool.objects.filter(via_id=dispatcher_id)
     if not run_now and mine.filter(gone_at__isnull=True).exclude(held_reason="").count() >= MAX_HELD:
         return None
-    server_id = Tool.objects.filter(pk=dispatcher_id).values_list("server_id", flat=True).get()
     definition = action_definition(via, {"name": name, "match": {k: v for k, v in match.items() if v is not None}})
     tool = Tool(server_id=server_id, name=name, via_id=dispatcher_id, first_seen_at=now,
                 held_reason="" if run_now else HELD_UNKNOWN)

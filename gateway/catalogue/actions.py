@@ -2,7 +2,7 @@
 dispatcher and the action's name, so that policy, limits, approvals, the builder and the call log treat each
 action as a tool. Learnt from the dispatcher's schema (an `enum` of actions), from a list a person imports (the
 project's own list of the 278 TrueNAS actions among them), or from calls (queued for a person's review).
-The shape of a dispatcher (which argument names the action) is gateway/catalogue/dispatch.py.
+The shape of a dispatcher (which argument names the action) is gateway/policy/dispatch.py.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def _upsert(server: Server, tool: Tool | None, definition: dict, position: int, 
 
 
 def _suggest_dispatcher(tool: Tool) -> None:
-    """A tool shaped like a dispatcher (gateway/catalogue/dispatch.py) is suggested as one; a person confirms."""
+    """A tool shaped like a dispatcher (gateway/policy/dispatch.py) is suggested as one; a person confirms."""
     if not tool.dispatch:
         found = detect(tool.definition)
         tool.dispatch_suggested = found.to_json() if found is not None else None

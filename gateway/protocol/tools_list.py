@@ -14,7 +14,7 @@ from gateway.calls import dbthreads
 from gateway.catalogue.sync import sync_tools
 from gateway.grants import authenticate
 from gateway.models import Server, Tool
-from gateway.policy import Facts, visibility
+from gateway.policy import visibility
 from gateway.policy.dispatch import Shape, narrow
 from gateway.protocol import jsonrpc
 from gateway.protocol.bridged_calls import needs_own_link
@@ -86,9 +86,7 @@ def _dispatcher_as_seen(grant, server: Server, tool: Tool, definition: dict, pol
     visible = []
     for action in Tool.objects.filter(via=tool, gone_at__isnull=True, held_reason="").only(
             "name", "risk_category", "risk_level", "match").order_by("position", "name"):
-        facts = Facts(grant=str(grant.pk), server=server.slug, tool=action.name, risk_category=action.risk_category,
-                      risk_level=action.risk_level, arguments={}, via=tool.name)
-        if visibility(facts, policy).allowed:
+        if visibility(calls.facts_for(grant, server, action, {}, via=tool.name), policy).allowed:
             visible.append((action.name, action.match))
     return narrow(definition, Shape.from_json(tool.dispatch), visible) if visible else None
 

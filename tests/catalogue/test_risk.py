@@ -482,7 +482,7 @@ def test_imports_only_the_standard_library():
         if isinstance(node, ast.Import):
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import in gateway/catalogue/risk.py"
+            assert node.level == 0, "relative import in gateway/policy/risk.py"
             modules.add(node.module.split(".")[0])
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id not in ("open", "__import__", "exec", "eval"), node.func.id
@@ -623,7 +623,7 @@ def test_truenas_hard_cases(name, category, level):
 
 
 def test_no_truenas_tool_name_in_the_rules():
-    """The rules are general words: no TrueNAS tool name (with an underscore) appears in gateway/catalogue/risk.py."""
+    """The rules are general words: no TrueNAS tool name (with an underscore) appears in gateway/policy/risk.py."""
     source = RISK_SOURCE.read_text(encoding="utf-8")
     named = [row["name"] for row in ROWS if "_" in row["name"] and row["name"] in source]
     assert not named
