@@ -140,6 +140,12 @@ PORTCULLIS_MAX_BODY_BYTES = env_int("PORTCULLIS_MAX_BODY_BYTES", 4 * 1024 * 1024
 # What an audit row (or an approval) keeps of a call's arguments, as JSON: past it, a prefix, the size and the hash.
 PORTCULLIS_AUDIT_ARGUMENT_BYTES = env_int("PORTCULLIS_AUDIT_ARGUMENT_BYTES", 16 * 1024, minimum=256)
 # Seconds for a request body to arrive in full (config/serve.py cuts the connection, the endpoint answers 408).
+# The audit log's hash chain is keyed (gateway/calls/audit_chain.py): this key, or one derived from SECRET_KEY.
+PORTCULLIS_AUDIT_KEY = env_str("PORTCULLIS_AUDIT_KEY", "")
+# Audit rows older than this many days are archived (compressed JSON Lines, with the chain's anchors) and then
+# deleted by the housekeeping; 0 keeps every row in the database.
+PORTCULLIS_AUDIT_RETENTION_DAYS = env_int("PORTCULLIS_AUDIT_RETENTION_DAYS", 0, minimum=0)
+PORTCULLIS_AUDIT_ARCHIVE_DIR = Path(env_str("PORTCULLIS_AUDIT_ARCHIVE_DIR", str(STATE_DIR / "audit-archive")))
 PORTCULLIS_BODY_DEADLINE_S = env_int("PORTCULLIS_BODY_DEADLINE_S", 30, minimum=1)
 # A connection's request line and headers must be complete within this many seconds (config/serve.py), and one
 # client address may hold at most this many connections (behind a reverse proxy: raise it, see docs/DEPLOYMENT.md).

@@ -287,6 +287,12 @@ class Call(models.Model):
     approval = models.ForeignKey("Approval", null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
     worker = models.CharField(max_length=100, blank=True, default="")  # process that owns a pending row
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The hash chain (gateway/calls/audit_chain.py): the writer's chain, the row's place in it, the digest over the
+    # previous row's digest and this row's admission, and the digest over this row's settlement.
+    chain = models.CharField(max_length=16, blank=True, default="")
+    seq = models.BigIntegerField(null=True, blank=True)
+    digest = models.CharField(max_length=64, blank=True, default="")
+    outcome_digest = models.CharField(max_length=64, blank=True, default="")
 
     @property
     def awaiting_approval(self) -> bool:
@@ -438,6 +444,22 @@ class GatewayProcess(models.Model):
     draining = models.BooleanField(default=False)
     sessions = models.PositiveIntegerField(default=0)  # agent sessions it holds a view of
     upstreams = models.JSONField(default=dict, blank=True)  # server slug → upstream connections (stdio: processes)
+
+
+class AuditChain(models.Model):
+    """One writer's hash chain of audit rows (gateway/calls/audit_chain.py): its anchor (the head the writer
+    reported at its last heartbeat: rows up to it must all be in the table or the archive) and where the rows
+    still in the table begin (what archiving moved out)."""
+
+    id = models.CharField(primary_key=True, max_length=16)
+    worker = models.CharField(max_length=100, blank=True, default="")
+    key_id = models.CharField(max_length=12, blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now)
+    head_seq = models.BigIntegerField(default=0)
+    head_digest = models.CharField(max_length=64, blank=True, default="")
+    head_at = models.DateTimeField(null=True, blank=True)
+    archived_seq = models.BigIntegerField(default=0)
+    archived_digest = models.CharField(max_length=64, blank=True, default="")
 
 
 class ShadowPolicy(models.Model):

@@ -17,7 +17,6 @@ from gateway.calls import approvals, audit, continuations, dispatched, prepared,
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, ShadowPolicy, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.policy.dispatch import Shape
-from gateway.redaction import redact_text
 from gateway.tool_definitions import NEW_HELD
 
 
@@ -264,8 +263,8 @@ def refuse_held(admission: Admission, refusal: str, message: str, now: datetime)
 
 def _close_refused(call_id: int | None, refusal: str, message: str, now: datetime) -> None:
     if call_id is not None:
-        Call.objects.filter(pk=call_id).update(outcome=Call.Outcome.REFUSED, refusal=refusal,
-                                               reason=redact_text(message), finished_at=now)
+        audit.settle_rows(Call.objects.filter(pk=call_id), now=now, outcome=Call.Outcome.REFUSED, refusal=refusal,
+                          reason=message)
 
 
 def _reserve_and_open(base: dict, decision: Decision, version, grant: grants.CallGrant | Grant, now: datetime,

@@ -15,10 +15,10 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 
-from gateway.calls import prepared
+from gateway.calls import audit_chain, prepared
 from gateway.models import Call, Tool
 from gateway.redaction import configured_paths, redact, redact_text, schema_secret_paths
 
@@ -95,22 +95,26 @@ def stored_arguments(arguments: object, digest: str, paths: frozenset = frozense
 # datetimes): building a model instance and running every field's conversion cost more than the INSERT.
 _COLUMNS = ("created_at", "grant_id", "grant_name", "server_id", "server_slug", "tool_name", "via", "arguments",
             "argument_hash", "decision", "refusal", "reason", "rule", "policy_version_id", "counters", "outcome",
-            "error", "latency_ms", "result_size", "approval_id", "worker", "finished_at")
+            "error", "latency_ms", "result_size", "approval_id", "worker", "finished_at", "chain", "seq", "digest",
+            "outcome_digest")
 _DEFAULTS = {"grant_name": "", "via": "", "argument_hash": "", "refusal": "", "reason": "", "rule": "", "error": "",
-             "outcome": Call.Outcome.PENDING}
+             "outcome": Call.Outcome.PENDING, "outcome_digest": ""}
 _INSERT_SQL = (f"INSERT INTO {Call._meta.db_table} ({', '.join(_COLUMNS)}) "
                f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) RETURNING id")
 _CLOSE_SQL = (f"UPDATE {Call._meta.db_table} SET outcome = %s, latency_ms = %s, result_size = %s, error = %s, "
-              "finished_at = %s WHERE id = %s")
+              "finished_at = %s, outcome_digest = %s WHERE id = %s")
 _FOREIGN = {"grant": "grant_id", "server": "server_id", "approval": "approval_id"}
 
 
 def open_row(**fields) -> int:
     """Insert the row and return its id; raises AuditUnavailable on any database failure."""
+    values, linked = _values(fields)
     try:
-        return prepared.fetchone(_INSERT_SQL, _values(fields))[0]
+        call_id = prepared.fetchone(_INSERT_SQL, values)[0]
     except Exception as exc:  # the database is the audit log: without it nothing is forwarded
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+    _linked(call_id, linked)
+    return call_id
 
 
 def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int | None:
@@ -118,12 +122,40 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
     own): `reserve_sql` is an upsert that returns a row only when it counted. Returns the row id, or None
     when the counter is full (then nothing was written or counted). The counter's row lock is held only
     inside the database, never across a round trip to this process."""
+    values, linked = _values(fields)
     try:
         row = prepared.fetchone(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
-                                [*reserve_params, *_values(fields)])
+                                [*reserve_params, *values])
     except Exception as exc:
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
-    return row[0] if row is not None else None
+    if row is None:
+        return None
+    _linked(row[0], linked)
+    return row[0]
+
+
+# Rows this process opened and has not settled yet: what sealing their settlement needs (the row's digest, and the
+# refusal and reason its settlement may change), so the hot path's settlement reads nothing back.
+_OPEN: dict[int, tuple[str, str, str]] = {}
+_OPEN_MAX = 100_000
+
+
+def _linked(call_id: int, linked: tuple) -> None:
+    head, seq, digest, refusal, reason, settled = linked
+    audit_chain.committed(head, seq, digest)
+    if not settled:
+        if len(_OPEN) >= _OPEN_MAX:  # only rows of rolled-back transactions are never popped; read back then
+            _OPEN.clear()
+        _OPEN[call_id] = (digest, refusal, reason)
+
+
+def _sealing(call_id: int) -> tuple[str, str, str]:
+    """(digest, refusal, reason) of a row about to be settled."""
+    known = _OPEN.pop(call_id, None)
+    if known is not None:
+        return known
+    row = Call.objects.filter(pk=call_id).values_list("digest", "refusal", "reason").first()
+    return row if row is not None else ("", "", "")
 
 
 _INSERT_FROM_SQL: str | None = None
@@ -138,7 +170,7 @@ def _insert_from_sql() -> str:
     return _INSERT_FROM_SQL
 
 
-def _values(fields: dict) -> list:
+def _values(fields: dict) -> tuple[list, tuple]:
     paths = fields.pop("secret_paths", frozenset())
     for name, column in _FOREIGN.items():
         if name in fields:
@@ -149,16 +181,23 @@ def _values(fields: dict) -> list:
         raise TypeError(f"unknown audit fields {sorted(unknown)}")
     row = {**_DEFAULTS, **fields, "worker": WORKER_ID}
     adapt_json, adapt_time = _ARGUMENTS.get_db_prep_save, connection.ops.adapt_datetimefield_value
-    row["arguments"] = adapt_json(stored_arguments(row.get("arguments") or {}, row["argument_hash"], paths),
-                                  connection)
-    row["counters"] = adapt_json(_without_nul(row.get("counters") or []), connection)
+    row["arguments"] = stored_arguments(row.get("arguments") or {}, row["argument_hash"], paths)
+    row["counters"] = _without_nul(row.get("counters") or [])
     row["reason"] = redact_text(row["reason"])
     for column in ("grant_name", "tool_name", "via", "reason", "rule", "refusal", "error"):
         if isinstance(row.get(column), str):
             row[column] = stored_text(row[column])
+    head, seq, digest = audit_chain.link(row)
+    row["digest"] = digest
+    settled = row["outcome"] != Call.Outcome.PENDING
+    if settled:
+        row["outcome_digest"] = audit_chain.outcome_digest(digest, row)
+    linked = (head, seq, digest, row["refusal"], row["reason"], settled)
+    row["arguments"] = adapt_json(row["arguments"], connection)
+    row["counters"] = adapt_json(row["counters"], connection)
     row["created_at"] = adapt_time(row["created_at"])
     row["finished_at"] = adapt_time(row.get("finished_at"))
-    return [row.get(column) for column in _COLUMNS]
+    return [row.get(column) for column in _COLUMNS], linked
 
 
 _ARGUMENTS = Call._meta.get_field("arguments")
@@ -177,8 +216,32 @@ _CLOSE_SQL_POSTGRESQL = _CLOSE_SQL.replace(
 def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int | None = None,
               error: str = "", now: datetime) -> None:
     sql = _CLOSE_SQL_POSTGRESQL if connection.vendor == "postgresql" else _CLOSE_SQL
-    prepared.fetchone(sql, [outcome, latency_ms, result_size, stored_text(redact_text(error)[:4000]),
-                            connection.ops.adapt_datetimefield_value(now), call_id])
+    error = stored_text(redact_text(error)[:4000])
+    digest, refusal, reason = _sealing(call_id)
+    seal = audit_chain.outcome_digest(digest, {"outcome": outcome, "refusal": refusal, "reason": reason,
+                                               "error": error, "latency_ms": latency_ms, "result_size": result_size,
+                                               "finished_at": now})
+    prepared.fetchone(sql, [outcome, latency_ms, result_size, error, connection.ops.adapt_datetimefield_value(now),
+                            seal, call_id])
+
+
+def settle_rows(rows, *, now: datetime, outcome: str, error: str | None = None, refusal: str | None = None,
+                reason: str | None = None) -> int:
+    """Settle the pending rows of a queryset (a held call refused, calls of a process that ended), each with its
+    outcome digest. Off the hot path: one read, then one update per row. Returns the number settled."""
+    count = 0
+    with transaction.atomic():
+        for row in rows.filter(outcome=Call.Outcome.PENDING).select_for_update().values(
+                "id", "digest", "refusal", "reason", "error", "latency_ms", "result_size"):
+            _OPEN.pop(row["id"], None)
+            fields = {"outcome": outcome, "finished_at": now}
+            for name, value in (("error", error), ("refusal", refusal), ("reason", reason)):
+                if value is not None:
+                    fields[name] = stored_text(redact_text(value)[:4000] if name == "error" else redact_text(value))
+            sealed = {**row, **fields}
+            fields["outcome_digest"] = audit_chain.outcome_digest(row["digest"], sealed)
+            count += Call.objects.filter(pk=row["id"], outcome=Call.Outcome.PENDING).update(**fields)
+    return count
 
 
 def _alive_here(worker: str) -> bool:
@@ -202,6 +265,6 @@ def mark_interrupted(now: datetime) -> int:
     """Rows pending from dead processes (this host) or too old to be running → interrupted. Returns the count."""
     pending = Call.objects.filter(outcome=Call.Outcome.PENDING).exclude(worker=WORKER_ID)
     dead = [w for w in pending.values_list("worker", flat=True).distinct() if not _alive_here(w)]
-    return pending.filter(Q(worker__in=dead) | Q(created_at__lt=now - STALE_AFTER)).update(
-        outcome=Call.Outcome.INTERRUPTED, error="interrupted: outcome unknown (the gateway process ended)",
-        finished_at=now)
+    return settle_rows(pending.filter(Q(worker__in=dead) | Q(created_at__lt=now - STALE_AFTER)), now=now,
+                       outcome=Call.Outcome.INTERRUPTED,
+                       error="interrupted: outcome unknown (the gateway process ended)")

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Q
 
-from gateway.calls import session_records
+from gateway.calls import audit, session_records
 from gateway.models import Call, GatewayProcess
 
 DEAD_AFTER_BEATS = 3
@@ -33,8 +33,8 @@ def settle_dead_peers(now: datetime) -> int:
     dead = list(GatewayProcess.objects.filter(heartbeat_at__lt=cutoff).values_list("id", flat=True))
     if not dead:
         return 0
-    count = Call.objects.filter(outcome=Call.Outcome.PENDING, worker__in=dead).update(
-        outcome=Call.Outcome.INTERRUPTED, error=GONE, finished_at=now)
+    count = audit.settle_rows(Call.objects.filter(worker__in=dead), now=now, outcome=Call.Outcome.INTERRUPTED,
+                              error=GONE)
     for process in dead:
         session_records.end_legacy_of(process, now)
     GatewayProcess.objects.filter(id__in=dead, heartbeat_at__lt=cutoff).delete()
@@ -44,8 +44,8 @@ def settle_dead_peers(now: datetime) -> int:
 def settle_own(process: str, now: datetime, reason: str) -> int:
     """A draining process past its bound: what it still has pending is settled, its legacy sessions end, its row
     goes. Returns the number of calls settled."""
-    count = Call.objects.filter(outcome=Call.Outcome.PENDING, worker=process).update(
-        outcome=Call.Outcome.INTERRUPTED, error=reason, finished_at=now)
+    count = audit.settle_rows(Call.objects.filter(worker=process), now=now, outcome=Call.Outcome.INTERRUPTED,
+                              error=reason)
     session_records.end_legacy_of(process, now)
     GatewayProcess.objects.filter(id=process).delete()
     return count

@@ -11,7 +11,7 @@ import logging
 from django.db import DatabaseError
 from django.utils import timezone
 
-from gateway.calls import approvals, dbthreads, processes, ratelimit, session_records
+from gateway.calls import approvals, audit_archive, audit_chain, dbthreads, processes, ratelimit, session_records
 from gateway.calls.audit import WORKER_ID, mark_interrupted
 from gateway.protocol import peers
 
@@ -45,6 +45,7 @@ def _housekeeping() -> None:
     now = timezone.now()
     ratelimit.sweep(int(now.timestamp()))
     approvals.expire_overdue(now)
+    audit_archive.archive_due(now)
 
 
 async def _maintain() -> None:
@@ -60,6 +61,7 @@ async def _maintain() -> None:
 def _beat_once(draining: bool, sessions: int, upstreams: dict[str, int]) -> None:
     now = timezone.now()
     processes.beat(WORKER_ID, now, draining, sessions, upstreams)
+    audit_chain.anchor(WORKER_ID, now)
     settled = processes.settle_dead_peers(now)
     if settled:
         log.warning("settled %d audit rows of a gateway process that stopped as interrupted", settled)

@@ -1,0 +1,148 @@
+"""The audit log's hash chains: what makes an altered, deleted, inserted or reordered row detectable.
+
+Every audit row is a link of one chain. A chain belongs to one writer — a database thread of one gateway process —
+so links are made without any lock or read shared between writers: each writer keeps its head (last sequence
+number and digest) in memory and advances it only when the row's transaction committed, so a rolled-back row
+leaves no gap. Several processes and threads write several chains side by side; each verifies on its own.
+
+A row carries:
+- `chain`, `seq`: the chain and the row's place in it (1, 2, 3, … without gaps);
+- `digest`: HMAC-SHA256 over the previous row's digest and the row's admission — what the gateway decided and why,
+  fixed when the row is written (time, grant name, server slug, tool, dispatcher, redacted arguments, argument
+  hash, decision, rule, counters, chain and seq);
+- `outcome_digest`: HMAC-SHA256 over the row's digest and its settlement — outcome, refusal, reason, error,
+  latency, result size, finished time — written by the one update that settles the row (a held call's refusal
+  and reason are settled there too, which is why they are not part of the admission).
+
+The key is PORTCULLIS_AUDIT_KEY, or one derived from SECRET_KEY with its own label: someone who can write to the
+database but does not hold the key cannot write a row, or rewrite the chain after one, that verifies. Each chain's
+head is recorded in `AuditChain` at every heartbeat (the anchor: rows up to it must all be there), and archiving
+records where the rows still in the table begin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+
+# The columns a row's digest covers (its admission), and those its outcome digest covers (its settlement).
+# Foreign keys (grant, server, policy version, approval) are not covered: deleting a grant or a server clears them
+# on its rows; what the row keeps of them (grant name, server slug, the approval named in the reason) is.
+ADMISSION = ("created_at", "grant_name", "server_slug", "tool_name", "via", "arguments", "argument_hash", "decision",
+             "rule", "counters", "chain", "seq")
+SETTLEMENT = ("outcome", "refusal", "reason", "error", "latency_ms", "result_size", "finished_at")
+
+
+def key() -> bytes:
+    configured = getattr(settings, "PORTCULLIS_AUDIT_KEY", "")
+    if configured:
+        return configured.encode()
+    return hashlib.sha256(b"portcullis audit chain\x00" + settings.SECRET_KEY.encode()).digest()
+
+
+def key_id() -> str:
+    """A fingerprint of the key (not the key): says which key a chain was written with."""
+    return hashlib.sha256(b"portcullis audit key id\x00" + key()).hexdigest()[:12]
+
+
+def genesis(chain: str) -> str:
+    """The 'previous digest' of a chain's first row."""
+    return hmac.new(key(), b"genesis\x00" + chain.encode(), hashlib.sha256).hexdigest()
+
+
+def _value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value
+
+
+def _canonical(values: dict, columns: tuple[str, ...]) -> bytes:
+    return json.dumps([_value(values.get(c)) for c in columns], sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+
+
+def row_digest(previous: str, values: dict) -> str:
+    return hmac.new(key(), previous.encode() + b"\x00" + _canonical(values, ADMISSION), hashlib.sha256).hexdigest()
+
+
+def outcome_digest(digest: str, values: dict) -> str:
+    return hmac.new(key(), b"outcome\x00" + digest.encode() + b"\x00" + _canonical(values, SETTLEMENT),
+                    hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Head:
+    """One writer's chain: the last committed row's sequence number and digest."""
+
+    chain: str
+    seq: int = 0
+    digest: str = ""
+    anchored_seq: int = -1
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def advance(self, seq: int, digest: str) -> None:
+        with self.lock:
+            if seq == self.seq + 1:
+                self.seq, self.digest = seq, digest
+
+
+_local = threading.local()
+_heads: dict[str, Head] = {}  # every chain this process writes, for the heartbeat's anchors
+_heads_lock = threading.Lock()
+
+
+def _head() -> Head:
+    head = getattr(_local, "head", None)
+    if head is None:
+        name = uuid.uuid4().hex[:16]
+        head = Head(name, 0, genesis(name))
+        _local.head = head
+        with _heads_lock:
+            _heads[name] = head
+    return head
+
+
+def link(values: dict) -> tuple[Head, int, str]:
+    """Give the row about to be written its place in this writer's chain: sets values' chain and seq, returns
+    (head, seq, digest). Call `committed` once the row is written."""
+    head = _head()
+    with head.lock:
+        seq, previous = head.seq + 1, head.digest
+    values["chain"], values["seq"] = head.chain, seq
+    return head, seq, row_digest(previous, values)
+
+
+def committed(head: Head, seq: int, digest: str) -> None:
+    """The row is written: its chain advances when its transaction commits (at once outside a transaction)."""
+    transaction.on_commit(lambda: head.advance(seq, digest))
+
+
+def heads() -> list[Head]:
+    with _heads_lock:
+        return list(_heads.values())
+
+
+def anchor(worker: str, now: datetime) -> None:
+    """Record where each of this process's chains has got to (called from the heartbeat): rows up to an anchor
+    must all be in the table or the archive, so rows deleted from a chain's end are found too."""
+    from gateway.models import AuditChain
+
+    for head in heads():
+        with head.lock:
+            seq, digest = head.seq, head.digest
+        if seq == 0 or seq == head.anchored_seq:
+            continue
+        updated = AuditChain.objects.filter(id=head.chain, head_seq__lt=seq).update(
+            head_seq=seq, head_digest=digest, head_at=now)
+        if not updated and not AuditChain.objects.filter(id=head.chain).exists():
+            AuditChain.objects.create(id=head.chain, worker=worker, key_id=key_id(), started_at=now, head_seq=seq,
+                                      head_digest=digest, head_at=now)
+        head.anchored_seq = seq
