@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from ipaddress import ip_network
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -146,6 +147,16 @@ PORTCULLIS_AUDIT_KEY = env_str("PORTCULLIS_AUDIT_KEY", "")
 # deleted by the housekeeping; 0 keeps every row in the database.
 PORTCULLIS_AUDIT_RETENTION_DAYS = env_int("PORTCULLIS_AUDIT_RETENTION_DAYS", 0, minimum=0)
 PORTCULLIS_AUDIT_ARCHIVE_DIR = Path(env_str("PORTCULLIS_AUDIT_ARCHIVE_DIR", str(STATE_DIR / "audit-archive")))
+# GET /metrics (gateway/telemetry/scrape.py): a bearer token, and/or the addresses (or networks) that may scrape
+# without it; with neither, metrics are off.
+PORTCULLIS_METRICS_TOKEN = env_str("PORTCULLIS_METRICS_TOKEN", "")
+PORTCULLIS_METRICS_ALLOW = env_list("PORTCULLIS_METRICS_ALLOW", [])
+for _net in PORTCULLIS_METRICS_ALLOW:
+    try:
+        ip_network(_net, strict=False)
+    except ValueError:
+        raise ConfigError(f"PORTCULLIS_METRICS_ALLOW: {_net!r} is not an address or network (e.g. 10.0.0.5 or "
+                          "10.0.0.0/24)") from None
 PORTCULLIS_BODY_DEADLINE_S = env_int("PORTCULLIS_BODY_DEADLINE_S", 30, minimum=1)
 # A connection's request line and headers must be complete within this many seconds (config/serve.py), and one
 # client address may hold at most this many connections (behind a reverse proxy: raise it, see docs/DEPLOYMENT.md).

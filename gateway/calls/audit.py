@@ -21,6 +21,7 @@ from django.db.models import Q
 from gateway.calls import audit_chain, prepared
 from gateway.models import Call, Tool
 from gateway.redaction import configured_paths, redact, redact_text, schema_secret_paths
+from gateway.telemetry import metrics
 
 # Identifies this process on the rows it leaves pending: host, pid, and a boot id so a reused pid differs.
 WORKER_ID = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -112,6 +113,7 @@ def open_row(**fields) -> int:
     try:
         call_id = prepared.fetchone(_INSERT_SQL, values)[0]
     except Exception as exc:  # the database is the audit log: without it nothing is forwarded
+        metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
     _linked(call_id, linked)
     return call_id
@@ -127,6 +129,7 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
         row = prepared.fetchone(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
                                 [*reserve_params, *values])
     except Exception as exc:
+        metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
     if row is None:
         return None
@@ -135,27 +138,37 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
 
 
 # Rows this process opened and has not settled yet: what sealing their settlement needs (the row's digest, and the
-# refusal and reason its settlement may change), so the hot path's settlement reads nothing back.
-_OPEN: dict[int, tuple[str, str, str]] = {}
+# refusal and reason its settlement may change) and what counting it needs (server, tool label, decision), so the
+# hot path's settlement reads nothing back.
+_OPEN: dict[int, tuple[str, str, str, tuple[str, str, str]]] = {}
 _OPEN_MAX = 100_000
 
 
 def _linked(call_id: int, linked: tuple) -> None:
-    head, seq, digest, refusal, reason, settled = linked
+    head, seq, digest, refusal, reason, settled, labels = linked
     audit_chain.committed(head, seq, digest)
-    if not settled:
-        if len(_OPEN) >= _OPEN_MAX:  # only rows of rolled-back transactions are never popped; read back then
-            _OPEN.clear()
-        _OPEN[call_id] = (digest, refusal, reason)
+    if settled:
+        metrics.call_recorded(*labels, settled, refusal)
+        return
+    if len(_OPEN) >= _OPEN_MAX:  # only rows of rolled-back transactions are never popped; read back then
+        _OPEN.clear()
+    _OPEN[call_id] = (digest, refusal, reason, labels)
 
 
-def _sealing(call_id: int) -> tuple[str, str, str]:
-    """(digest, refusal, reason) of a row about to be settled."""
+def _labels(row: dict) -> tuple[str, str, str]:
+    return row["server_slug"], metrics.tool_label(row["tool_name"], row["refusal"]), row["decision"]
+
+
+def _sealing(call_id: int) -> tuple[str, str, str, tuple[str, str, str]]:
+    """(digest, refusal, reason, metric labels) of a row about to be settled."""
     known = _OPEN.pop(call_id, None)
     if known is not None:
         return known
-    row = Call.objects.filter(pk=call_id).values_list("digest", "refusal", "reason").first()
-    return row if row is not None else ("", "", "")
+    row = Call.objects.filter(pk=call_id).values("digest", "refusal", "reason", "server_slug", "tool_name",
+                                                   "decision").first()
+    if row is None:
+        return "", "", "", ("", "", "")
+    return row["digest"], row["refusal"], row["reason"], _labels(row)
 
 
 _INSERT_FROM_SQL: str | None = None
@@ -189,10 +202,10 @@ def _values(fields: dict) -> tuple[list, tuple]:
             row[column] = stored_text(row[column])
     head, seq, digest = audit_chain.link(row)
     row["digest"] = digest
-    settled = row["outcome"] != Call.Outcome.PENDING
+    settled = row["outcome"] if row["outcome"] != Call.Outcome.PENDING else ""
     if settled:
         row["outcome_digest"] = audit_chain.outcome_digest(digest, row)
-    linked = (head, seq, digest, row["refusal"], row["reason"], settled)
+    linked = (head, seq, digest, row["refusal"], row["reason"], settled, _labels(row))
     row["arguments"] = adapt_json(row["arguments"], connection)
     row["counters"] = adapt_json(row["counters"], connection)
     row["created_at"] = adapt_time(row["created_at"])
@@ -217,12 +230,13 @@ def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int
               error: str = "", now: datetime) -> None:
     sql = _CLOSE_SQL_POSTGRESQL if connection.vendor == "postgresql" else _CLOSE_SQL
     error = stored_text(redact_text(error)[:4000])
-    digest, refusal, reason = _sealing(call_id)
+    digest, refusal, reason, labels = _sealing(call_id)
     seal = audit_chain.outcome_digest(digest, {"outcome": outcome, "refusal": refusal, "reason": reason,
                                                "error": error, "latency_ms": latency_ms, "result_size": result_size,
                                                "finished_at": now})
     prepared.fetchone(sql, [outcome, latency_ms, result_size, error, connection.ops.adapt_datetimefield_value(now),
                             seal, call_id])
+    transaction.on_commit(lambda: metrics.call_recorded(*labels, outcome))
 
 
 def settle_rows(rows, *, now: datetime, outcome: str, error: str | None = None, refusal: str | None = None,
@@ -232,7 +246,8 @@ def settle_rows(rows, *, now: datetime, outcome: str, error: str | None = None, 
     count = 0
     with transaction.atomic():
         for row in rows.filter(outcome=Call.Outcome.PENDING).select_for_update().values(
-                "id", "digest", "refusal", "reason", "error", "latency_ms", "result_size"):
+                "id", "digest", "refusal", "reason", "error", "latency_ms", "result_size", "server_slug",
+                "tool_name", "decision"):
             _OPEN.pop(row["id"], None)
             fields = {"outcome": outcome, "finished_at": now}
             for name, value in (("error", error), ("refusal", refusal), ("reason", reason)):
@@ -240,7 +255,11 @@ def settle_rows(rows, *, now: datetime, outcome: str, error: str | None = None, 
                     fields[name] = stored_text(redact_text(value)[:4000] if name == "error" else redact_text(value))
             sealed = {**row, **fields}
             fields["outcome_digest"] = audit_chain.outcome_digest(row["digest"], sealed)
-            count += Call.objects.filter(pk=row["id"], outcome=Call.Outcome.PENDING).update(**fields)
+            if Call.objects.filter(pk=row["id"], outcome=Call.Outcome.PENDING).update(**fields):
+                count += 1
+                labels = _labels({**row, "refusal": sealed["refusal"]})
+                transaction.on_commit(lambda labels=labels, refusal=sealed["refusal"]:
+                                      metrics.call_recorded(*labels, outcome, refusal))
     return count
 
 

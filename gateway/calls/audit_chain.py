@@ -141,7 +141,7 @@ def anchor(worker: str, now: datetime) -> None:
         if seq == 0 or seq == head.anchored_seq:
             continue
         updated = AuditChain.objects.filter(id=head.chain, head_seq__lt=seq).update(
-            head_seq=seq, head_digest=digest, head_at=now)
+            head_seq=seq, head_digest=digest, head_at=now, worker=worker, key_id=key_id())
         if not updated and not AuditChain.objects.filter(id=head.chain).exists():
             AuditChain.objects.create(id=head.chain, worker=worker, key_id=key_id(), started_at=now, head_seq=seq,
                                       head_digest=digest, head_at=now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 
 from django.db import DatabaseError
 from django.utils import timezone
@@ -27,6 +28,7 @@ from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.sessions import AgentSession
 from gateway.protocol.upstream_request import ask_upstream
 from gateway.redaction import redact_text
+from gateway.telemetry import metrics
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink
 
@@ -58,6 +60,25 @@ def session_key(session: AgentSession | None, era: Era) -> str:
 
 async def tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, era: Era,
                      session: AgentSession | None) -> Reply:
+    started, timing = time.perf_counter(), _Timing()
+    try:
+        return await _tools_call(req, msg, server, link, era, session, timing)
+    finally:
+        own = time.perf_counter() - started - timing.upstream - timing.held
+        metrics.GATEWAY_SECONDS.labels(server.slug).observe(max(own, 0.0))
+
+
+class _Timing:
+    """What of a tools/call's time was not the gateway's own: the upstream's answer, a person's decision."""
+
+    __slots__ = ("upstream", "held")
+
+    def __init__(self) -> None:
+        self.upstream = self.held = 0.0
+
+
+async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: UpstreamLink, era: Era,
+                      session: AgentSession | None, timing: _Timing) -> Reply:
     name, arguments = msg.params.get("name"), msg.params.get("arguments", {})
     if not isinstance(name, str) or not name:
         raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call needs params.name (a string)")
@@ -71,7 +92,11 @@ async def tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: U
                                     session_key(session, era))
     events.call_changed(admission.call_id, server.slug, "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None:
+        waited = time.perf_counter()
         admission = await hold(req, msg, admission)
+        timing.held = time.perf_counter() - waited
+        metrics.APPROVAL_WAIT.labels(server.slug, "approved" if admission.forward else "refused").observe(
+            timing.held)
         events.call_changed(admission.call_id, server.slug, "opened" if admission.forward else "refused")
     parked_id = admission.continuation.parked_id if admission.continuation is not None else None
     if not admission.forward:
@@ -83,12 +108,16 @@ async def tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: U
     call = ForwardedCall(admission, server, msg, era)
     if parked_id is not None or (era is Era.STATELESS and admission.continuation is None
                                  and needs_own_link(link, msg.params)):
-        return await bridged_call(msg, server, call, name, arguments, parked_id)
-    return await _forward(req, msg, link, call, session, name, arguments)
+        asked = time.perf_counter()
+        try:
+            return await bridged_call(msg, server, call, name, arguments, parked_id)
+        finally:  # the upstream's time and the agent's own answers: none of it the gateway's
+            timing.upstream = time.perf_counter() - asked
+    return await _forward(req, msg, link, call, session, name, arguments, timing)
 
 
 async def _forward(req: Request, msg: jsonrpc.Message, link: UpstreamLink, call: ForwardedCall,
-                   session: AgentSession | None, name: str, arguments: dict) -> Reply:
+                   session: AgentSession | None, name: str, arguments: dict, timing: _Timing) -> Reply:
     server, continuation = call.server, call.admission.continuation
     async with call:
         try:
@@ -96,7 +125,12 @@ async def _forward(req: Request, msg: jsonrpc.Message, link: UpstreamLink, call:
                 session.inflight[msg.id] = task  # so notifications/cancelled from the agent can cancel it
             params = tool_call_params(msg.params, call.era,
                                       continuation.upstream_state if continuation is not None else None)
-            result = await ask_upstream(req, msg, link, call.era, params, server.timeout_seconds)
+            asked = time.perf_counter()
+            try:
+                result = await ask_upstream(req, msg, link, call.era, params, server.timeout_seconds)
+            finally:
+                timing.upstream = time.perf_counter() - asked
+                metrics.UPSTREAM_SECONDS.labels(server.slug).observe(timing.upstream)
             if call.era is Era.STATELESS and input_bridge.is_input_required(result):
                 state = result.get("requestState")
                 result = call.sealed(result, name, arguments, upstream_state=state if isinstance(state, str) else None)

@@ -23,6 +23,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.models import Server
 from gateway.redaction import redact_server_text
+from gateway.telemetry import metrics
 from gateway.upstream import fastpath
 from gateway.upstream.connect import UpstreamError, open_transport
 
@@ -144,6 +145,7 @@ class UpstreamLink:
             self._stop.set()  # let the old owner task finish its exit before a new process starts
             await asyncio.wait({self._task}, timeout=5)
             await asyncio.sleep(RESTART_BACKOFF_S[min(self.failures, len(RESTART_BACKOFF_S) - 1)])
+            metrics.UPSTREAM_RESTARTS.labels(self.server.slug).inc()
         await self.start()
 
     def death_report(self) -> str:
