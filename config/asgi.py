@@ -13,6 +13,9 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from config.routing import http_routes, websocket_routes  # noqa: E402
+from gateway.telemetry import tracing  # noqa: E402
+
+tracing.configure()  # only when an OTLP endpoint is configured
 
 application = ProtocolTypeRouter(
     {

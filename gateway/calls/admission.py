@@ -17,6 +17,7 @@ from gateway.calls import approvals, audit, continuations, dispatched, prepared,
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, ShadowPolicy, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
 from gateway.policy.dispatch import Shape
+from gateway.telemetry import tracing
 from gateway.tool_definitions import NEW_HELD
 
 
@@ -125,7 +126,10 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         via = tool_name
     facts = Facts(grant=str(grant.pk), server=server.slug, tool=base["tool_name"], risk_category=category,
                   risk_level=level, arguments=facts_arguments, via=via, session=session)
-    decision = evaluate(facts, policy, {}, now.timestamp())
+    with tracing.span("portcullis.policy", **{"portcullis.server": server.slug}):
+        decision = evaluate(facts, policy, {}, now.timestamp())
+        tracing.note(**{"portcullis.decision": decision.action, "portcullis.rule": decision.rule,
+                        "portcullis.refusal": decision.refusal})
     if request_state is not None:
         return _continue(base, decision, version, grant, request_state, now)
     if decision.action == "approve" and decision.refusal is None:

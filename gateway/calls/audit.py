@@ -21,7 +21,7 @@ from django.db.models import Q
 from gateway.calls import audit_chain, prepared
 from gateway.models import Call, Tool
 from gateway.redaction import configured_paths, redact, redact_text, schema_secret_paths
-from gateway.telemetry import metrics
+from gateway.telemetry import metrics, tracing
 
 # Identifies this process on the rows it leaves pending: host, pid, and a boot id so a reused pid differs.
 WORKER_ID = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -111,7 +111,8 @@ def open_row(**fields) -> int:
     """Insert the row and return its id; raises AuditUnavailable on any database failure."""
     values, linked = _values(fields)
     try:
-        call_id = prepared.fetchone(_INSERT_SQL, values)[0]
+        with tracing.span("portcullis.audit_write"):
+            call_id = prepared.fetchone(_INSERT_SQL, values)[0]
     except Exception as exc:  # the database is the audit log: without it nothing is forwarded
         metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
@@ -126,8 +127,9 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
     inside the database, never across a round trip to this process."""
     values, linked = _values(fields)
     try:
-        row = prepared.fetchone(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
-                                [*reserve_params, *values])
+        with tracing.span("portcullis.audit_write", **{"portcullis.counter": "reserved in the same statement"}):
+            row = prepared.fetchone(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
+                                    [*reserve_params, *values])
     except Exception as exc:
         metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc

@@ -33,6 +33,7 @@ from gateway.protocol.tools_call import tools_call
 from gateway.protocol.tools_list import refresh_catalogue, tools_list
 from gateway.protocol.upstream_request import ask_upstream
 from gateway.redaction import redact_text
+from gateway.telemetry import tracing
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink
 
@@ -51,6 +52,21 @@ RETRY_LATER = [("retry-after", "5")]
 # --- entry point ---
 
 async def handle(req: Request, msg: jsonrpc.Message) -> Reply:
+    if not tracing.ENABLED:
+        return await _handle(req, msg)
+    with tracing.request_span(req.headers, msg.method, msg.params if isinstance(msg.params, dict) else {}, msg.id,
+                              req.session_id, req.headers.get("mcp-protocol-version")):
+        reply = await _handle(req, msg)
+        error = reply.body.get("error") if isinstance(reply.body, dict) else None
+        result = reply.body.get("result") if isinstance(reply.body, dict) else None
+        if isinstance(error, dict):
+            tracing.failed(str(error.get("code")), str(error.get("code")))
+        elif isinstance(result, dict) and result.get("isError") is True:
+            tracing.failed("tool_error")
+        return reply
+
+
+async def _handle(req: Request, msg: jsonrpc.Message) -> Reply:
     try:
         if msg.method == "initialize":
             return await _initialize(req, msg)

@@ -28,7 +28,7 @@ from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.sessions import AgentSession
 from gateway.protocol.upstream_request import ask_upstream
 from gateway.redaction import redact_text
-from gateway.telemetry import metrics
+from gateway.telemetry import metrics, tracing
 from gateway.upstream.connect import UpstreamError
 from gateway.upstream.link import UpstreamLink
 
@@ -93,7 +93,9 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     events.call_changed(admission.call_id, server.slug, "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None:
         waited = time.perf_counter()
-        admission = await hold(req, msg, admission)
+        with tracing.span("portcullis.approval_wait", **{"portcullis.approval": admission.held.public_id}):
+            admission = await hold(req, msg, admission)
+            tracing.note(**{"portcullis.approved": admission.forward})
         timing.held = time.perf_counter() - waited
         metrics.APPROVAL_WAIT.labels(server.slug, "approved" if admission.forward else "refused").observe(
             timing.held)
@@ -127,7 +129,10 @@ async def _forward(req: Request, msg: jsonrpc.Message, link: UpstreamLink, call:
                                       continuation.upstream_state if continuation is not None else None)
             asked = time.perf_counter()
             try:
-                result = await ask_upstream(req, msg, link, call.era, params, server.timeout_seconds)
+                with tracing.upstream_span(server.slug, "tools/call", name,
+                                           server.url if server.transport != Server.Transport.STDIO else None):
+                    result = await ask_upstream(req, msg, link, call.era, tracing.with_context(params),
+                                                server.timeout_seconds)
             finally:
                 timing.upstream = time.perf_counter() - asked
                 metrics.UPSTREAM_SECONDS.labels(server.slug).observe(timing.upstream)

@@ -18,6 +18,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, REQUEST_TIMEOUT
 
 from gateway.models import Server
+from gateway.telemetry import tracing
 from gateway.upstream.http1 import Pool
 
 _ids = itertools.count(1)
@@ -43,6 +44,8 @@ def _pool(server: Server) -> Pool:
 
 async def post(server: Server, method: str, params: dict, headers: dict, timeout: float) -> dict:
     """Send one request and return its result; MCPError for a JSON-RPC error or a timeout."""
+    if tracing.ENABLED:  # W3C trace context on the HTTP request too (gateway/telemetry/tracing.py)
+        headers = {**headers, **tracing.carrier()}
     request_id = f"portcullis-fast-{next(_ids)}"
     body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params},
                       separators=(",", ":")).encode()

@@ -1,5 +1,6 @@
 """The stateless-only peer (tests/peers/stateless_server.py, same tools) that also records what each tools/call
-carried: the client capabilities in its envelope and its requestState. A real process, for
+carried: the client capabilities in its envelope, its requestState, and the W3C trace context (header and
+`_meta.traceparent`). A real process, for
 tests/e2e/test_gateway_stateless_rounds.py: what the upstream was told is read from the upstream itself.
 
 Extra tool: `envelopes` returns the records (its own calls are not recorded).
@@ -32,15 +33,17 @@ class Recording:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            receive = await self._record(receive)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            receive = await self._record(receive, headers.get("traceparent"))
         await self.app(scope, receive, send)
 
-    async def _record(self, receive):
+    async def _record(self, receive, traceparent: str | None):
         params, replay = await base.read_tools_call(receive)
         if params is not None and params.get("name") not in ("envelopes", "stats"):
             meta = params.get("_meta") or {}
             ENVELOPES.append({"tool": params.get("name"), "capabilities": meta.get(CLIENT_CAPABILITIES_META_KEY),
-                              "requestState": params.get("requestState"), "progress": "progressToken" in meta})
+                              "requestState": params.get("requestState"), "progress": "progressToken" in meta,
+                              "traceparent": {"header": traceparent, "meta": meta.get("traceparent")}})
         return replay
 
 
