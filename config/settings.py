@@ -146,6 +146,17 @@ PORTCULLIS_AUDIT_KEY = env_str("PORTCULLIS_AUDIT_KEY", "")
 # Audit rows older than this many days are archived (compressed JSON Lines, with the chain's anchors) and then
 # deleted by the housekeeping; 0 keeps every row in the database.
 PORTCULLIS_AUDIT_RETENTION_DAYS = env_int("PORTCULLIS_AUDIT_RETENTION_DAYS", 0, minimum=0)
+# Every audit row streamed to a syslog receiver or an HTTP endpoint (gateway/calls/audit_stream.py):
+# syslog+tcp://host:port, syslog+udp://host:port or http(s)://… (JSON Lines POSTs, with the bearer token below).
+PORTCULLIS_AUDIT_STREAM = env_str("PORTCULLIS_AUDIT_STREAM", "")
+if PORTCULLIS_AUDIT_STREAM and (urlsplit(PORTCULLIS_AUDIT_STREAM).scheme not in ("syslog+tcp", "syslog+udp", "http",
+                                                                                   "https")
+                                or not urlsplit(PORTCULLIS_AUDIT_STREAM).hostname):
+    raise ConfigError("PORTCULLIS_AUDIT_STREAM: write syslog+tcp://HOST:PORT, syslog+udp://HOST:PORT or an http(s) "
+                      "URL")
+PORTCULLIS_AUDIT_STREAM_TOKEN = env_str("PORTCULLIS_AUDIT_STREAM_TOKEN", "")
+PORTCULLIS_AUDIT_STREAM_FACILITY = env_int("PORTCULLIS_AUDIT_STREAM_FACILITY", 13, minimum=0)  # 13: log audit
+PORTCULLIS_AUDIT_STREAM_WAIT_S = env_int("PORTCULLIS_AUDIT_STREAM_WAIT_S", 120, minimum=1)
 PORTCULLIS_AUDIT_ARCHIVE_DIR = Path(env_str("PORTCULLIS_AUDIT_ARCHIVE_DIR", str(STATE_DIR / "audit-archive")))
 # GET /metrics (gateway/telemetry/scrape.py): a bearer token, and/or the addresses (or networks) that may scrape
 # without it; with neither, metrics are off.

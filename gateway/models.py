@@ -462,6 +462,20 @@ class AuditChain(models.Model):
     archived_digest = models.CharField(max_length=64, blank=True, default="")
 
 
+class AuditStream(models.Model):
+    """The audit log's stream to a syslog receiver or HTTP endpoint (gateway/calls/audit_stream.py): the last row
+    delivered, the process holding the sender's lease, and the last failure."""
+
+    id = models.CharField(primary_key=True, max_length=20)
+    last_id = models.BigIntegerField(default=0)
+    delivered = models.BigIntegerField(default=0)
+    holder = models.CharField(max_length=100, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+
 class ShadowPolicy(models.Model):
     """A draft of a server's policy run in shadow (gateway/calls/shadowing.py): decided beside the policy in force
     on every live call, never enforced; where it would have decided differently, a ShadowDivergence is kept."""

@@ -11,7 +11,16 @@ import logging
 from django.db import DatabaseError
 from django.utils import timezone
 
-from gateway.calls import approvals, audit_archive, audit_chain, dbthreads, processes, ratelimit, session_records
+from gateway.calls import (
+    approvals,
+    audit_archive,
+    audit_chain,
+    audit_stream,
+    dbthreads,
+    processes,
+    ratelimit,
+    session_records,
+)
 from gateway.calls.audit import WORKER_ID, mark_interrupted
 from gateway.protocol import peers
 
@@ -35,6 +44,7 @@ async def on_first_request() -> None:
         log.error("start-up work postponed, the database is unavailable: %s", exc)
         return
     _started = True
+    audit_stream.start()
     if count:
         log.warning("marked %d audit rows left in flight by dead gateway processes as interrupted", count)
     _maintenance = asyncio.create_task(_maintain(), name="portcullis:maintenance")
