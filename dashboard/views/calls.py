@@ -10,7 +10,7 @@ from django.utils import timezone
 from dashboard import call_facts, rule_links
 from dashboard.forms import CallFilterForm
 from dashboard.partials import wants_fragment
-from gateway.calls import call_log
+from gateway.calls import audit_stream, call_log
 from gateway.calls.call_log import filtered, grouped, page
 from gateway.models import Call, Grant, Server
 
@@ -31,8 +31,10 @@ def call_list(request):
                "repeats": grouped(result.rows) if data.get("group") else None, "export_query": export,
                "matching": filtered(flt).count() if not data.get("before") else None,
                "filtered": any(v for k, v in data.items() if k != "before")}
-    template = "dashboard/calls/_page.html" if wants_fragment(request) else "dashboard/calls/list.html"
-    return render(request, template, context)
+    if wants_fragment(request):
+        return render(request, "dashboard/calls/_page.html", context)
+    context["keeping"] = audit_stream.status()
+    return render(request, "dashboard/calls/list.html", context)
 
 
 def rule_link(call: Call) -> str:

@@ -295,3 +295,11 @@ def start() -> None:
     if destination() and _streamer is None:
         _streamer = Streamer(destination())
         _streamer.start()
+
+
+def status() -> dict:
+    """What the call log page says about keeping the log: retention, and the stream's progress and last failure."""
+    url = destination()
+    stream = AuditStream.objects.filter(id="default").first() if url else None
+    return {"retention_days": settings.PORTCULLIS_AUDIT_RETENTION_DAYS, "stream_to": describe(url) if url else "",
+            "stream": stream}

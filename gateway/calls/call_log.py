@@ -136,7 +136,7 @@ def _same(a: Call, b: Call) -> bool:
 
 EXPORT_FIELDS = ("id", "created_at", "server_slug", "grant_name", "tool_name", "via", "decision", "refusal", "outcome",
                  "what_happened", "reason", "rule", "policy_version", "latency_ms", "error", "argument_hash",
-                 "arguments")
+                 "arguments", "chain", "seq", "digest", "outcome_digest")
 
 
 def export_row(call: Call) -> dict:
@@ -146,7 +146,8 @@ def export_row(call: Call) -> dict:
             "reason": call.reason, "rule": call.rule,
             "policy_version": call.policy_version.number if call.policy_version_id else None,
             "latency_ms": call.latency_ms, "error": call.error, "argument_hash": call.argument_hash,
-            "arguments": call.arguments}  # stored redacted: nothing here was not already in the audit log
+            "arguments": call.arguments,  # stored redacted: nothing here was not already in the audit log
+            "chain": call.chain, "seq": call.seq, "digest": call.digest, "outcome_digest": call.outcome_digest}
 
 
 def export_lines(flt: CallFilter, kind: str, oldest_first: bool = False) -> Iterator[str]:

@@ -73,3 +73,19 @@ def test_it_links_a_tool_rule_to_that_tools_editor(staff_client, truenas):
                                counters=["cloud_backup_run_rate|grant|truenas/a|60|0"], outcome="refused")
     body = staff_client.get(f"/calls/{call.pk}/").content.decode()
     assert 'href="/servers/truenas/policy/tools/cloud_backup_run/"' in body and "cloud_backup_run_rate|grant" in body
+
+
+def test_the_log_says_how_it_is_kept_and_where_it_streams_without_credentials(staff_client, settings):
+    from gateway.models import AuditStream
+
+    page_text = staff_client.get("/calls/").content.decode()
+    assert "Every row is kept." in page_text and "Streamed to" not in page_text
+    settings.PORTCULLIS_AUDIT_RETENTION_DAYS = 90
+    settings.PORTCULLIS_AUDIT_STREAM = "https://siem-user:siem-password@siem.example.org:8443/ingest"
+    AuditStream.objects.create(id="default", last_id=41, delivered=41, last_sent_at=timezone.now(),
+                               last_error="HTTP 503", last_error_at=timezone.now())
+    page_text = staff_client.get("/calls/").content.decode()
+    assert "Rows older than 90 days are archived" in page_text
+    assert "Streamed to https://siem.example.org:8443" in page_text and "41 rows delivered" in page_text
+    assert "HTTP 503 (rows wait and are sent again)" in page_text
+    assert "siem-password" not in page_text and "siem-user" not in page_text
