@@ -177,7 +177,7 @@ PORTCULLIS_CONNECTIONS_PER_CLIENT = env_int("PORTCULLIS_CONNECTIONS_PER_CLIENT",
 PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES", 16 * 1024 * 1024,
                                                 minimum=1024)
 # How long a held call waits for a person before the agent is told to call again.
-PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 50, minimum=1)
+PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 45, minimum=1)
 # How long an approval stays usable.
 PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=60)
 # Pending approvals one grant may have at once; past it, a call needing a new approval is refused (isError).

@@ -378,6 +378,12 @@ class DecisionForm(forms.Form):
         "invalid_choice": "choose Approve, Approve & always allow, or Deny"})
     reason = forms.CharField(required=False, max_length=2000,
                              error_messages={"max_length": "shorten the reason to at most 2000 characters"})
+    # How far an approval reaches: this call once (empty), or identical calls for the next N minutes.
+    minutes = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
+                                     choices=[("", "this call once"), ("15", "15 minutes"), ("60", "1 hour"),
+                                              ("240", "4 hours")],
+                                     error_messages={"invalid_choice": "choose this call once, 15 minutes, 1 hour "
+                                                                       "or 4 hours"})
 
     @property
     def approve(self) -> bool:

@@ -12,7 +12,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from dashboard.rule_links import rule_link
-from gateway.calls.approvals import agent_waiting
+from gateway.calls.approvals import MINUTES_CHOICES, agent_waiting
 from gateway.catalogue.review import held_for_review
 from gateway.models import Approval
 from gateway.tool_definitions import CHANGED_HELD, NEW_HELD
@@ -27,7 +27,8 @@ STATE_ICON = {"approved": "allow", "used": "allow", "denied": "deny", "expired":
 
 
 def approvals() -> QuerySet[Approval]:
-    return Approval.objects.select_related("grant", "server", "tool", "policy_version", "decided_by").annotate(
+    return Approval.objects.select_related("grant", "server", "tool", "policy_version", "decided_by",
+                                           "first_approved_by").annotate(
         agent_waiting=agent_waiting())
 
 
@@ -67,6 +68,9 @@ def card(approval: Approval, now: datetime, error: str = "", confirm_always: boo
         "tool_changed": tool is not None and tool.definition_hash != approval.tool_hash,
         # "Approve & always allow" was pressed: the card asks before it also writes the grant's rule.
         "confirm_always": confirm_always and is_waiting, "reason": reason,
+        # Two-person approval: who approved first, while a second, different person's approval is awaited.
+        "first_approver": approval.first_approved_by.get_username() if approval.first_approved_by else "",
+        "minutes_choices": MINUTES_CHOICES,
     }
 
 

@@ -371,6 +371,20 @@ class Approval(models.Model):
     reason = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
+    why = models.TextField(blank=True, default="")  # why it was held when not just an approve rule (a limit reached)
+    # Two-person approval: how many different people must approve; the first one's approval while it waits.
+    approvers_needed = models.PositiveSmallIntegerField(default=1)
+    first_approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                          related_name="+")
+    first_approved_at = models.DateTimeField(null=True, blank=True)
+    # Approved for every identical call until this time ("these exact arguments for N minutes"); else once.
+    approved_until = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def approvers_text(self) -> str:
+        """Who approved, as the audit row says it."""
+        names = [u.get_username() for u in (self.first_approved_by, self.decided_by) if u is not None]
+        return " and ".join(names)
 
     class Meta:
         ordering = ["-created_at"]

@@ -50,6 +50,7 @@ def decide(request, public_id):
     else:
         try:
             approval = approvals.decide(approval, user=request.user, approve=form.approve, always=form.always,
+                                        minutes=form.cleaned_data["minutes"] if form.approve else None,
                                         reason=form.cleaned_data["reason"], now=timezone.now())
         except approvals.ApprovalError as exc:
             error = str(exc)

@@ -7,7 +7,8 @@ endpoint); `settle()` records the outcome and gives reservations back when the u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -15,7 +16,7 @@ from django.db import connection, transaction
 from gateway import grants, policies, tokens
 from gateway.calls import approvals, audit, continuations, dispatched, prepared, ratelimit, shadowing
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, ShadowPolicy, Tool
-from gateway.policy import Decision, Facts, Policy, Reservation, evaluate, limit_message, parse_policy
+from gateway.policy import Decision, Facts, Policy, Reservation, escalated, evaluate, limit_message, parse_policy
 from gateway.policy.dispatch import Shape
 from gateway.telemetry import tracing
 from gateway.tool_definitions import NEW_HELD
@@ -132,16 +133,21 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
                         "portcullis.refusal": decision.refusal})
     if request_state is not None:
         return _continue(base, decision, version, grant, request_state, now)
-    if decision.action == "approve" and decision.refusal is None:
+    def held_for(held: Decision) -> Admission:
         # Model instances only here: the approval rows refer to them.
         tool = Tool(id=tool_id, server_id=server.pk, name=base["tool_name"], risk_category=category,
                     risk_level=level, definition_hash=tool_hash)
-        admission = _approval_needed(base, decision, version, Grant(id=grant.pk, name=grant.name), tool, now)
+        return _approval_needed(base, held, version, Grant(id=grant.pk, name=grant.name), tool, now)
+
+    if decision.action == "approve" and decision.refusal is None:
+        admission = held_for(decision)
     elif not decision.allowed:
         admission = _refuse(base, decision.action, decision.refusal or "policy", decision.message, decision.rule,
                             version, grant)
-    else:
-        admission = _reserve_and_open(base, decision, version, grant, now)
+    else:  # a limit that says on_exceed: approve holds the call for a person instead of refusing it
+        admission = _reserve_and_open(base, decision, version, grant, now,
+                                      escalate=lambda full: held_for(escalated(full, decision.reservations,
+                                                                               decision.approvers)))
     if shadow is not None:  # a draft tried on live calls: decided again, never enforced
         shadowing.observe(shadow, facts, shadowing.actual_kind(admission.forward, admission.held is not None,
                                                                 admission.refusal), admission.call_id, grant.name,
@@ -224,10 +230,12 @@ def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool
     binding = approvals.Binding(grant=grant, server=base["server"], tool=tool, argument_hash=base["argument_hash"],
                                 arguments=audit.stored_arguments(base["arguments"], base["argument_hash"],
                                                                  base["secret_paths"]),
-                                policy_version_id=version, rule=decision.rule)
+                                policy_version_id=version, rule=decision.rule, why=decision.reason,
+                                approvers=decision.approvers)
     approved = approvals.claim_approved(binding, now)
     if approved is not None:
-        admission = _reserve_and_open(base, decision, version, grant, now, approval=approved)
+        admission = _reserve_and_open(dict(base, reason=approvals.approved_text(approved.pk)), decision, version,
+                                      grant, now, approval=approved)
         if not admission.forward:  # a limit refused it: the person's approval is not spent on nothing
             Approval.objects.filter(pk=approved.pk, state=Approval.State.USED).update(state=Approval.State.APPROVED)
         return admission
@@ -245,19 +253,26 @@ def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool
 
 
 def release(admission: Admission, now: datetime) -> Admission:
-    """The held call's approval was given: reserve its counters, take the approval (exactly once), forward."""
+    """The held call's approval was given: reserve its counters, take the approval (exactly once), forward. A
+    counter whose limit escalates to a person (`on_exceed: approve`) and that filled meanwhile is passed over:
+    the person's approval is what lets this call past it."""
     approval = admission.held
-    full = ratelimit.reserve(admission.reservations)
+    reservations = admission.reservations
+    while (full := ratelimit.reserve(reservations)) is not None and getattr(full, "on_exceed", "") == "approve":
+        reservations = tuple(r for r in reservations if r.key != full.key)
+    admission = replace(admission, reservations=reservations)
     if full is not None:
         message = limit_message(full, now.timestamp())
         _close_refused(admission.call_id, "limit", message, now)
         return Admission(admission.call_id, False, message, grant_id=admission.grant_id)
-    if not Approval.objects.filter(pk=approval.pk, state=Approval.State.APPROVED).update(state=Approval.State.USED):
+    if not approvals.take(approval, now):
         ratelimit.release(admission.reservations)
         message = (f"approval {approval.public_id} was already used by an identical call; "
                    "call again to ask for a new approval")
         _close_refused(admission.call_id, "approval", message, now)
         return Admission(admission.call_id, False, message, grant_id=admission.grant_id)
+    if admission.call_id is not None:  # the audit row names who approved (both people, when two must)
+        audit.note_reason(admission.call_id, approvals.approved_text(approval.pk))
     return Admission(admission.call_id, True, "", admission.reservations, admission.grant_id, held=approval)
 
 
@@ -272,33 +287,46 @@ def _close_refused(call_id: int | None, refusal: str, message: str, now: datetim
 
 
 def _reserve_and_open(base: dict, decision: Decision, version, grant: grants.CallGrant | Grant, now: datetime,
-                      approval: Approval | None = None) -> Admission:
+                      approval: Approval | None = None,
+                      escalate: Callable[[Reservation], Admission] | None = None) -> Admission:
     """Counters and the audit row in one transaction: one commit, and a failed audit write takes the
-    reservation back with it (nothing is forwarded, so nothing is consumed)."""
+    reservation back with it (nothing is forwarded, so nothing is consumed). A full counter whose limit escalates
+    (`on_exceed: approve`) holds the call for a person (`escalate`); under a person's approval it is passed over."""
     reservations = decision.reservations
+    while True:
+        try:
+            return _open_reserving(base, decision, reservations, version, grant, approval)
+        except ratelimit.Full as exc:
+            full = exc.reservation
+            if full.on_exceed == "approve" and approval is not None:
+                reservations = tuple(r for r in reservations if r.key != full.key)
+                continue
+            if full.on_exceed == "approve" and escalate is not None:
+                return escalate(full)
+            message = limit_message(full, now.timestamp())
+            return _refuse(base, Call.Decision.DENY, "limit", message, full.rule, version, grant,
+                           counters=[full.key])
+        except audit.AuditUnavailable as exc:
+            return Admission(None, False, str(exc), grant_id=grant.pk)
+
+
+def _open_reserving(base: dict, decision: Decision, reservations: tuple, version, grant, approval) -> Admission:
     row = dict(base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW, rule=decision.rule,
                policy_version_id=version, approval=approval, counters=[r.key for r in reservations],
                outcome=Call.Outcome.PENDING)
-    try:
-        if not reservations:
+    if not reservations:
+        call_id = audit.open_row(**row)
+    elif len(reservations) == 1 and connection.vendor == "postgresql":
+        # One statement: a busy counter's row lock is never held across a round trip (or the GIL).
+        only = reservations[0]
+        call_id = audit.open_row_reserving(ratelimit.RESERVE_SQL, [only.key, only.window_end, only.max], **row)
+        if call_id is None:
+            raise ratelimit.Full(only)
+    else:
+        with transaction.atomic():
+            ratelimit.take(reservations)
             call_id = audit.open_row(**row)
-        elif len(reservations) == 1 and connection.vendor == "postgresql":
-            # One statement: a busy counter's row lock is never held across a round trip (or the GIL).
-            only = reservations[0]
-            call_id = audit.open_row_reserving(ratelimit.RESERVE_SQL, [only.key, only.window_end, only.max], **row)
-            if call_id is None:
-                raise ratelimit.Full(only)
-        else:
-            with transaction.atomic():
-                ratelimit.take(reservations)
-                call_id = audit.open_row(**row)
-    except ratelimit.Full as exc:
-        message = limit_message(exc.reservation, now.timestamp())
-        return _refuse(base, Call.Decision.DENY, "limit", message, exc.reservation.rule, version, grant,
-                       counters=[exc.reservation.key])
-    except audit.AuditUnavailable as exc:
-        return Admission(None, False, str(exc), grant_id=grant.pk)
-    return Admission(call_id, True, "", decision.reservations, grant.pk)
+    return Admission(call_id, True, "", reservations, grant.pk)
 
 
 def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, version,

@@ -47,6 +47,11 @@ class Binding:
     arguments: dict  # redacted
     policy_version_id: int | None
     rule: str
+    why: str = ""  # why it is held, when not just an approve rule (a limit reached)
+    approvers: int = 1
+
+
+MINUTES_CHOICES = (15, 60, 240)  # "these exact arguments for the next N minutes"
 
 
 def _binding_filter(b: Binding) -> Q:
@@ -58,17 +63,39 @@ def _still_valid(approval: Approval, b: Binding) -> bool:
 
 
 def claim_approved(b: Binding, now: datetime) -> Approval | None:
-    """An approved, unused, still-valid approval for exactly this call, marked used (exactly once), or None."""
+    """An approved, still-valid approval for exactly this call: one for this call once, marked used (exactly once),
+    or one for these exact arguments until a time, which stays approved until then. None if there is none."""
     candidates = Approval.objects.filter(_binding_filter(b), state=Approval.State.APPROVED, expires_at__gt=now)
-    for approval in candidates.order_by("decided_at"):
+    for approval in candidates.select_related("decided_by", "first_approved_by").order_by("decided_at"):
         if not _still_valid(approval, b):
             void(approval, "the policy or the tool's definition changed since it was approved", now)
+            continue
+        if approval.approved_until is not None:
+            if approval.approved_until > now:
+                return approval
             continue
         if Approval.objects.filter(pk=approval.pk, state=Approval.State.APPROVED).update(
                 state=Approval.State.USED):
             approval.state = Approval.State.USED
             return approval
     return None
+
+
+def take(approval: Approval, now: datetime) -> bool:
+    """A held call's approval was given: take it for this call. Once: exactly one call takes it (a conditional
+    update); for N minutes: it must still be in its time."""
+    if Approval.objects.filter(pk=approval.pk, state=Approval.State.APPROVED, approved_until__gt=now).exists():
+        return True
+    return bool(Approval.objects.filter(pk=approval.pk, state=Approval.State.APPROVED,
+                                        approved_until__isnull=True).update(state=Approval.State.USED))
+
+
+def approved_text(approval_id: int) -> str:
+    """What the audit row of a call that ran on an approval says: who approved it."""
+    approval = Approval.objects.select_related("decided_by", "first_approved_by").get(pk=approval_id)
+    until = (f", for identical calls until {approval.approved_until:%H:%M} UTC" if approval.approved_until
+             else "")
+    return f"approved by {approval.approvers_text or 'an operator'} (approval {approval.public_id}{until})"
 
 
 def pending_for(b: Binding, now: datetime) -> Approval:
@@ -90,7 +117,8 @@ def pending_for(b: Binding, now: datetime) -> Approval:
         approval = Approval.objects.create(
             public_id=secrets.token_hex(8), grant=b.grant, server=b.server, tool=b.tool, tool_name=b.tool.name,
             argument_hash=b.argument_hash, arguments=b.arguments, policy_version_id=b.policy_version_id,
-            tool_hash=b.tool.definition_hash, rule=b.rule, created_at=now,
+            tool_hash=b.tool.definition_hash, rule=b.rule, created_at=now, why=b.why,
+            approvers_needed=max(1, b.approvers),
             expires_at=now + timedelta(seconds=settings.PORTCULLIS_APPROVAL_TTL_S))
     publish(approval)
     return approval
@@ -110,9 +138,11 @@ def expire_overdue(now: datetime) -> int:
 
 
 def decide(approval: Approval, *, user, approve: bool, reason: str = "", always: bool = False,
-           now: datetime) -> Approval:
-    """A signed-in person's decision. `always` also allows this tool for this grant from now on, as a new
-    version of the grant's own policy (visible in the history)."""
+           minutes: int | None = None, now: datetime) -> Approval:
+    """A signed-in person's decision. `minutes` approves every identical call (same grant, tool and arguments) for
+    that long; `always` also allows this tool for this grant from now on, as a new version of the grant's own
+    policy (visible in the history). An approval that needs two people waits after the first one's ("1 of 2"):
+    only a different person's approval completes it; either may deny."""
     if user is None or not getattr(user, "is_authenticated", False):
         raise ApprovalError("only a signed-in person can decide an approval")
     if approval.expires_at <= now:
@@ -120,10 +150,26 @@ def decide(approval: Approval, *, user, approve: bool, reason: str = "", always:
         raise ApprovalError(f"approval {approval.public_id} has expired; the agent must call again")
     if not approve and not reason.strip():
         raise ApprovalError("say why the call is denied: the agent reads the reason")
-    state = Approval.State.APPROVED if approve else Approval.State.DENIED
+    if minutes is not None and minutes not in MINUTES_CHOICES:
+        raise ApprovalError(f"choose {', '.join(map(str, MINUTES_CHOICES))} minutes")
     with transaction.atomic():
-        updated = Approval.objects.filter(pk=approval.pk, state=Approval.State.PENDING).update(
-            state=state, decided_by=user, decided_at=now, reason=reason.strip()[:2000])
+        if approve and approval.approvers_needed > 1:
+            current = Approval.objects.select_for_update().get(pk=approval.pk)
+            if current.state == Approval.State.PENDING and current.first_approved_by_id is None:
+                Approval.objects.filter(pk=approval.pk, state=Approval.State.PENDING,
+                                        first_approved_by__isnull=True).update(first_approved_by=user,
+                                                                                first_approved_at=now)
+                approval.refresh_from_db()
+                transaction.on_commit(lambda: publish(approval))
+                return approval
+            if current.state == Approval.State.PENDING and current.first_approved_by_id == user.pk:
+                raise ApprovalError("you already approved this call: a second, different person must approve it")
+        state = Approval.State.APPROVED if approve else Approval.State.DENIED
+        fields = {"state": state, "decided_by": user, "decided_at": now, "reason": reason.strip()[:2000]}
+        if approve and minutes is not None:
+            fields["approved_until"] = now + timedelta(minutes=minutes)
+            fields["expires_at"] = fields["approved_until"]
+        updated = Approval.objects.filter(pk=approval.pk, state=Approval.State.PENDING).update(**fields)
         if not updated:
             approval.refresh_from_db()
             raise ApprovalError(f"approval {approval.public_id} was already {approval.state}")

@@ -238,7 +238,20 @@ def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int
                                                "finished_at": now})
     prepared.fetchone(sql, [outcome, latency_ms, result_size, error, connection.ops.adapt_datetimefield_value(now),
                             seal, call_id])
-    transaction.on_commit(lambda: metrics.call_recorded(*labels, outcome))
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: metrics.call_recorded(*labels, outcome))
+    else:
+        metrics.call_recorded(*labels, outcome)
+
+
+def note_reason(call_id: int, reason: str) -> None:
+    """A pending row's reason, rewritten before it settles (a held call released: who approved it). The outcome
+    digest, written at settlement, covers it."""
+    reason = stored_text(redact_text(reason))
+    Call.objects.filter(pk=call_id, outcome=Call.Outcome.PENDING).update(reason=reason)
+    known = _OPEN.get(call_id)
+    if known is not None:
+        _OPEN[call_id] = (known[0], known[1], reason, known[3])
 
 
 def settle_rows(rows, *, now: datetime, outcome: str, error: str | None = None, refusal: str | None = None,

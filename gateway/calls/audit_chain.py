@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 # The columns a row's digest covers (its admission), and those its outcome digest covers (its settlement).
 # Foreign keys (grant, server, policy version, approval) are not covered: deleting a grant or a server clears them
@@ -41,11 +41,29 @@ ADMISSION = ("created_at", "grant_name", "server_slug", "tool_name", "via", "arg
 SETTLEMENT = ("outcome", "refusal", "reason", "error", "latency_ms", "result_size", "finished_at")
 
 
+_KEYED: dict[tuple[str, str], tuple[bytes, object]] = {}
+
+
+def _keyed() -> tuple[bytes, object]:
+    """(the key, an HMAC object keyed with it to copy), computed once per key."""
+    configured, secret = getattr(settings, "PORTCULLIS_AUDIT_KEY", ""), settings.SECRET_KEY
+    found = _KEYED.get((configured, secret))
+    if found is None:
+        raw = configured.encode() if configured else hashlib.sha256(
+            b"portcullis audit chain\x00" + secret.encode()).digest()
+        found = _KEYED[(configured, secret)] = (raw, hmac.new(raw, digestmod=hashlib.sha256))
+    return found
+
+
 def key() -> bytes:
-    configured = getattr(settings, "PORTCULLIS_AUDIT_KEY", "")
-    if configured:
-        return configured.encode()
-    return hashlib.sha256(b"portcullis audit chain\x00" + settings.SECRET_KEY.encode()).digest()
+    return _keyed()[0]
+
+
+def _mac(*parts: bytes) -> str:
+    mac = _keyed()[1].copy()
+    for part in parts:
+        mac.update(part)
+    return mac.hexdigest()
 
 
 def key_id() -> str:
@@ -55,7 +73,7 @@ def key_id() -> str:
 
 def genesis(chain: str) -> str:
     """The 'previous digest' of a chain's first row."""
-    return hmac.new(key(), b"genesis\x00" + chain.encode(), hashlib.sha256).hexdigest()
+    return _mac(b"genesis\x00", chain.encode())
 
 
 def _value(value: object) -> object:
@@ -64,18 +82,19 @@ def _value(value: object) -> object:
     return value
 
 
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _canonical(values: dict, columns: tuple[str, ...]) -> bytes:
-    return json.dumps([_value(values.get(c)) for c in columns], sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+    return _dumps([_value(values.get(c)) for c in columns]).encode()
 
 
 def row_digest(previous: str, values: dict) -> str:
-    return hmac.new(key(), previous.encode() + b"\x00" + _canonical(values, ADMISSION), hashlib.sha256).hexdigest()
+    return _mac(previous.encode(), b"\x00", _canonical(values, ADMISSION))
 
 
 def outcome_digest(digest: str, values: dict) -> str:
-    return hmac.new(key(), b"outcome\x00" + digest.encode() + b"\x00" + _canonical(values, SETTLEMENT),
-                    hashlib.sha256).hexdigest()
+    return _mac(b"outcome\x00", digest.encode(), b"\x00", _canonical(values, SETTLEMENT))
 
 
 @dataclass
@@ -122,7 +141,10 @@ def link(values: dict) -> tuple[Head, int, str]:
 
 def committed(head: Head, seq: int, digest: str) -> None:
     """The row is written: its chain advances when its transaction commits (at once outside a transaction)."""
-    transaction.on_commit(lambda: head.advance(seq, digest))
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: head.advance(seq, digest))
+    else:
+        head.advance(seq, digest)
 
 
 def heads() -> list[Head]:

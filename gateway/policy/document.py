@@ -35,9 +35,11 @@ TOP_FIELDS = ("version", "default", "show_denied", "on_deny", "hide", "all_tools
 READ_KINDS = ("resources", "prompts")
 READ_ACTIONS = ("allow", "deny")
 READ_RULE_FIELDS = ("action", "on_deny")
-RULE_FIELDS = ("action", "on_deny", "require", "deny_if", "arguments", "limits")
+RULE_FIELDS = ("action", "on_deny", "require", "deny_if", "arguments", "limits", "approvers")
+MAX_APPROVERS = 3
 RULE_ALIASES = ("reason", "rate_limit")
-LIMIT_FIELDS = ("counter", "window", "max", "scope")
+LIMIT_FIELDS = ("counter", "window", "max", "scope", "on_exceed")
+ON_EXCEED = ("deny", "approve")
 PREDICATE_FIELDS = ("path", "op", "value")
 ARGUMENTS_FIELDS = ("properties", "required", "forbidden")
 PROPERTY_FIELDS = ("type", "enum", "const", "pattern", "minimum", "maximum", "maxLength")
@@ -115,6 +117,7 @@ class Limit:
     max: int
     scope: str
     pointer: str  # canonical pointer, e.g. "/tools/x/limits/0"
+    on_exceed: str = "deny"  # "approve": a call past the limit waits for a person instead of being refused
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class Rule:
     deny_if: tuple[Predicate, ...] = ()
     arguments: ArgSchema | None = None
     limits: tuple[Limit, ...] = ()
+    approvers: int = 1  # different people who must approve a call this rule holds (or a limit escalates)
 
 
 @dataclass(frozen=True)
@@ -479,9 +483,13 @@ def _parse_limit(
     scope = raw.get("scope", "grant")
     if scope not in SCOPES:
         problems.add(pointer_join(pointer, "scope"), 'scope must be "grant", "server", "global" or "session"')
+    on_exceed = raw.get("on_exceed", "deny")
+    if on_exceed not in ON_EXCEED:
+        problems.add(pointer_join(pointer, "on_exceed"),
+                     'on_exceed must be "deny" (refuse the call) or "approve" (hold it for a person)')
     if problems.since(mark):
         return None
-    limit = Limit(counter, window, maximum, scope, canonical)
+    limit = Limit(counter, window, maximum, scope, canonical, on_exceed)
     windows.check(limit, pointer, problems)
     return limit
 
@@ -697,9 +705,18 @@ def _parse_rule(raw: Any, pointer: str, key: str, problems: _Problems, windows: 
     if "arguments" in raw:
         arguments = _parse_arguments(raw["arguments"], pointer_join(pointer, "arguments"), problems)
     limits = _parse_rule_limits(raw, pointer, key, problems, windows)
+    approvers = raw.get("approvers", 1)
+    if "approvers" in raw:
+        if isinstance(approvers, bool) or not isinstance(approvers, int) or not 1 <= approvers <= MAX_APPROVERS:
+            problems.add(pointer_join(pointer, "approvers"),
+                         f"approvers must be a whole number from 1 to {MAX_APPROVERS} (different people)")
+        elif approvers > 1 and action in ("deny", "hide"):
+            problems.add(pointer_join(pointer, "approvers"),
+                         "approvers applies to calls held for approval: an approve rule, or a limit with "
+                         "on_exceed: approve")
     if problems.since(mark):
         return None
-    return Rule(key, pointer, action, on_deny, require, deny_if, arguments, tuple(limits))
+    return Rule(key, pointer, action, on_deny, require, deny_if, arguments, tuple(limits), approvers)
 
 
 def _parse_rule_map(doc: dict, name: str, problems: _Problems, windows: _CounterWindows) -> tuple[Rule, ...]:
@@ -820,7 +837,10 @@ def canonical_json(doc: dict) -> str:
 
 def _export_limit(limit: Limit) -> dict:
     window: int | str = WINDOW_NAMES.get(limit.window, limit.window)
-    return {"counter": limit.counter, "window": window, "max": limit.max, "scope": limit.scope}
+    exported = {"counter": limit.counter, "window": window, "max": limit.max, "scope": limit.scope}
+    if limit.on_exceed != "deny":
+        exported["on_exceed"] = limit.on_exceed
+    return exported
 
 
 def _export_predicate(pred: Predicate) -> dict:
@@ -867,6 +887,8 @@ def _export_rule(rule: Rule) -> dict:
         out["arguments"] = _export_arguments(rule.arguments)
     if rule.limits:
         out["limits"] = [_export_limit(lim) for lim in rule.limits]
+    if rule.approvers > 1:
+        out["approvers"] = rule.approvers
     return out
 
 

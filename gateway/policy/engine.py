@@ -69,6 +69,7 @@ class Reservation:
     window_start: int
     window_end: int
     rule: str
+    on_exceed: str = "deny"  # "approve": past max, the call waits for a person instead of being refused
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Decision:
     rule: str
     reservations: tuple[Reservation, ...] = ()
     retry_after: int | None = None
+    approvers: int = 1  # different people who must approve, when the call is held for approval
 
     @property
     def allowed(self) -> bool:
@@ -422,7 +424,8 @@ def reservation(limit: Limit, facts: Facts, now: float) -> Reservation:
     window = limit.window
     start = int(now // window) * window
     key = f"{limit.counter}|{limit.scope}|{_scope_id(limit.scope, facts)}|{window}|{start}"
-    return Reservation(key, limit.counter, limit.scope, limit.max, window, start, start + window, limit.pointer)
+    return Reservation(key, limit.counter, limit.scope, limit.max, window, start, start + window, limit.pointer,
+                       limit.on_exceed)
 
 
 def reservations_for(rule: Rule, policy: Policy, facts: Facts, now: float) -> tuple[Reservation, ...]:
@@ -433,7 +436,9 @@ def reservations_for(rule: Rule, policy: Policy, facts: Facts, now: float) -> tu
     for limit in rule.limits + policy.all_limits:
         res = reservation(limit, facts, now)
         prior = by_key.get(res.key)
-        if prior is None or res.max < prior.max:  # one shared counter: the stricter max wins
+        # One shared counter: the stricter max wins; on equal maxes, refusing is stricter than escalating.
+        if prior is None or res.max < prior.max or (res.max == prior.max and res.on_exceed == "deny"
+                                                    and prior.on_exceed != "deny"):
             by_key[res.key] = res
     return tuple(by_key[key] for key in sorted(by_key))
 
@@ -461,13 +466,33 @@ def _exhausted(reservations: tuple[Reservation, ...], counters: Mapping[str, int
 
 
 def _apply_limits(rule: Rule, policy: Policy, facts: Facts, counters: Mapping[str, int], now: float) -> Decision:
-    """Step 5: refuse on an exhausted counter, else allow/approve with reservations."""
+    """Step 5: refuse on an exhausted counter (or, where the limit says `on_exceed: approve` and every exhausted
+    counter says so, hold the call for a person), else allow/approve with reservations."""
     reservations = reservations_for(rule, policy, facts, now)
-    worst = _exhausted(reservations, counters, now)
+    refusing = tuple(r for r in reservations if r.on_exceed != "approve")
+    worst = _exhausted(refusing, counters, now)
     if worst is not None:
         message = limit_message(worst, now)
         return Decision("deny", "limit", message, message, worst.rule, (), retry_after(worst, now))
-    return Decision(rule.action, None, "", "", rule.pointer, reservations)
+    escalating = tuple(r for r in reservations if r.on_exceed == "approve")
+    worst = _exhausted(escalating, counters, now)
+    if worst is not None:
+        full = {r.key for r in escalating if counters.get(r.key, 0) >= r.max}
+        return escalated(worst, tuple(r for r in reservations if r.key not in full), rule.approvers)
+    return Decision(rule.action, None, "", "", rule.pointer, reservations, approvers=rule.approvers)
+
+
+def escalated(full: Reservation, reservations: tuple[Reservation, ...], approvers: int = 1) -> Decision:
+    """A call past a limit that escalates: held for a person's approval, reserving every other counter (a full
+    one cannot count it; the person's approval is what lets this one call past)."""
+    message = escalation_message(full)
+    kept = tuple(r for r in reservations if r.key != full.key)
+    return Decision("approve", None, message, message, full.rule, kept, approvers=approvers)
+
+
+def escalation_message(res: Reservation) -> str:
+    return (f"rate limit {res.counter} reached ({res.max} per {_window_text(res.window)}): this call waits for a "
+            "person's approval")
 
 
 # ---------------------------------------------------------------- entry points

@@ -332,6 +332,10 @@ SCHEMA_CASES = [
 # ------------------------------------------------------------------ validation problems
 # (id, document, expected pointer, fragment of the message)
 VALIDATION_CASES = [
+    ("on-exceed-unknown", doc(tools={"x": {"limits": [{**limit("c"), "on_exceed": "queue"}]}}),
+     "/tools/x/limits/0/on_exceed", 'on_exceed must be "deny"'),
+    ("on-exceed-not-string", doc(tools={"x": {"limits": [{**limit("c"), "on_exceed": True}]}}),
+     "/tools/x/limits/0/on_exceed", 'on_exceed must be "deny"'),
     ("not-an-object", ["version"], "", "must be a JSON object"),
     ("missing-version", {"default": "deny"}, "/version", "missing"),
     ("bad-version-number", {"version": 1, "default": "deny"}, "/version", "only \"1\""),
@@ -585,6 +589,35 @@ ALIAS_CASES = [
     ("rule-keys-reordered", "x",
      {"limits": [limit("c")], "deny_if": [{"path": "args", "op": "exists", "value": False}], "action": "approve"},
      {"action": "approve", "deny_if": [{"path": "args", "op": "exists", "value": False}], "limits": [limit("c")]}),
+]
+
+# ------------------------------------------------------------------ on_exceed
+# (id, tool x's rule, calls already counted per counter, expected (action, refusal, rule pointer, counters reserved))
+def _esc(counter: str, max: int = 10, on_exceed: str = "approve", window: str = "minute") -> dict:
+    return {**limit(counter, window, max), "on_exceed": on_exceed}
+
+
+ESCALATION_CASES = [
+    ("under-the-limit-allows", {"limits": [_esc("b")]}, {"b": 9}, ("allow", None, "/tools/x", ["b"])),
+    ("at-the-limit-escalates", {"limits": [_esc("b")]}, {"b": 10}, ("approve", None, "/tools/x/limits/0", [])),
+    ("past-the-limit-escalates", {"limits": [_esc("b")]}, {"b": 12}, ("approve", None, "/tools/x/limits/0", [])),
+    ("other-counters-still-reserved", {"limits": [_esc("b"), limit("h", "hour", 100)]}, {"b": 10, "h": 3},
+     ("approve", None, "/tools/x/limits/0", ["h"])),
+    ("a-refusing-counter-wins", {"limits": [_esc("b"), limit("h", "hour", 5)]}, {"b": 10, "h": 5},
+     ("deny", "limit", "/tools/x/limits/1", [])),
+    ("deny-is-the-default", {"limits": [limit("b")]}, {"b": 10}, ("deny", "limit", "/tools/x/limits/0", [])),
+    ("explicit-deny", {"limits": [_esc("b", on_exceed="deny")]}, {"b": 10},
+     ("deny", "limit", "/tools/x/limits/0", [])),
+    ("shared-counter-equal-max-deny-wins", {"limits": [_esc("b"), _esc("b", on_exceed="deny")]}, {"b": 10},
+     ("deny", "limit", "/tools/x/limits/1", [])),
+    ("shared-counter-stricter-max-wins", {"limits": [_esc("b", max=5), _esc("b", max=10, on_exceed="deny")]},
+     {"b": 5}, ("approve", None, "/tools/x/limits/0", [])),
+    ("approve-rule-past-limit-still-approve", {"action": "approve", "limits": [_esc("b")]}, {"b": 10},
+     ("approve", None, "/tools/x/limits/0", [])),
+    ("approve-rule-under-limit", {"action": "approve", "limits": [_esc("b")]}, {"b": 1},
+     ("approve", None, "/tools/x", ["b"])),
+    ("two-escalating-exhausted", {"limits": [_esc("b"), _esc("h", max=3, window="hour")]}, {"b": 10, "h": 3},
+     ("approve", None, "/tools/x/limits/1", [])),
 ]
 
 # ------------------------------------------------------------------ retry arithmetic

@@ -519,6 +519,8 @@ def rules(draw: st.DrawFn, key: str) -> dict:
     if draw(st.booleans()):
         rule["limits"] = [limit(draw(st.sampled_from(["c1", "c2"])), "minute", draw(st.integers(1, 3)),
                                 draw(st.sampled_from(P.SCOPES)))]
+        if draw(st.booleans()):
+            rule["limits"][0]["on_exceed"] = draw(st.sampled_from(["deny", "approve"]))
     return rule
 
 
@@ -775,3 +777,26 @@ def test_it_imports_only_the_standard_library(module: str) -> None:
     assert not names & FORBIDDEN_MODULES
     assert names <= set(sys.stdlib_module_names) | {"__future__"}, names - set(sys.stdlib_module_names)
 
+
+
+# ------------------------------------------------------------------ on_exceed: approve
+
+
+@pytest.mark.parametrize("case", C.ESCALATION_CASES, ids=ids(C.ESCALATION_CASES))
+def test_a_limit_escalates_or_refuses_as_on_exceed_says(case: tuple) -> None:
+    _, rule, used, expected = case
+    document = doc(tools={"x": rule})
+    keys = {r.counter: r.key for r in decide(document, "x").reservations}
+    decision = decide(document, "x", {}, {keys[name]: n for name, n in used.items()})
+    action, refusal, pointer, reserved = expected
+    assert (decision.action, decision.refusal, decision.rule) == (action, refusal, pointer)
+    assert sorted(r.counter for r in decision.reservations) == reserved
+    if action == "approve" and pointer.startswith("/tools/x/limits/"):
+        assert decision.message.startswith("rate limit ") and "waits for a person's approval" in decision.message
+
+
+def test_on_exceed_round_trips_and_is_written_only_when_it_escalates() -> None:
+    document = doc(tools={"x": {"limits": [dict(limit("a"), on_exceed="approve"), dict(limit("b"), on_exceed="deny")]}})
+    exported = export_policy(parse_policy(document))
+    assert exported["tools"]["x"]["limits"] == [dict(limit("a"), on_exceed="approve"), limit("b")]
+    assert export_policy(parse_policy(exported)) == exported

@@ -1,0 +1,96 @@
+"""A limit that escalates to a person instead of refusing (`on_exceed: approve`), end to end: a real gateway, the
+TrueNAS simulator (stdio), the SDK client. Ten `cloud_backup_run` calls in a minute run; the 11th is held, appears
+live on the approvals page in chromium, and runs once when a person approves it: the simulator's own counter says
+eleven ran, the counter stays at its max, and the audit row names the approver."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+import threading
+
+import httpx2
+import pytest
+from django.core.management import call_command
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from gateway import policies
+from gateway.grants import create_grant
+from gateway.models import Approval, Call, Counter, Server
+from tests.browser.test_approval_e2e import PASSWORD, sign_in
+from tests.conftest import start_gateway, stop
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+HOLD_S = 40
+LIVE_MS = 10_000
+POLICY = {"version": "1", "default": "deny", "resources": {"truenas://debug/*": {}},
+          "tools": {"cloud_backup_run": {"limits": [{"counter": "backups", "window": "hour", "max": 10,
+                                                     "scope": "grant", "on_exceed": "approve"}]}}}
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    running = start_gateway(tmp_path, {"PORTCULLIS_APPROVAL_HOLD_S": str(HOLD_S)})
+    yield running
+    stop(running.proc)
+
+
+@pytest.fixture
+def token(gateway, worker, django_user_model):
+    django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True)
+
+    def prepare():
+        server = Server.objects.create(slug="truenas", name="TrueNAS", transport="stdio",
+                                       command=[sys.executable, "-m", "truenas_sim"])
+        call_command("refresh_tools", "truenas", stdout=io.StringIO())
+        policies.apply(server, POLICY, actor="test")
+        return create_grant("agent", [server], None).token
+
+    return worker.submit(prepare).result(timeout=60)
+
+
+def agent(gateway, token: str, box: list, held: threading.Event) -> threading.Thread:
+    """One session: ten backups, then the 11th (held until a person decides), then the simulator's own count."""
+
+    async def go():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=HOLD_S + 30)
+        async with Client(streamable_http_client(gateway.url("truenas"), http_client=http), mode="legacy",
+                          cache=None) as c:
+            first = [await c.call_tool("cloud_backup_run", {"id": 1}) for _ in range(10)]
+            held.set()
+            eleventh = await c.call_tool("cloud_backup_run", {"id": 1})
+            report = await c.read_resource("truenas://debug/calls")
+            return first, eleventh, json.loads(report.contents[0].text)["counts"]
+
+    thread = threading.Thread(target=lambda: box.append(asyncio.run(asyncio.wait_for(go(), HOLD_S + 90))))
+    thread.start()
+    return thread
+
+
+def test_the_11th_call_waits_for_a_person_and_runs_once_when_approved(gateway, token, page, shoot):
+    sign_in(page, gateway.base)
+    box, held = [], threading.Event()
+    thread = agent(gateway, token, box, held)
+    card = "#approvals-pending article.approval"
+    page.wait_for_selector(card, timeout=30_000)  # appeared without a reload
+    assert held.is_set()
+    text = page.text_content(card)
+    assert "cloud_backup_run" in text
+    shoot(page, "16-escalation-01-held")
+    page.click(f"{card} button[value=approve]")
+    thread.join(HOLD_S + 60)
+    first, eleventh, counts = box[0]
+    assert all(not r.is_error for r in first)
+    assert not eleventh.is_error, eleventh.content[0].text
+    assert counts["cloud_backup_run"] == 11  # the upstream ran it once more, once
+    rows = list(Call.objects.filter(tool_name="cloud_backup_run").order_by("id"))
+    assert [r.outcome for r in rows] == ["ok"] * 11 and [r.decision for r in rows] == ["allow"] * 10 + ["approve"]
+    assert rows[-1].rule == "/tools/cloud_backup_run/limits/0" and rows[-1].approval.decided_by.username == "operator"
+    assert rows[-1].approval.state == "used" and Approval.objects.count() == 1
+    assert Counter.objects.get().n == 10  # the counter was never pushed past its max
+    page.wait_for_selector("#approvals-history article.approval", timeout=LIVE_MS)
+    shoot(page, "16-escalation-02-approved")
