@@ -94,3 +94,65 @@ def test_the_11th_call_waits_for_a_person_and_runs_once_when_approved(gateway, t
     assert Counter.objects.get().n == 10  # the counter was never pushed past its max
     page.wait_for_selector("#approvals-history article.approval", timeout=LIVE_MS)
     shoot(page, "16-escalation-02-approved")
+
+
+TWO_PEOPLE = {"version": "1", "default": "deny", "risk": {"critical": {"action": "approve", "approvers": 2}},
+              "tools": {"dataset_create": {"action": "approve", "approvers": 2}}}
+
+
+def sign_in_as(page, base: str, name: str) -> None:
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/")
+    page.goto(f"{base}/approvals/")
+    page.wait_for_selector("body[data-live-state=open]", timeout=LIVE_MS)
+
+
+def test_two_people_must_approve_and_the_same_person_twice_does_not_release(gateway, token, page, browser,
+                                                                             shoot, django_user_model, worker):
+    def two_people():
+        django_user_model.objects.create_user("second", password=PASSWORD, is_staff=True)
+        policies.apply(Server.objects.get(slug="truenas"), TWO_PEOPLE, actor="test")
+
+    worker.submit(two_people).result(timeout=30)
+    sign_in_as(page, gateway.base, "operator")
+    box: list = []
+
+    async def go():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=HOLD_S + 30)
+        async with Client(streamable_http_client(gateway.url("truenas"), http_client=http), mode="legacy",
+                          cache=None) as c:
+            return await c.call_tool("dataset_create", {"name": "tank/two-people"})
+
+    thread = threading.Thread(target=lambda: box.append(asyncio.run(asyncio.wait_for(go(), HOLD_S + 60))))
+    thread.start()
+    card = "#approvals-pending article.approval"
+    page.wait_for_selector(card, timeout=30_000)
+    assert "2 different people must approve" in page.text_content(card)
+    page.click(f"{card} button[value=approve]")
+    page.wait_for_selector(f"{card} .approvers strong", timeout=LIVE_MS)
+    assert "approved by operator" in page.text_content(f"{card} .approvers")
+    shoot(page, "16-two-people-01-first")
+    page.click(f"{card} button[value=approve]")  # the same person again: refused, still waiting
+    page.wait_for_selector(f"{card} .error", timeout=LIVE_MS)
+    assert "a second, different person must approve" in page.text_content(f"{card} .error")
+    assert thread.is_alive() and not box
+    shoot(page, "16-two-people-02-same-person-refused")
+
+    other = browser.new_context(viewport={"width": 390, "height": 844})  # the second person, on a phone
+    second = other.new_page()
+    try:
+        sign_in_as(second, gateway.base, "second")
+        second.wait_for_selector(card, timeout=LIVE_MS)
+        assert "Approve as second person" in second.text_content(card)
+        shoot(second, "16-two-people-03-second-person-phone")
+        second.click(f"{card} button[value=approve]")
+        thread.join(HOLD_S + 30)
+    finally:
+        other.close()
+    result = box[0]
+    assert not result.is_error and "tank/two-people" in result.content[0].text
+    row = worker.submit(lambda: Call.objects.get(tool_name="dataset_create")).result(timeout=10)
+    assert row.outcome == "ok" and row.reason.startswith("approved by operator and second (approval ")
