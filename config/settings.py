@@ -177,6 +177,17 @@ PORTCULLIS_CONNECTIONS_PER_CLIENT = env_int("PORTCULLIS_CONNECTIONS_PER_CLIENT",
 PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES", 16 * 1024 * 1024,
                                                 minimum=1024)
 # How long a held call waits for a person before the agent is told to call again.
+# Notifications (gateway/notify/): seconds before each retry of a delivery that failed (then it is given up).
+PORTCULLIS_NOTIFY_RETRY_S = [int(v) for v in env_list("PORTCULLIS_NOTIFY_RETRY_S", ["5", "30", "120", "600", "1800"])]
+# Email notifications go through Django's email framework; the SMTP server comes from the environment.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "portcullis@localhost")
 PORTCULLIS_APPROVAL_HOLD_S = env_int("PORTCULLIS_APPROVAL_HOLD_S", 45, minimum=1)
 # How long an approval stays usable.
 PORTCULLIS_APPROVAL_TTL_S = env_int("PORTCULLIS_APPROVAL_TTL_S", 3600, minimum=60)

@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 from gateway import upstream_addresses
 from gateway.calls.call_log import KINDS
 from gateway.grants import GrantError, parse_duration
-from gateway.models import SLUG_VALIDATOR, Call, Server, Tool
+from gateway.models import SLUG_VALIDATOR, Call, NotificationChannel, Server, Tool
 from gateway.policy import RISK_CATEGORIES, RISK_LEVELS, SCOPES
 from gateway.stdio_rules import command_problem, env_problem, missing_program
 
@@ -395,3 +396,74 @@ class DecisionForm(forms.Form):
 
     def first_error(self) -> str:
         return next(iter(self.errors.values()))[0]
+
+
+class NotificationChannelForm(forms.Form):
+    """A notification channel: what it is, where it sends (write-only secrets), and what it is told about."""
+
+    name = forms.SlugField(max_length=100, help_text="A short name, e.g. ops-slack.",
+                           error_messages={"required": "give the channel a name",
+                                           "invalid": "use letters, digits, - and _ only"})
+    kind = forms.ChoiceField(choices=NotificationChannel.Kind.choices)
+    url = forms.CharField(required=False, max_length=2000, label="Webhook URL",
+                          widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+                          help_text="Kept encrypted and never shown again; leave empty to keep the current one.")
+    signing_secret = forms.CharField(required=False, max_length=500, label="Signing secret",
+                                     widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+                                     help_text="JSON webhooks only: at least 16 characters. Each message carries "
+                                               "X-Portcullis-Timestamp and X-Portcullis-Signature (sha256= HMAC of "
+                                               "the timestamp, a dot and the body). Leave empty to keep it.")
+    recipients = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                                 help_text="Email only: one address per line (the SMTP server is set in the "
+                                           "environment: EMAIL_HOST, EMAIL_PORT, …).")
+    events = forms.MultipleChoiceField(choices=NotificationChannel.Event.choices,
+                                       widget=forms.CheckboxSelectMultiple,
+                                       error_messages={"required": "choose at least one thing to be told about"})
+    servers = forms.ModelMultipleChoiceField(queryset=Server.objects.order_by("slug"), required=False,
+                                             widget=forms.CheckboxSelectMultiple,
+                                             help_text="None chosen: every server.")
+    min_risk = forms.ChoiceField(required=False, label="Approvals of at least this risk",
+                                 choices=[("", "any risk"), ("low", "low"), ("medium", "medium"), ("high", "high"),
+                                          ("critical", "critical")])
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args, channel: NotificationChannel | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.channel = channel
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        taken = NotificationChannel.objects.filter(name=name)
+        if self.channel is not None:
+            taken = taken.exclude(pk=self.channel.pk)
+        if taken.exists():
+            raise forms.ValidationError(f"a channel named {name} exists already: choose another name")
+        return name
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("kind")
+        stored = self.channel.secrets if self.channel is not None else {}
+        url = (data.get("url") or "").strip() or stored.get("url", "")
+        secret = (data.get("signing_secret") or "") or stored.get("signing_secret", "")
+        if kind in ("slack", "teams", "webhook"):
+            if not url:
+                self.add_error("url", "enter the webhook URL the messages are posted to")
+            elif not url.startswith(("https://", "http://")):
+                self.add_error("url", "the webhook URL must start with https:// (or http:// on a private network)")
+        if kind == "webhook" and len(secret) < 16:
+            self.add_error("signing_secret", "enter a signing secret of at least 16 characters: receivers check "
+                                             "each message's signature with it")
+        if kind == "email":
+            addresses = [r.strip() for r in (data.get("recipients") or "").split() if r.strip()]
+            if not addresses:
+                self.add_error("recipients", "enter at least one email address")
+            for address in addresses:
+                try:
+                    validate_email(address)
+                except forms.ValidationError:
+                    self.add_error("recipients", f"{address} is not an email address")
+            data["recipients"] = "\n".join(addresses)
+        data["secrets"] = {"url": url, "signing_secret": secret if kind == "webhook" else ""} if kind != "email" \
+            else {}
+        return data

@@ -476,6 +476,75 @@ class AuditChain(models.Model):
     archived_digest = models.CharField(max_length=64, blank=True, default="")
 
 
+class NotificationChannel(models.Model):
+    """Where people are told what needs them (gateway/notify/): a Slack or Teams incoming webhook, a generic JSON
+    webhook signed with HMAC-SHA256, or email. The webhook URL and signing secret are sealed (gateway/vault.py):
+    written, never shown again."""
+
+    class Kind(models.TextChoices):
+        SLACK = "slack", "Slack incoming webhook"
+        TEAMS = "teams", "Microsoft Teams incoming webhook"
+        WEBHOOK = "webhook", "JSON webhook (signed)"
+        EMAIL = "email", "Email"
+
+    class Event(models.TextChoices):
+        APPROVAL_PENDING = "approval_pending", "a call waits for approval"
+        TOOL_HELD = "tool_held", "a tool is held for review (changed or new)"
+        UPSTREAM_DOWN = "upstream_down", "an upstream server is down"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    secrets_sealed = models.TextField(blank=True, default="")  # {"url": …, "signing_secret": …}
+    recipients = models.TextField(blank=True, default="")  # email addresses, one per line
+    events = models.JSONField(default=list)
+    servers = models.ManyToManyField(Server, blank=True, related_name="+")  # none: every server
+    min_risk = models.CharField(max_length=10, blank=True, default="")  # approvals at or above this level only
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return vault.unseal(self.secrets_sealed)
+
+    @secrets.setter
+    def secrets(self, value: dict[str, str]) -> None:
+        self.secrets_sealed = vault.seal({k: v for k, v in value.items() if v})
+
+
+class NotificationDelivery(models.Model):
+    """One message to one channel, with its attempts: the delivery log."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting to be sent"
+        SENDING = "sending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "failed (gave up)"
+
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=20)
+    subject = models.CharField(max_length=300)
+    link = models.CharField(max_length=500, blank=True, default="")
+    payload = models.JSONField(default=dict)  # what the generic webhook gets; never arguments or secrets
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="delivery_due")]
+
+
 class AuditStream(models.Model):
     """The audit log's stream to a syslog receiver or HTTP endpoint (gateway/calls/audit_stream.py): the last row
     delivered, the process holding the sender's lease, and the last failure."""

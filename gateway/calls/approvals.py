@@ -20,6 +20,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from gateway import policies
 from gateway.models import Approval, Call, Grant, Server, Tool
+from gateway.notify import outbox
 
 log = logging.getLogger("portcullis.approvals")
 
@@ -120,6 +121,7 @@ def pending_for(b: Binding, now: datetime) -> Approval:
             tool_hash=b.tool.definition_hash, rule=b.rule, created_at=now, why=b.why,
             approvers_needed=max(1, b.approvers),
             expires_at=now + timedelta(seconds=settings.PORTCULLIS_APPROVAL_TTL_S))
+        outbox.after_commit(outbox.approval_pending, approval)  # people who are not looking are told
     publish(approval)
     return approval
 

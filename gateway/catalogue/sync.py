@@ -9,6 +9,7 @@ from django.db import transaction
 
 from gateway import events
 from gateway.models import Server, Tool
+from gateway.notify import outbox
 from gateway.policy.dispatch import detect
 from gateway.policy.risk import Classification, classify
 from gateway.tool_definitions import (
@@ -118,6 +119,8 @@ def sync_tools(server: Server, definitions: list, now: datetime, *, complete: bo
     held_now = set(Tool.objects.filter(server=server).exclude(held_reason="").values_list("name", flat=True))
     if held_now != held_before:
         events.reviews_changed()
+    if held_now - held_before:  # people who are not looking are told
+        outbox.after_commit(outbox.tool_held, server, sorted(held_now - held_before))
     if not complete or mark_gone is False:
         return summary
     for name, tool in existing.items():

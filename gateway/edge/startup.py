@@ -22,6 +22,7 @@ from gateway.calls import (
     session_records,
 )
 from gateway.calls.audit import WORKER_ID, mark_interrupted
+from gateway.notify import sender
 from gateway.protocol import peers
 
 log = logging.getLogger("portcullis.endpoint")
@@ -45,6 +46,7 @@ async def on_first_request() -> None:
         return
     _started = True
     audit_stream.start()
+    sender.start()  # notifications (gateway/notify/)
     if count:
         log.warning("marked %d audit rows left in flight by dead gateway processes as interrupted", count)
     _maintenance = asyncio.create_task(_maintain(), name="portcullis:maintenance")

@@ -9,6 +9,7 @@ from django.utils import timezone
 from gateway.calls import dbthreads
 from gateway.grants import authenticate
 from gateway.models import Server
+from gateway.notify import outbox
 from gateway.protocol import jsonrpc
 from gateway.protocol.jsonrpc import RpcError
 from gateway.redaction import redact_server_text
@@ -30,9 +31,13 @@ authorise = dbthreads.hop(load_and_authorise)
 def _record_upstream_problem(server: Server, report: str) -> None:
     """A death or failure of the upstream, with the server's own secrets and anything secret-looking masked, on
     the server row the dashboard shows."""
-    Server.objects.filter(pk=server.pk).update(health=Server.Health.ERROR,
-                                               last_error=redact_server_text(server, report)[:4000],
-                                               last_contact_at=timezone.now())
+    text = redact_server_text(server, report)[:4000]
+    went_down = Server.objects.filter(pk=server.pk).exclude(health=Server.Health.ERROR).update(
+        health=Server.Health.ERROR, last_error=text, last_contact_at=timezone.now())
+    if went_down:  # people who are not looking are told, once per outage
+        outbox.after_commit(outbox.upstream_down, server, text)
+    else:
+        Server.objects.filter(pk=server.pk).update(last_error=text, last_contact_at=timezone.now())
 
 
 record_upstream_problem = dbthreads.hop(_record_upstream_problem)

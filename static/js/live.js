@@ -56,8 +56,55 @@
     return !Array.from(new URLSearchParams(location.search).values()).some(Boolean);
   }
 
+  // Browser notifications, opted into on the approvals page (stored in this browser only): a new approval card
+  // that arrives over the websocket, on any dashboard page, raises one notification; clicking it opens the card.
+  const NOTIFY_KEY = "portcullis.notify";
+  const notified = new Set();
+  function notifyNew(element) {
+    if (!element.classList.contains("approval") || element.dataset.into !== "approvals-pending") return;
+    if (document.getElementById(element.id) || notified.has(element.id)) return;
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    if (localStorage.getItem(NOTIFY_KEY) !== "on") return;
+    notified.add(element.id);
+    const shown = new Notification(element.dataset.notifyTitle || "Approval needed", {
+      body: element.dataset.notifyBody || "", tag: element.id});
+    shown.addEventListener("click", function () {
+      window.focus();
+      location.href = body.dataset.approvalsUrl + "#" + element.id;
+    });
+  }
+
+  function setUpNotifyToggle() {
+    const button = document.getElementById("notify-toggle");
+    const state = document.getElementById("notify-state");
+    if (!button || !("Notification" in window)) return;
+    function show() {
+      const on = localStorage.getItem(NOTIFY_KEY) === "on" && Notification.permission === "granted";
+      button.textContent = on ? button.dataset.on : button.dataset.off;
+      if (state) {
+        state.textContent = Notification.permission === "denied"
+          ? "This browser blocks notifications from this site: allow them in its site settings."
+          : on ? "This browser shows a notification when a call waits for approval." : "";
+      }
+    }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      if (localStorage.getItem(NOTIFY_KEY) === "on") {
+        localStorage.removeItem(NOTIFY_KEY);
+        show();
+        return;
+      }
+      Notification.requestPermission().then(function (permission) {
+        if (permission === "granted") localStorage.setItem(NOTIFY_KEY, "on");
+        show();
+      });
+    });
+    show();
+  }
+
   function place(element) {
     if (!element || !element.id) return;
+    notifyNew(element);
     const list = document.getElementById(element.dataset.into || "");
     const shown = document.getElementById(element.id);
     if (shown === element) { // swapped in by htmx (a decision's answer): move it if it now belongs elsewhere
@@ -125,5 +172,6 @@
 
   setInterval(tick, 1000);
   tick();
+  setUpNotifyToggle();
   connect();
 })();
