@@ -476,6 +476,31 @@ class AuditChain(models.Model):
     archived_digest = models.CharField(max_length=64, blank=True, default="")
 
 
+class CallTask(models.Model):
+    """A held call a stateless-era agent follows as a task (the tasks extension; gateway/protocol/held_tasks.py):
+    the agent got the task id at once and polls tasks/get; the gateway owns the call and keeps its outcome here."""
+
+    class Status(models.TextChoices):
+        WORKING = "working"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    id = models.CharField(primary_key=True, max_length=40)  # the task id the agent polls with
+    grant = models.ForeignKey(Grant, on_delete=models.CASCADE, related_name="+")
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="+")
+    call = models.ForeignKey(Call, null=True, on_delete=models.SET_NULL, related_name="+")
+    approval = models.ForeignKey("Approval", null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.WORKING)
+    status_message = models.TextField(blank=True, default="")
+    result = models.JSONField(null=True, blank=True)  # the CallToolResult, when completed
+    error = models.JSONField(null=True, blank=True)  # the JSON-RPC error, when failed
+    worker = models.CharField(max_length=100, blank=True, default="")  # the process that owns the call
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+
 class NotificationChannel(models.Model):
     """Where people are told what needs them (gateway/notify/): a Slack or Teams incoming webhook, a generic JSON
     webhook signed with HMAC-SHA256, or email. The webhook URL and signing secret are sealed (gateway/vault.py):

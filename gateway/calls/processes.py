@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from gateway.calls import audit, session_records
-from gateway.models import Call, GatewayProcess
+from gateway.models import Call, CallTask, GatewayProcess
 
 DEAD_AFTER_BEATS = 3
 GONE = "interrupted: outcome unknown (the gateway process running it stopped)"
@@ -35,6 +35,9 @@ def settle_dead_peers(now: datetime) -> int:
         return 0
     count = audit.settle_rows(Call.objects.filter(worker__in=dead), now=now, outcome=Call.Outcome.INTERRUPTED,
                               error=GONE)
+    CallTask.objects.filter(worker__in=dead, status=CallTask.Status.WORKING).update(  # held calls followed as tasks
+        status=CallTask.Status.CANCELLED, updated_at=now,
+        status_message="the gateway process holding the call stopped; call the tool again")
     for process in dead:
         session_records.end_legacy_of(process, now)
     GatewayProcess.objects.filter(id__in=dead, heartbeat_at__lt=cutoff).delete()

@@ -26,6 +26,7 @@ from gateway.protocol.streams import KEEPALIVE_MESSAGE
 
 log = logging.getLogger("portcullis.holding")
 
+NOT_DECIDED = "not-decided"  # Admission.refusal of a held call nobody decided (in the hold, or before expiry)
 POLL_S = 0.5  # database check between events: bounds the decision latency when events cannot arrive
 PROGRESS_EVERY_S = 5  # progress notification interval for agents that asked for progress
 KEEPALIVE_EVERY_S = 15  # SSE comment interval otherwise
@@ -34,6 +35,8 @@ KEEPALIVE_EVERY_S = 15  # SSE comment interval otherwise
 def _state(approval_id: int) -> tuple[str, str, str]:
     row = Approval.objects.select_related("decided_by").get(pk=approval_id)
     who = row.decided_by.get_username() if row.decided_by else ""
+    if row.state == Approval.State.PENDING and row.expires_at <= timezone.now():
+        return Approval.State.EXPIRED, "expired: nobody decided in time", ""  # before the housekeeping marks it
     return row.state, row.reason, who
 
 
@@ -47,9 +50,11 @@ def pending_text(approval: Approval) -> str:
             "then call again with the same arguments")
 
 
-async def hold(req, msg, admission: calls.Admission) -> calls.Admission:
+async def hold(req, msg, admission: calls.Admission, window_s: float | None = None) -> calls.Admission:
+    """Wait for the decision: PORTCULLIS_APPROVAL_HOLD_S in an agent's request, or `window_s` (a held call the
+    gateway follows as a task waits until its approval expires)."""
     approval = admission.held
-    deadline = time.monotonic() + settings.PORTCULLIS_APPROVAL_HOLD_S
+    deadline = time.monotonic() + (window_s if window_s is not None else settings.PORTCULLIS_APPROVAL_HOLD_S)
     signals = _Signals(req, msg, approval)
     waiter = await _Waiter.open(approval.pk)
     try:
@@ -67,7 +72,8 @@ async def hold(req, msg, admission: calls.Admission) -> calls.Admission:
                 text = pending_text(approval)
                 await _refuse(admission, "approval", text, timezone.now())
                 await approvals.announce(approval)  # its card says the agent stopped waiting; the badge drops it
-                return calls.Admission(admission.call_id, False, text, grant_id=admission.grant_id)
+                return calls.Admission(admission.call_id, False, text, grant_id=admission.grant_id,
+                                       refusal=NOT_DECIDED)
             await waiter.wait(min(POLL_S, left))
             await signals.tick()
     finally:
@@ -86,6 +92,8 @@ async def _settle_state(admission, approval: Approval, state: str, reason: str, 
                 "call again to ask for a new approval")
     else:
         text = f"approval {approval.public_id[:8]}… {reason or 'expired'}: call again to ask for a new one"
+        await _refuse(admission, "approval", text, timezone.now())
+        return calls.Admission(admission.call_id, False, text, grant_id=admission.grant_id, refusal=NOT_DECIDED)
     await _refuse(admission, "approval", text, timezone.now())
     return calls.Admission(admission.call_id, False, text, grant_id=admission.grant_id)
 

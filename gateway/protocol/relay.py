@@ -21,7 +21,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from gateway.calls import continuations
 from gateway.grants import AuthFailure
 from gateway.models import Server
-from gateway.protocol import answers, input_bridge, jsonrpc, peers
+from gateway.protocol import answers, held_tasks, input_bridge, jsonrpc, peers
 from gateway.protocol.era import Era, era_of, upstream_params
 from gateway.protocol.exchange import Reply, Request, error_reply, ok_reply
 from gateway.protocol.governed_reads import GOVERNED, LISTINGS, filtered_listing, governed_read
@@ -129,6 +129,7 @@ async def _initialize(req: Request, msg: jsonrpc.Message) -> Reply:
 def _capabilities(link: UpstreamLink) -> dict:
     caps = link.capabilities()
     caps.pop("experimental", None)  # unknown extensions are not relayed: the gateway cannot police them
+    caps.pop("extensions", None)
     # tasks/* are not relayed: a task's deferred result would bypass the audited call, so tasks are not offered.
     caps.pop("tasks", None)
     return caps
@@ -263,13 +264,17 @@ async def _stateless(req: Request, msg: jsonrpc.Message) -> Reply:
         route = classify_inbound_request(msg.raw, headers=req.headers)
         if isinstance(route, InboundLadderRejection):
             raise RpcError(route.code, route.message, route.data)
-    server, _ = await authorise(req.slug, req.token)
+    server, grant_id = await authorise(req.slug, req.token)
+    if msg.method in held_tasks.METHODS:  # held calls the agent follows as tasks: the gateway's own
+        return await held_tasks.handle(msg, server, grant_id)
     try:
         link = await REGISTRY.shared_link(server)
     except UpstreamError as exc:
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
     if msg.method == "server/discover":
-        result = {"supportedVersions": list(MODERN_PROTOCOL_VERSIONS), "capabilities": _capabilities(link),
+        capabilities = _capabilities(link)
+        capabilities["extensions"] = {held_tasks.TASKS_EXTENSION: {}}  # for held calls (gateway/protocol/held_tasks.py)
+        result = {"supportedVersions": list(MODERN_PROTOCOL_VERSIONS), "capabilities": capabilities,
                   "_meta": {SERVER_INFO_META_KEY: GATEWAY_INFO}, "cacheScope": "private", "ttlMs": 0,
                   "resultType": "complete"}
         if link.instructions():

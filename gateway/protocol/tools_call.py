@@ -17,7 +17,7 @@ from mcp.shared.exceptions import MCPError
 from gateway import calls, events
 from gateway.calls import dbthreads
 from gateway.models import Call, Server
-from gateway.protocol import input_bridge, jsonrpc
+from gateway.protocol import held_tasks, input_bridge, jsonrpc
 from gateway.protocol.bridged_calls import abort_parked, bridged_call, needs_own_link
 from gateway.protocol.era import Era, tool_call_params
 from gateway.protocol.exchange import Reply, Request, refusal_reply
@@ -91,6 +91,9 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     admission = await dbthreads.run(admit, req.token, server, name, arguments, request_state,
                                     session_key(session, era))
     events.call_changed(admission.call_id, server.slug, "opened" if admission.forward or admission.held else "refused")
+    if admission.held is not None and era is Era.STATELESS and held_tasks.declared(msg.params):
+        # The agent follows the held call as a task: it gets the handle now; the gateway waits and runs it.
+        return await held_tasks.start(req, msg, server, link, admission, name, arguments)
     if admission.held is not None:
         waited = time.perf_counter()
         with tracing.span("portcullis.approval_wait", **{"portcullis.approval": admission.held.public_id}):
