@@ -3,11 +3,13 @@
     edge        HTTP: the ASGI apps, HTTP checks, start-up
     protocol    async MCP: eras, methods, sessions, streams, held calls, bridges
     calls       sync database half of a call         catalogue   listing sync, risk, refresh, review
-    upstream    reaching MCP servers with the SDK
+    upstream    reaching MCP servers with the SDK        notify      telling people (webhooks, email)
+    telemetry   metrics and traces (the layers above report into it)
     (root)      models and small shared services: grants, tokens, vault, redaction, events, policies, ...
     policy      pure: the engine, the document, diffs, edits
 
-A module may import its own layer and the layers below; `calls` and `catalogue` share a level and stay apart.
+A module may import its own layer and the layers below; `calls` and `catalogue` share a level and stay apart, as do
+`upstream` and `notify`.
 The management commands sit on top. The pure modules import only the standard library (and each other).
 """
 
@@ -21,7 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ROOT / "gateway"
-LEVEL = {"policy": 0, "": 1, "upstream": 2, "calls": 3, "catalogue": 3, "protocol": 4, "edge": 5, "management": 6}
+LEVEL = {"policy": 0, "": 1, "telemetry": 1.5, "notify": 2, "upstream": 2, "calls": 3, "catalogue": 3, "protocol": 4,
+         "edge": 5, "management": 6}
 PURE = {"gateway/policy/engine.py", "gateway/policy/document.py", "gateway/policy/diff.py",
         "gateway/policy/editing.py", "gateway/policy/risk.py", "gateway/policy/dispatch.py",
         "gateway/policy/replay.py", "gateway/policy/behaviour.py"}

@@ -26,7 +26,7 @@ from django.utils import timezone
 from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 from gateway import calls
-from gateway.calls import approvals, audit, dbthreads
+from gateway.calls import approvals, audit, dbthreads, ratelimit
 from gateway.models import CallTask, Server
 from gateway.protocol import jsonrpc
 from gateway.protocol.exchange import Reply, Request
@@ -118,8 +118,7 @@ async def _follow(task_id: str, req: Request, msg: jsonrpc.Message, server: Serv
                                     {"content": [{"type": "text", "text": text}], "isError": True})
             return
         if await dbthreads.run(_status, task_id) != CallTask.Status.WORKING:  # cancelled by the agent meanwhile
-            await dbthreads.run(calls.refuse_held, admission, "approval", "cancelled by the agent (tasks/cancel)",
-                                timezone.now())
+            await dbthreads.run(_cancelled_after_approval, admission)
             return
         call = ForwardedCall(admission, server, msg, Era.STATELESS)
         reply = await _forward(quiet, msg, link, call, None, name, arguments, _Timing())
@@ -138,6 +137,13 @@ async def _follow(task_id: str, req: Request, msg: jsonrpc.Message, server: Serv
         log.exception("task %s failed", task_id[:8])
         await dbthreads.run(_finish, task_id, CallTask.Status.FAILED, "the gateway could not finish the call", None,
                             {"code": jsonrpc.INTERNAL_ERROR, "message": "the gateway could not finish the call"})
+
+
+def _cancelled_after_approval(admission: calls.Admission) -> None:
+    """Released (counters reserved, approval taken) but the agent cancelled the task first: nothing runs, so the
+    counters are given back and the row says why."""
+    ratelimit.release(admission.reservations)
+    calls.refuse_held(admission, "approval", "cancelled by the agent (tasks/cancel) before it ran", timezone.now())
 
 
 def _approvers(approval_id: int) -> str:

@@ -33,6 +33,7 @@ from gateway.protocol import answers, jsonrpc
 from gateway.protocol.jsonrpc import RpcError
 from gateway.protocol.resumption import PRIMING_SINCE, Replay, ResumableStream
 from gateway.protocol.streams import Channel
+from gateway.telemetry import metrics
 from gateway.upstream.link import UpstreamLink, declarable
 
 log = logging.getLogger("portcullis.sessions")
@@ -143,6 +144,13 @@ class Registry:
 
     def private_count(self) -> int:
         return sum(1 for s in self.sessions.values() if s.private)
+
+    def metrics_view(self) -> tuple[dict[str, int], dict[str, int], list[tuple[str, bool]]]:
+        """What /metrics reads of this process (gateway/telemetry/metrics.py)."""
+        sessions: dict[str, int] = {}
+        for session in list(self.sessions.values()):
+            sessions[session.server.slug] = sessions.get(session.server.slug, 0) + 1
+        return sessions, self.upstream_counts(), [(link.server.slug, link.alive) for link in list(self.shared.values())]
 
     def upstream_counts(self) -> dict[str, int]:
         """Upstream connections (for stdio, processes) this process holds, per server slug."""
@@ -343,3 +351,4 @@ def _config_changed(old: Server, new: Server) -> bool:
 
 
 REGISTRY = Registry()
+metrics.provide_live(REGISTRY.metrics_view)

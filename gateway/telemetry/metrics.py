@@ -12,6 +12,8 @@ does not know is counted as "(unknown)"; a governed read is counted by its metho
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 
@@ -54,31 +56,36 @@ def call_recorded(server: str, tool: str, decision: str, outcome: str, refusal: 
         LIMITS_HIT.labels(server, tool).inc()
 
 
+# What this process holds, handed in by the protocol layer (gateway/protocol/sessions.py), which sits above this one:
+# () -> (agent sessions per server, upstream connections per server, [(server, shared link alive)]).
+_live: Callable[[], tuple[dict[str, int], dict[str, int], list[tuple[str, bool]]]] | None = None
+
+
+def provide_live(source: Callable[[], tuple[dict[str, int], dict[str, int], list[tuple[str, bool]]]]) -> None:
+    global _live
+    _live = source
+
+
 class _Live:
     """What is read when scraped: this process's agent sessions and upstream connections, each server's health
     as this process sees it, and the cluster's pending approvals (from the database)."""
 
     def collect(self):
-        from gateway.protocol.sessions import REGISTRY as SESSIONS
-
+        sessions_per_server, upstream_counts, shared = _live() if _live is not None else ({}, {}, [])
         sessions = GaugeMetricFamily("portcullis_agent_sessions", "Agent sessions this process serves",
                                      labels=["server"])
-        per_server: dict[str, int] = {}
-        for session in list(SESSIONS.sessions.values()):
-            slug = session.server.slug
-            per_server[slug] = per_server.get(slug, 0) + 1
-        for slug, count in sorted(per_server.items()):
+        for slug, count in sorted(sessions_per_server.items()):
             sessions.add_metric([slug], count)
         yield sessions
         upstreams = GaugeMetricFamily("portcullis_upstream_connections", "Upstream connections (stdio: processes) "
                                       "this process holds", labels=["server"])
-        for slug, count in sorted(SESSIONS.upstream_counts().items()):
+        for slug, count in sorted(upstream_counts.items()):
             upstreams.add_metric([slug], count)
         yield upstreams
         up = GaugeMetricFamily("portcullis_upstream_up", "1 if this process's shared connection to the server is "
                                "alive, 0 if it died and has not come back", labels=["server"])
-        for link in list(SESSIONS.shared.values()):
-            up.add_metric([link.server.slug], 1 if link.alive else 0)
+        for slug, alive in shared:
+            up.add_metric([slug], 1 if alive else 0)
         yield up
         yield _pending_approvals()
 

@@ -29,6 +29,7 @@ from gateway import policies
 from gateway.grants import create_grant
 from gateway.models import NotificationChannel, NotificationDelivery, Server
 from tests.browser.test_approval_e2e import PASSWORD, sign_in
+from tests.browser.test_phone_layout import OVERFLOW
 from tests.conftest import free_port, start_gateway, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -190,6 +191,11 @@ def test_a_held_call_is_announced_on_every_channel_and_the_call_is_unaffected(ga
     assert "HTTP 500 from the receiver" in log and "Delivered" in log
     assert receivers["signed"].url not in page.content()  # the URL is write-only: masked
     shoot(page, "16-notifications-01-log", full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{gateway.base}/notifications/")
+    found = page.evaluate(OVERFLOW)
+    shoot(page, "16-notifications-03-phone", full_page=True)
+    assert found["scroll"] <= found["width"] and not found["wide"], found  # on a phone nothing runs off sideways
 
 
 def test_a_person_who_opted_in_gets_a_browser_notification(gateway, token, page, shoot):

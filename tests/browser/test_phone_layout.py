@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PAGES = ["/", "/servers/nas/", "/servers/nas/edit/", "/servers/nas/tools/", "/servers/nas/tools/share_create/",
          "/servers/nas/policy/", "/servers/nas/policy/versions/", "/servers/nas/policy/tools/share_create/",
          "/servers/nas/policy/globs/new/", "/servers/nas/policy/preview/", "/grants/", "/grants/new/",
-         "/grants/agent-a/", "/calls/", "/calls/{call}/", "/approvals/", "/servers/new/"]
+         "/grants/agent-a/", "/calls/", "/calls/{call}/", "/approvals/", "/servers/new/", "/notifications/",
+         "/notifications/new/"]
 OVERFLOW = """() => {
   const width = document.documentElement.clientWidth;
   const scrolls = e => {  // inside a box that scrolls sideways on its own (a wide table): not the page's overflow
