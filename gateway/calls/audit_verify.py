@@ -92,10 +92,14 @@ def _table_rows() -> Iterator[dict]:
     yield from query.iterator(chunk_size=2000)
 
 
+CHUNK = 5000  # rows of one chain checked at a time: memory stays flat however long a chain is
+
+
 def _grouped(rows: Iterable[dict]) -> Iterator[tuple[str, list[dict]]]:
+    """(chain, rows) in order, a chain's rows in chunks of at most CHUNK (consecutive chunks continue it)."""
     chain, group = None, []
     for row in rows:
-        if row["chain"] != chain and group:
+        if (row["chain"] != chain or len(group) >= CHUNK) and group:
             yield chain, group
             group = []
         chain = row["chain"]
@@ -111,6 +115,7 @@ def verify_table(report: Report | None = None, archive_ends: dict[str, Start] | 
     unchained_up_to = known[UNCHAINED].head_seq if UNCHAINED in known else 0
     key_id = audit_chain.key_id()
     seen: set[str] = set()
+    current, start, broken, at_head = None, Start(0, ""), False, None
     for chain, rows in _grouped(_table_rows()):
         report.rows += len(rows)
         if chain == "":
@@ -121,25 +126,34 @@ def verify_table(report: Report | None = None, archive_ends: dict[str, Start] | 
                     report.problems.append(f"call #{row['id']} has no place in any chain: it was inserted")
                     break
             continue
-        seen.add(chain)
-        report.chains += 1
         chain_row = known.get(chain)
-        if chain_row is not None and chain_row.key_id and chain_row.key_id != key_id:
-            report.problems.append(f"chain {chain} was written with another audit key ({chain_row.key_id}); "
-                                   "verify it with that key (PORTCULLIS_AUDIT_KEY)")
+        if chain != current:  # a new chain begins: close the one before
+            _close(report, known.get(current), current, broken, start, at_head)
+            current, broken, at_head = chain, False, None
+            seen.add(chain)
+            report.chains += 1
+            if chain_row is not None and chain_row.key_id and chain_row.key_id != key_id:
+                report.problems.append(f"chain {chain} was written with another audit key ({chain_row.key_id}); "
+                                       "verify it with that key (PORTCULLIS_AUDIT_KEY)")
+                broken = True
+                continue
+            start = _expected_start(chain, chain_row)
+            archived_to = archive_ends.get(chain, Start(0, "")).seq if archive_ends is not None else start.seq
+            if archived_to != start.seq:
+                report.problems.append(f"chain {chain}: the archives end at position {archived_to} but "
+                                       f"the table continues after position {start.seq}")
+                broken = True
+                continue
+        if broken:
             continue
-        start = _expected_start(chain, chain_row)
-        archived_to = archive_ends.get(chain, Start(0, "")).seq if archive_ends is not None else start.seq
-        if archived_to != start.seq:
-            report.problems.append(f"chain {chain}: the archives end at position {archived_to} but "
-                                   f"the table continues after position {start.seq}")
-            continue
-        problem, end = check_chain(chain, rows, start)
+        problem, start = check_chain(chain, rows, start)
         if problem:
             report.problems.append(problem)
+            broken = True
             continue
-        if chain_row is not None:
-            _check_anchor(report, chain_row, end, rows)
+        if chain_row is not None and chain_row.head_seq:
+            at_head = next((r for r in rows if r["seq"] == chain_row.head_seq), at_head)
+    _close(report, known.get(current), current, broken, start, at_head)
     for chain, chain_row in known.items():
         if chain == UNCHAINED or chain in seen:
             continue
@@ -150,17 +164,18 @@ def verify_table(report: Report | None = None, archive_ends: dict[str, Start] | 
     return report
 
 
-def _check_anchor(report: Report, chain: AuditChain, end: Start, rows: list[dict]) -> None:
+def _close(report: Report, chain: AuditChain | None, name: str | None, broken: bool, end: Start,
+           at_head: dict | None) -> None:
+    """A chain's rows all checked: they must reach the position its writer last reported, with that digest."""
+    if name is None or broken or chain is None:
+        return
     if chain.head_seq > end.seq:
         report.problems.append(
             f"chain {chain.id} ends at position {end.seq} but its writer reported position {chain.head_seq} at "
             f"{chain.head_at:%Y-%m-%d %H:%M:%S} UTC: rows were deleted from its end")
-        return
-    if chain.head_seq and chain.head_seq > chain.archived_seq:
-        at = next((r for r in rows if r["seq"] == chain.head_seq), None)
-        if at is not None and at["digest"] != chain.head_digest:
-            report.problems.append(f"call #{at['id']} is not the row its writer reported at position "
-                                   f"{chain.head_seq} of chain {chain.id}: the chain was rewritten")
+    elif at_head is not None and chain.head_seq > chain.archived_seq and at_head["digest"] != chain.head_digest:
+        report.problems.append(f"call #{at_head['id']} is not the row its writer reported at position "
+                               f"{chain.head_seq} of chain {chain.id}: the chain was rewritten")
 
 
 def read_archive(path: Path) -> tuple[dict, list[dict]]:

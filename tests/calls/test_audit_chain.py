@@ -229,3 +229,13 @@ def test_a_pending_row_holds_back_archiving_of_its_chain(server, grant_that_may,
     assert audit_archive.archive_before(old + timedelta(days=1), tmp_path, timezone.now()) == 2
     assert sorted(Call.objects.values_list("seq", flat=True)) == [3, 4, 5]
     assert verify()[0] == 0
+
+
+def test_long_chains_are_checked_in_chunks_across_their_boundaries(log, monkeypatch):
+    from gateway.calls import audit_verify
+
+    monkeypatch.setattr(audit_verify, "CHUNK", 5)
+    assert verify()[0] == 0
+    sql("DELETE FROM gateway_call WHERE id = %s", [log[5]])  # the first row of the second chunk
+    code, text = verify()
+    assert code == 1 and "position 6 of chain" in text and "rows were deleted" in text
