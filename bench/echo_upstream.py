@@ -1,6 +1,7 @@
 """The smallest useful MCP upstream for the gateway bench: one tool, `echo`, served over Streamable HTTP.
 
 Run: .venv/bin/python -m bench.echo_upstream --port 8766 [--json]   →  http://127.0.0.1:8766/mcp
+     .venv/bin/python -m bench.echo_upstream --stdio                 →  the same server on stdin/stdout
 
 Why not the TrueNAS simulator: its 278-tool catalogue and stateful dispatcher add work that has nothing
 to do with the gateway. This server does no I/O and answers the same text for the same arguments, so
@@ -72,9 +73,25 @@ class CountingApp:
         await send({"type": "http.response.body", "body": body})
 
 
+def build_server() -> Server[Any]:
+    return Server("bench-echo", version="1.0", get_tool_input_schema=tool_schema, on_list_tools=list_tools,
+                  on_call_tool=call_tool)
+
+
+def run_stdio() -> None:
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    async def serve() -> None:
+        server = build_server()
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+    anyio.run(serve)
+
+
 def build_app(json_response: bool) -> CountingApp:
-    server: Server[Any] = Server("bench-echo", version="1.0", get_tool_input_schema=tool_schema,
-                                 on_list_tools=list_tools, on_call_tool=call_tool)
+    server = build_server()
     return CountingApp(server.streamable_http_app(streamable_http_path="/mcp", json_response=json_response,
                                                   host="127.0.0.1"))
 
@@ -83,7 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.echo_upstream", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--json", action="store_true", help="answer POSTs with JSON instead of SSE")
+    parser.add_argument("--stdio", action="store_true", help="serve on stdin/stdout instead of HTTP")
     args = parser.parse_args(argv)
+    if args.stdio:
+        run_stdio()
+        return
     print(f"bench echo upstream on http://127.0.0.1:{args.port}/mcp", file=sys.stderr, flush=True)
     # The SDK's session manager needs lifespan; uvicorn's access log would cost more than the tool itself.
     uvicorn.run(build_app(args.json), host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
