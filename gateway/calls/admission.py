@@ -234,8 +234,8 @@ def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool
                                 approvers=decision.approvers)
     approved = approvals.claim_approved(binding, now)
     if approved is not None:
-        admission = _reserve_and_open(dict(base, reason=approvals.approved_text(approved.pk)), decision, version,
-                                      grant, now, approval=approved)
+        admission = _reserve_and_open(base, decision, version, grant, now, approval=approved,
+                                      reason=approvals.approved_text(approved.pk))
         if not admission.forward:  # a limit refused it: the person's approval is not spent on nothing
             Approval.objects.filter(pk=approved.pk, state=Approval.State.USED).update(state=Approval.State.APPROVED)
         return admission
@@ -288,14 +288,14 @@ def _close_refused(call_id: int | None, refusal: str, message: str, now: datetim
 
 def _reserve_and_open(base: dict, decision: Decision, version, grant: grants.CallGrant | Grant, now: datetime,
                       approval: Approval | None = None,
-                      escalate: Callable[[Reservation], Admission] | None = None) -> Admission:
+                      escalate: Callable[[Reservation], Admission] | None = None, reason: str = "") -> Admission:
     """Counters and the audit row in one transaction: one commit, and a failed audit write takes the
     reservation back with it (nothing is forwarded, so nothing is consumed). A full counter whose limit escalates
     (`on_exceed: approve`) holds the call for a person (`escalate`); under a person's approval it is passed over."""
     reservations = decision.reservations
     while True:
         try:
-            return _open_reserving(base, decision, reservations, version, grant, approval)
+            return _open_reserving(base, decision, reservations, version, grant, approval, reason)
         except ratelimit.Full as exc:
             full = exc.reservation
             if full.on_exceed == "approve" and approval is not None:
@@ -310,10 +310,11 @@ def _reserve_and_open(base: dict, decision: Decision, version, grant: grants.Cal
             return Admission(None, False, str(exc), grant_id=grant.pk)
 
 
-def _open_reserving(base: dict, decision: Decision, reservations: tuple, version, grant, approval) -> Admission:
+def _open_reserving(base: dict, decision: Decision, reservations: tuple, version, grant, approval,
+                    reason: str = "") -> Admission:
     row = dict(base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW, rule=decision.rule,
                policy_version_id=version, approval=approval, counters=[r.key for r in reservations],
-               outcome=Call.Outcome.PENDING)
+               outcome=Call.Outcome.PENDING, reason=reason)
     if not reservations:
         call_id = audit.open_row(**row)
     elif len(reservations) == 1 and connection.vendor == "postgresql":

@@ -126,3 +126,20 @@ def test_a_limit_that_refuses_still_refuses(nas):
     assert call(nas, "a").forward
     refused = call(nas, "b")
     assert not refused.forward and refused.held is None and refused.refusal == "limit"
+
+
+def test_an_approved_call_past_a_full_limit_is_refused_and_keeps_its_approval(nas):
+    """The call an approval was given for comes back when its limit is used up: refused with the limit's text (the
+    row is written with the approval's reason), and the person's approval is not spent on nothing."""
+    policies.apply(nas["server"], {"version": "1", "default": "deny", "tools": {"share_create": {
+        "action": "approve", "limits": [{"counter": "shares", "window": "hour", "max": 1, "scope": "grant"}]}}},
+        actor="test")
+    first = call(nas, "a")
+    approvals.decide(first.held, user=nas["alice"], approve=True, now=timezone.now())  # the agent stopped waiting
+    other = call(nas, "b")
+    approvals.decide(other.held, user=nas["alice"], approve=True, now=timezone.now())
+    assert calls.release(other, timezone.now()).forward  # uses the one call of the hour
+    again = call(nas, "a")
+    assert not again.forward and again.refusal == "limit" and again.message.startswith("rate limit shares exceeded")
+    first.held.refresh_from_db()
+    assert first.held.state == Approval.State.APPROVED
