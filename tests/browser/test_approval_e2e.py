@@ -47,18 +47,24 @@ def gateways(redis_url, tmp_path):  # noqa: F811 - the imported fixture
             stop(person_side.proc)
 
 
-@pytest.fixture
-def setup(gateways, worker, django_user_model):
+def prepare_truenas(worker, django_user_model, policy: dict) -> str:
+    """The staff user `operator`, the TrueNAS simulator (stdio) as server `truenas` under `policy`, and the token
+    of its grant `agent` (on the worker thread: refresh_tools runs its own event loop)."""
     django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True)
 
     def prepare():
         server = Server.objects.create(slug="truenas", name="TrueNAS", transport="stdio",
                                        command=[sys.executable, "-m", "truenas_sim"])
         call_command("refresh_tools", "truenas", stdout=io.StringIO())
-        policies.apply(server, POLICY, actor="test")
+        policies.apply(server, policy, actor="test")
         return create_grant("agent", [server], None).token
 
     return worker.submit(prepare).result(timeout=60)
+
+
+@pytest.fixture
+def setup(gateways, worker, django_user_model):
+    return prepare_truenas(worker, django_user_model, POLICY)
 
 
 def call_in_background(url: str, token: str, name: str) -> tuple[threading.Thread, list]:

@@ -6,21 +6,17 @@ eleven ran, the counter stays at its max, and the audit row names the approver."
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import sys
 import threading
 
 import httpx2
 import pytest
-from django.core.management import call_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway import policies
-from gateway.grants import create_grant
 from gateway.models import Approval, Call, Counter, Server
-from tests.browser.test_approval_e2e import PASSWORD, sign_in
+from tests.browser.test_approval_e2e import PASSWORD, prepare_truenas, sign_in
 from tests.conftest import start_gateway, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -41,16 +37,7 @@ def gateway(tmp_path):
 
 @pytest.fixture
 def token(gateway, worker, django_user_model):
-    django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True)
-
-    def prepare():
-        server = Server.objects.create(slug="truenas", name="TrueNAS", transport="stdio",
-                                       command=[sys.executable, "-m", "truenas_sim"])
-        call_command("refresh_tools", "truenas", stdout=io.StringIO())
-        policies.apply(server, POLICY, actor="test")
-        return create_grant("agent", [server], None).token
-
-    return worker.submit(prepare).result(timeout=60)
+    return prepare_truenas(worker, django_user_model, POLICY)
 
 
 def agent(gateway, token: str, box: list, held: threading.Event) -> threading.Thread:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import io
 import json
-import sys
 import threading
 import time
 from email import message_from_bytes
@@ -21,14 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx2
 import pytest
 from aiosmtpd.controller import Controller
-from django.core.management import call_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import policies
-from gateway.grants import create_grant
-from gateway.models import NotificationChannel, NotificationDelivery, Server
-from tests.browser.test_approval_e2e import PASSWORD, sign_in
+from gateway.models import NotificationChannel, NotificationDelivery
+from tests.browser.test_approval_e2e import prepare_truenas, sign_in
 from tests.browser.test_phone_layout import OVERFLOW
 from tests.conftest import free_port, start_gateway, stop
 
@@ -107,13 +102,9 @@ def gateway(tmp_path, smtp):
 
 @pytest.fixture
 def token(gateway, receivers, worker, django_user_model):
-    django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True)
+    token = prepare_truenas(worker, django_user_model, POLICY)
 
-    def prepare():
-        server = Server.objects.create(slug="truenas", name="TrueNAS", transport="stdio",
-                                       command=[sys.executable, "-m", "truenas_sim"])
-        call_command("refresh_tools", "truenas", stdout=io.StringIO())
-        policies.apply(server, POLICY, actor="test")
+    def channels():
         events = ["approval_pending"]
         for name, kind, receiver in (("signed", "webhook", receivers["signed"]),
                                      ("flaky", "webhook", receivers["flaky"]), ("ops-slack", "slack",
@@ -123,9 +114,9 @@ def token(gateway, receivers, worker, django_user_model):
             channel.save()
         NotificationChannel.objects.create(name="on-call", kind="email", events=events,
                                            recipients="oncall@example.org\nlead@example.org")
-        return create_grant("agent", [server], None).token
 
-    return worker.submit(prepare).result(timeout=60)
+    worker.submit(channels).result(timeout=60)
+    return token
 
 
 def held_call(gateway, token: str, name: str) -> tuple[object, float]:

@@ -6,12 +6,10 @@ themselves were never refused or slowed for it."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 import select
 import socket
-import sys
 import threading
 import time
 from collections import Counter as Tally
@@ -19,14 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2
 import pytest
-from django.core.management import call_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import policies
-from gateway.grants import create_grant
-from gateway.models import AuditStream, Call, Server
+from gateway.models import AuditStream, Call
 from tests.conftest import free_port, start_gateway, stop
+from tests.e2e.test_evidence import register_nas
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -124,11 +120,7 @@ def decoded(message: bytes) -> tuple[dict, dict]:
 
 
 def register() -> str:
-    server = Server.objects.create(slug="nas", name="NAS", transport=Server.Transport.STDIO,
-                                   command=[sys.executable, "-m", "truenas_sim"])
-    call_command("refresh_tools", "nas", stdout=io.StringIO())
-    policies.apply(server, POLICY, actor="test")
-    return create_grant("agent-stream", [server], None).token
+    return register_nas(POLICY)
 
 
 async def burst(gateway, token: str, calls: int, halfway=None) -> int:

@@ -9,21 +9,18 @@ writers: tests/e2e/test_audit_chain_live.py.)
 from __future__ import annotations
 
 import asyncio
-import io
 import sys
 from collections import Counter as Tally
 
 import httpx2
 import pytest
-from django.core.management import call_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import policies
-from gateway.grants import create_grant
 from gateway.models import Call, Server
 from tests.conftest import start_gateway, stop
+from tests.e2e.test_gateway_peers import register
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -57,12 +54,9 @@ def token():
     return register_nas()
 
 
-def register_nas() -> str:
-    server = Server.objects.create(slug="nas", name="NAS", transport=Server.Transport.STDIO,
-                                   command=[sys.executable, "-m", "truenas_sim"])
-    call_command("refresh_tools", "nas", stdout=io.StringIO())
-    policies.apply(server, POLICY, actor="test")
-    return create_grant("agent-evidence", [server], None).token
+def register_nas(policy: dict = POLICY) -> str:
+    """The TrueNAS simulator (stdio) as server `nas` under `policy`; its grant's token."""
+    return register("nas", policy, transport=Server.Transport.STDIO, command=[sys.executable, "-m", "truenas_sim"])
 
 
 def client(gateway, token: str, mode: str) -> Client:
