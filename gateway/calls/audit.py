@@ -228,10 +228,15 @@ _CLOSE_SQL_POSTGRESQL = _CLOSE_SQL.replace(
                       f"WHERE {Call._meta.db_table}.id = %s")
 
 
+def _stored_error(error: str) -> str:
+    """What a row keeps of an error: redacted, at most 4000 characters, NUL escaped."""
+    return stored_text(redact_text(error)[:4000])
+
+
 def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int | None = None,
               error: str = "", now: datetime) -> None:
     sql = _CLOSE_SQL_POSTGRESQL if connection.vendor == "postgresql" else _CLOSE_SQL
-    error = stored_text(redact_text(error)[:4000])
+    error = _stored_error(error)
     digest, refusal, reason, labels = _sealing(call_id)
     seal = audit_chain.outcome_digest(digest, {"outcome": outcome, "refusal": refusal, "reason": reason,
                                                "error": error, "latency_ms": latency_ms, "result_size": result_size,
@@ -265,9 +270,12 @@ def settle_rows(rows, *, now: datetime, outcome: str, error: str | None = None, 
                 "tool_name", "decision"):
             _OPEN.pop(row["id"], None)
             fields = {"outcome": outcome, "finished_at": now}
-            for name, value in (("error", error), ("refusal", refusal), ("reason", reason)):
-                if value is not None:
-                    fields[name] = stored_text(redact_text(value)[:4000] if name == "error" else redact_text(value))
+            if error is not None:
+                fields["error"] = _stored_error(error)
+            if refusal is not None:
+                fields["refusal"] = stored_text(refusal)
+            if reason is not None:
+                fields["reason"] = stored_text(redact_text(reason))
             sealed = {**row, **fields}
             fields["outcome_digest"] = audit_chain.outcome_digest(row["digest"], sealed)
             if Call.objects.filter(pk=row["id"], outcome=Call.Outcome.PENDING).update(**fields):

@@ -63,11 +63,14 @@ def describe(url: str) -> str:
 
 # --- what is sent ---
 
+# What each message carries of a row (read by due_rows, written by row_record).
+STREAMED = ("id", "created_at", "grant_name", "server_slug", "tool_name", "via", "decision", "refusal", "reason",
+            "rule", "counters", "outcome", "error", "latency_ms", "result_size", "finished_at", "argument_hash",
+            "arguments", "chain", "seq", "digest", "outcome_digest")
+
+
 def row_record(row: dict) -> dict:
-    record = {k: row[k] for k in ("id", "created_at", "grant_name", "server_slug", "tool_name", "via", "decision",
-                                  "refusal", "reason", "rule", "counters", "outcome", "error", "latency_ms",
-                                  "result_size", "finished_at", "argument_hash", "arguments", "chain", "seq",
-                                  "digest", "outcome_digest")}
+    record = {k: row[k] for k in STREAMED}
     for key in ("created_at", "finished_at"):
         if isinstance(record[key], datetime):
             record[key] = record[key].isoformat(timespec="microseconds")
@@ -222,10 +225,7 @@ def due_rows(after: int, now: datetime) -> list[dict]:
     """The next rows to send, in id order: settled ones, and ones in flight too long; stops at the first row
     that must wait (so no row is passed over)."""
     wait = timedelta(seconds=settings.PORTCULLIS_AUDIT_STREAM_WAIT_S)
-    rows = list(Call.objects.filter(id__gt=after).order_by("id").values(
-        "id", "created_at", "grant_name", "server_slug", "tool_name", "via", "decision", "refusal", "reason", "rule",
-        "counters", "outcome", "error", "latency_ms", "result_size", "finished_at", "argument_hash", "arguments",
-        "chain", "seq", "digest", "outcome_digest")[:BATCH])
+    rows = list(Call.objects.filter(id__gt=after).order_by("id").values(*STREAMED)[:BATCH])
     due = []
     for row in rows:
         young = row["created_at"] > now - timedelta(seconds=SETTLE_S)
