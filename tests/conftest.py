@@ -171,6 +171,7 @@ def start_gateway(tmp_dir: Path, extra_env: dict | None = None) -> Gateway:
     env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "SECRET_KEY": settings.SECRET_KEY,
            "PORTCULLIS_SECRETS_KEY": settings.PORTCULLIS_SECRETS_KEY, "PORTCULLIS_STATE_DIR": str(tmp_dir),
            "PORTCULLIS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
+           "PORTCULLIS_SERVED_URL": f"http://127.0.0.1:{port}",  # `make test` exports make run's own (port 8000)
            "TRUENAS_SIM_JOB_SECONDS": "0.3", "PORTCULLIS_DRAIN_S": "5", **(extra_env or {})}
     log_path = tmp_dir / f"daphne-{port}.log"
     log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
