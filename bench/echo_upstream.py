@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python -m bench.echo_upstream --port 8766 [--json]   →  http://127.0.0.1:8766/mcp
      .venv/bin/python -m bench.echo_upstream --stdio                 →  the same server on stdin/stdout
+     … --tools 279                                                   →  echo and 278 filler tools listed
 
 Why not the TrueNAS simulator: its 278-tool catalogue and stateful dispatcher add work that has nothing
 to do with the gateway. This server does no I/O and answers the same text for the same arguments, so
@@ -33,8 +34,20 @@ ECHO_TOOL = types.Tool(name="echo", description="Return the given text unchanged
                        annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True))
 
 
+TOOLS = [ECHO_TOOL]  # --tools N adds N-1 more, so a catalogue the size of TrueNAS's (279) can be measured
+
+
+def filler_tool(n: int) -> types.Tool:
+    schema = {"type": "object", "properties": {
+        "name": {"type": "string", "description": f"the object tool {n} works on"},
+        "options": {"type": "object", "description": "settings", "additionalProperties": {"type": "string"}},
+        "force": {"type": "boolean"}}, "required": ["name"]}
+    return types.Tool(name=f"tool_{n:03d}", description=f"Filler tool {n}: does nothing the bench calls.",
+                      input_schema=schema)
+
+
 async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-    return types.ListToolsResult(tools=[ECHO_TOOL])
+    return types.ListToolsResult(tools=TOOLS)
 
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -101,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--json", action="store_true", help="answer POSTs with JSON instead of SSE")
     parser.add_argument("--stdio", action="store_true", help="serve on stdin/stdout instead of HTTP")
+    parser.add_argument("--tools", type=int, default=1, help="list this many tools (echo and fillers)")
     args = parser.parse_args(argv)
+    TOOLS[1:] = [filler_tool(n) for n in range(1, args.tools)]
     if args.stdio:
         run_stdio()
         return

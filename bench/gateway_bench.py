@@ -91,14 +91,22 @@ class HttpAnswer:
     body: bytes
 
 
+STATELESS_VERSION = "2026-07-28"
+STATELESS_META = {"io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+                  "io.modelcontextprotocol/clientInfo": {"name": "portcullis-bench", "version": "1"},
+                  "io.modelcontextprotocol/clientCapabilities": {}}
+
+
 class McpConnection:
-    """One keep-alive connection carrying one session-era MCP session.
+    """One keep-alive connection carrying one session-era MCP session, or (era "stateless") self-contained
+    2026-07-28 requests: each carries the `_meta` envelope and the routing headers, no session.
 
     Raw asyncio streams rather than an HTTP library: the client shares two cores with the upstream and the
     gateway, so every microsecond it spends is taken from what it measures, and it must cost the same for both.
     """
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, era: str = "session") -> None:
+        self.era = era
         parts = urlsplit(url)
         self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
         self.token = token
@@ -111,6 +119,9 @@ class McpConnection:
 
     async def open(self) -> None:
         await self._connect()
+        if self.era == "stateless":
+            self.protocol_version = STATELESS_VERSION
+            return
         answer, message = await self._rpc("initialize", {
             "protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "portcullis-bench", "version": "1"}})
@@ -121,7 +132,10 @@ class McpConnection:
         await self._exchange("POST", _json_bytes({"jsonrpc": "2.0", "method": "notifications/initialized"}))
 
     async def call_tool(self, name: str, arguments: dict) -> dict:
-        _, message = await self._rpc("tools/call", {"name": name, "arguments": arguments})
+        params = {"name": name, "arguments": arguments}
+        if self.era == "stateless":
+            params["_meta"] = STATELESS_META
+        _, message = await self._rpc("tools/call", params, name)
         if "result" not in message:
             raise BenchError(f"tools/call {name}: JSON-RPC error {message.get('error')}")
         return message["result"]
@@ -132,30 +146,35 @@ class McpConnection:
                 await self._exchange("DELETE", b"")  # ends the session (and, at the gateway, its upstream link)
         await self._disconnect()
 
-    async def _rpc(self, method: str, params: dict) -> tuple[HttpAnswer, dict]:
+    async def _rpc(self, method: str, params: dict, name: str | None = None) -> tuple[HttpAnswer, dict]:
         self._next_id += 1
         request_id = self._next_id
+        routing = (method, name) if self.era == "stateless" else None
         answer = await self._exchange("POST", _json_bytes(
-            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
+            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}), routing)
         if answer.status != 200:
             raise BenchError(f"{method} to {self.path}: HTTP {answer.status}: {answer.body[:300]!r}")
         return answer, _answer_message(answer, request_id)
 
-    async def _exchange(self, method: str, body: bytes) -> HttpAnswer:
+    async def _exchange(self, method: str, body: bytes, routing: tuple | None = None) -> HttpAnswer:
         if self._writer is None or self._writer.is_closing():
             self.reconnects += 1
             await self._connect()
         async with asyncio.timeout(CALL_TIMEOUT_S):
-            self._writer.write(self._head(method, len(body)) + body)
+            self._writer.write(self._head(method, len(body), routing) + body)
             answer = await _read_answer(self._reader)
         if answer.headers.get("connection", "").lower() == "close":
             await self._disconnect()
         return answer
 
-    def _head(self, method: str, length: int) -> bytes:
+    def _head(self, method: str, length: int, routing: tuple | None = None) -> bytes:
         lines = [f"{method} {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}",
                  "Accept: application/json, text/event-stream", "Content-Type: application/json",
                  f"Content-Length: {length}"]
+        if routing is not None:
+            lines.append(f"Mcp-Method: {routing[0]}")
+            if routing[1] is not None:
+                lines.append(f"Mcp-Name: {routing[1]}")
         if self.token:
             lines.append(f"Authorization: Bearer {self.token}")
         if self.session_id:
@@ -237,6 +256,7 @@ class Endpoint:
     url: str
     token: str | None
     pids: dict[str, int]
+    era: str = "session"  # or "stateless" (2026-07-28)
 
 
 @dataclass
@@ -268,7 +288,7 @@ async def call_echo(conn: McpConnection) -> None:
 
 
 async def open_connections(endpoint: Endpoint, count: int) -> list[McpConnection]:
-    conns = [McpConnection(endpoint.url, endpoint.token) for _ in range(count)]
+    conns = [McpConnection(endpoint.url, endpoint.token, endpoint.era) for _ in range(count)]
     await asyncio.gather(*(conn.open() for conn in conns))
     return conns
 
@@ -349,9 +369,9 @@ def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 
 # --- processes: the upstream and the gateway ---
 
-def start_upstream(procs: Processes, tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_upstream(procs: Processes, tmp: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = procs.start([PY, "-m", "bench.echo_upstream", "--port", str(port)], clean_env(),
+    proc = procs.start([PY, "-m", "bench.echo_upstream", "--port", str(port), *extra], clean_env(),
                        tmp / "upstream.log", port)
     return proc, f"http://127.0.0.1:{port}/mcp"
 

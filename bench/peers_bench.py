@@ -8,9 +8,16 @@
 
 The same raw keep-alive client as `python -m bench` (session era, one MCP session per connection; it checks every
 echo): p50/p99 at concurrency 1 over the latency calls, throughput at 1/4/16 for the run's seconds, and each
-proxy's CPU per call read from /proc around the c=16 run. Ratios are to direct.
+proxy's CPU per call read from /proc around the c=16 run. Ratios are to direct. With `--era both` (the default)
+direct and Portcullis are measured again with stateless-era (2026-07-28) agents, whose ratios are to direct in that
+era (the transparent peers speak the session era only).
 
-Run: .venv/bin/python -m bench.peers_bench [--quick] [--db sqlite|postgres] [--postgres-url URL]
+At scale: `--tools 279` lists 279 tools upstream (the TrueNAS catalogue's size), `--rows 1000000` puts that many
+settled audit rows in the table before the run, `--sessions 100` keeps that many agent sessions open on each
+Portcullis server during it; run it with and without them: the cost per call should not change.
+
+Run: .venv/bin/python -m bench.peers_bench [--quick] [--db sqlite|postgres] [--era session|stateless|both]
+                                           [--tools N] [--rows N] [--sessions N] [--postgres-url URL]
 
 The peers are pinned and installed on first use, outside the project's environment: supergateway from npm into
 var/bench-peers/node (npm), mcp-proxy from PyPI into its own virtual environment var/bench-peers/mcp-proxy (so its
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -34,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.gateway_bench import (
+    BENCH_POSTGRES_DB,
     CONCURRENCIES,
     DEFAULT_POSTGRES_URL,
     FULL_PLAN,
@@ -41,6 +50,7 @@ from bench.gateway_bench import (
     QUICK_PLAN,
     TOOL,
     Endpoint,
+    McpConnection,
     SideResult,
     measure_side,
     start_gateway,
@@ -56,13 +66,36 @@ from bench.harness import (
     gateway_env,
     manage,
     say,
+    scratch_postgres,
     set_up_server,
+    with_database,
 )
 
 SUPERGATEWAY = "supergateway@4.0.0"
 MCP_PROXY = "mcp-proxy==0.13.0"
 PEERS = ROOT / "var" / "bench-peers"
 STDIO_ECHO = [PY, "-m", "bench.echo_upstream", "--stdio"]
+
+# Rows for --rows: one settled call, then copies of what is there (doubling) until the count is reached.
+PREFILL = """
+from datetime import timedelta
+from django.db import connection
+from django.utils import timezone
+from gateway.models import Call
+wanted = {rows}
+at = timezone.now() - timedelta(days=1)
+Call.objects.create(created_at=at, finished_at=at, grant_name="prefill", server_slug="bench", tool_name="echo",
+                    arguments={{"text": "portcullis-bench"}}, decision="allow", outcome="ok", latency_ms=1.0,
+                    result_size=60, counters=["bench_echo"])
+columns = ", ".join(f.column for f in Call._meta.concrete_fields if f.column != "id")
+have = 1
+with connection.cursor() as cursor:
+    while have < wanted:
+        cursor.execute(f"INSERT INTO gateway_call ({{columns}}) SELECT {{columns}} FROM gateway_call LIMIT %s",
+                       [min(have, wanted - have)])
+        have += min(have, wanted - have)
+print(Call.objects.count())
+"""
 
 
 def install_peers() -> tuple[list[str], list[str]]:
@@ -110,10 +143,10 @@ def start_mcp_proxy(procs: Processes, prefix: list[str], tmp: Path) -> Target:
                   proc.pid)
 
 
-def prepare_portcullis(env: dict, upstream_url: str) -> tuple[str, str]:
+def prepare_portcullis(env: dict, upstream_url: str, stdio_echo: list[str]) -> tuple[str, str]:
     """Two servers under the same policy: `bench` (the HTTP echo) and `bench-stdio` (the stdio echo); one grant."""
     token = set_up_server(env, "bench", upstream_url, POLICY)
-    manage(env, "register_server", "bench-stdio", "--stdio", " ".join(STDIO_ECHO))
+    manage(env, "register_server", "bench-stdio", "--stdio", " ".join(stdio_echo))
     manage(env, "refresh_tools", "bench-stdio")
     manage(env, "apply_policy", "bench-stdio", "-", stdin=json.dumps(POLICY))
     out = manage(env, "create_grant", "bench-agent-stdio", "--server", "bench-stdio")
@@ -123,10 +156,20 @@ def prepare_portcullis(env: dict, upstream_url: str) -> tuple[str, str]:
     return token, match.group(1)
 
 
-async def measure(target: Target, plan) -> SideResult:
+async def measure(target: Target, plan, era: str = "session") -> SideResult:
     pids = {"proxy": target.pid}
-    say(f"  {target.label}: {target.url}")
-    return await measure_side(Endpoint(target.url, target.token, pids), plan)
+    say(f"  {target.label} ({era} era): {target.url}")
+    return await measure_side(Endpoint(target.url, target.token, pids, era), plan)
+
+
+async def open_idle_sessions(targets: list[Target], count: int) -> int:
+    """`count` session-era agent sessions on each target, initialized and left open (their connections closed)."""
+    conns = [McpConnection(t.url, t.token) for t in targets for _ in range(count)]
+    for start in range(0, len(conns), 20):
+        await asyncio.gather(*(c.open() for c in conns[start:start + 20]))
+    for conn in conns:
+        await conn._disconnect()  # the session stays: no DELETE
+    return len(conns)
 
 
 def row(label: str, side: SideResult, direct: SideResult) -> str:
@@ -140,29 +183,53 @@ def row(label: str, side: SideResult, direct: SideResult) -> str:
 
 async def run(opts, procs: Processes, tmp: Path) -> list[str]:
     super_prefix, proxy_prefix = install_peers()
-    upstream_proc, upstream_url = start_upstream(procs, tmp)
-    database_url = (f"sqlite:///{tmp / 'bench.sqlite3'}" if opts.db == "sqlite" else opts.postgres_url)
+    stdio_echo = [*STDIO_ECHO, "--tools", str(opts.tools)]
+    upstream_proc, upstream_url = start_upstream(procs, tmp, ["--tools", str(opts.tools)])
+    if opts.db == "sqlite":
+        database_url, scratch = f"sqlite:///{tmp / 'bench.sqlite3'}", contextlib.nullcontext()
+    else:
+        scratch = scratch_postgres(opts.postgres_url, BENCH_POSTGRES_DB)
+        database_url = with_database(opts.postgres_url, BENCH_POSTGRES_DB)
+    with scratch:
+        return await _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstream_proc, upstream_url,
+                          database_url)
+
+
+async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstream_proc, upstream_url,
+               database_url) -> list[str]:
     env = gateway_env(database_url, tmp / "state")
-    say(f"Portcullis database: {opts.db}; preparing both servers")
-    http_token, stdio_token = prepare_portcullis(env, upstream_url)
+    say(f"Portcullis database: {opts.db}; preparing both servers ({opts.tools} tools upstream)")
+    http_token, stdio_token = prepare_portcullis(env, upstream_url, stdio_echo)
+    if opts.rows:
+        say(f"putting {opts.rows} audit rows in the table")
+        manage(env, "shell", "-c", PREFILL.format(rows=opts.rows))
     gateway_proc, http_url = start_gateway(procs, env, tmp / "gateway.log")
     stdio_url = http_url.replace("/mcp/bench/", "/mcp/bench-stdio/")
-    targets = [
-        Target("direct (HTTP echo)", upstream_url, None, upstream_proc.pid),
-        start_supergateway(procs, super_prefix, tmp),
-        start_mcp_proxy(procs, proxy_prefix, tmp),
-        Target("Portcullis, stdio upstream, policy + counter + audit", stdio_url, stdio_token, gateway_proc.pid),
-        Target("Portcullis, HTTP upstream, policy + counter + audit", http_url, http_token, gateway_proc.pid),
-    ]
+    direct = Target("direct (HTTP echo)", upstream_url, None, upstream_proc.pid)
+    ours = [Target("Portcullis, stdio upstream, policy + counter + audit", stdio_url, stdio_token, gateway_proc.pid),
+            Target("Portcullis, HTTP upstream, policy + counter + audit", http_url, http_token, gateway_proc.pid)]
+    if opts.sessions:
+        say(f"opened {await open_idle_sessions(ours, opts.sessions)} idle agent sessions")
+    runs: list[tuple[str, Target]] = []
+    if opts.era in ("session", "both"):
+        runs += [("session", direct), ("session", start_supergateway(procs, super_prefix, tmp)),
+                 ("session", start_mcp_proxy(procs, proxy_prefix, tmp))] + [("session", t) for t in ours]
+    if opts.era in ("stateless", "both"):
+        runs += [("stateless", direct)] + [("stateless", t) for t in ours]
     results = {}
-    for target in targets:
-        results[target.label] = await measure(target, opts.plan)
-    direct = results[targets[0].label]
-    lines = [f"direct: p50 {direct.percentile(50):.2f} ms at c=1, "
-             f"{direct.throughput[CONCURRENCIES[-1]].rate:.0f} calls/s at c=16", "",
-             "| target | added p50 at c=1 | throughput at c=16 vs direct | proxy CPU per call (c=16) |",
-             "|---|---|---|---|"]
-    lines += [row(t.label, results[t.label], direct) for t in targets[1:]]
+    for era, target in runs:
+        results[era, target.label] = await measure(target, opts.plan, era)
+    lines = []
+    for era in ("session", "stateless"):
+        if (era, direct.label) not in results:
+            continue
+        base = results[era, direct.label]
+        lines += [f"{era}-era agents. direct: p50 {base.percentile(50):.2f} ms at c=1, "
+                  f"{base.throughput[CONCURRENCIES[-1]].rate:.0f} calls/s at c=16", "",
+                  "| target | added p50 at c=1 | throughput at c=16 vs direct | proxy CPU per call (c=16) |",
+                  "|---|---|---|---|"]
+        lines += [row(t.label, results[e, t.label], base) for e, t in runs if e == era and t is not direct]
+        lines.append("")
     return lines
 
 
@@ -171,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer calls and 2 s runs")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--era", choices=("session", "stateless", "both"), default="both")
+    parser.add_argument("--tools", type=int, default=1, help="tools the upstream lists (279: TrueNAS's catalogue)")
+    parser.add_argument("--rows", type=int, default=0, help="audit rows already in the table")
+    parser.add_argument("--sessions", type=int, default=0, help="idle agent sessions open on each server")
     opts = parser.parse_args(argv)
     opts.plan = QUICK_PLAN if opts.quick else FULL_PLAN
     procs = Processes()
@@ -185,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
     load = os.getloadavg()
-    print(f"Portcullis beside the transparent proxies ({opts.db}; tool {TOOL}; {time.time() - started:.0f} s; "
+    print(f"Portcullis beside the transparent proxies ({opts.db}; tool {TOOL} of {opts.tools}; {opts.rows} audit rows "
+          f"before; {opts.sessions} idle sessions per server; {time.time() - started:.0f} s; "
           f"load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f})")
     print("\n".join(lines))
     return 0

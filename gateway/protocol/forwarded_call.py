@@ -29,6 +29,7 @@ from gateway.protocol import input_bridge, jsonrpc
 from gateway.protocol.era import Era
 from gateway.protocol.exchange import Reply, error_reply, ok_reply, refusal_reply
 from gateway.protocol.jsonrpc import RpcError
+from gateway.upstream.stdio_pipe import AnswerTooLarge
 
 CANCELLED = "cancelled by the agent or its disconnect"
 OUTCOMES = dbthreads.Batch(lambda item: calls.settle(item[0], **item[1]), calls.settle_many)
@@ -64,17 +65,21 @@ class ForwardedCall:
         """The upstream's result: passed on unless it is larger than the gateway passes (the tool ran, so its
         reservation is kept, but the answer is withheld and the row says why)."""
         size = len(jsonrpc.dumps(result))
-        limit = settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES
-        if size > limit:
-            text = (f"upstream answer of {size} bytes exceeds the gateway's limit of {limit} bytes; "
-                    "it was not passed on")
-            self.record(Call.Outcome.TOOL_ERROR, text, size)
-            return refusal_reply(self.msg, text, self.era)
+        if size > settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES:
+            return self.too_large(size)
         self.record(Call.Outcome.TOOL_ERROR if result.get("isError") else Call.Outcome.OK, "", size)
         return ok_reply(self.msg, result, self.era)
 
+    def too_large(self, size: int) -> Reply:
+        limit = settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES
+        text = f"upstream answer of {size} bytes exceeds the gateway's limit of {limit} bytes; it was not passed on"
+        self.record(Call.Outcome.TOOL_ERROR, text, size)
+        return refusal_reply(self.msg, text, self.era)
+
     def failed(self, exc: MCPError) -> Reply:
         """The upstream answered the request with a JSON-RPC error (or the SDK ended it: timeout, lost link)."""
+        if isinstance(exc, AnswerTooLarge):  # the direct stdio path discards it unread (upstream/stdio_pipe.py)
+            return self.too_large(exc.size)
         server = self.server
         if exc.code == REQUEST_TIMEOUT:
             return self.refused(Call.Outcome.TIMEOUT,

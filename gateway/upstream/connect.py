@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from contextlib import asynccontextmanager
-from typing import IO, Any
+from typing import IO
 
 import httpx2
 from django.conf import settings
 from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.models import Server
 from gateway.stdio_rules import LaunchRefused, check_launch, missing_program, resolve_program
+from gateway.upstream.stdio_pipe import open_stdio
 from gateway.upstream_addresses import AddressRefused, check_url_before_connecting
 
 
@@ -63,8 +65,9 @@ def stdio_parameters(server: Server) -> StdioServerParameters:
 
 
 @asynccontextmanager
-async def open_transport(server: Server, errlog: IO[str] | None = None, timeout: float | None = None):
-    """Yield the SDK transport streams for one upstream connection."""
+async def open_transport(server: Server, errlog: IO[str] | None = None, timeout: float | None = None, on_pipe=None):
+    """Yield the SDK transport streams for one upstream connection. A stdio server's pipes are the gateway's own
+    (`stdio_pipe.py`): `on_pipe` gets them, for the hot path's direct requests."""
     timeout = timeout or server.timeout_seconds
     if server.transport in (Server.Transport.HTTP, Server.Transport.SSE):
         try:  # checked again at every connection, so a DNS change since registration is caught too
@@ -73,8 +76,8 @@ async def open_transport(server: Server, errlog: IO[str] | None = None, timeout:
             raise UpstreamError(f"server {server.slug!r} was not contacted: {exc}") from None
     if server.transport == Server.Transport.STDIO:
         params = stdio_parameters(server)
-        kwargs: dict[str, Any] = {"errlog": errlog} if errlog is not None else {}
-        async with stdio_client(params, **kwargs) as streams:
+        async with open_stdio(params, errlog if errlog is not None else sys.stderr,
+                              settings.PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES, on_pipe) as streams:
             yield streams
     elif server.transport == Server.Transport.HTTP:
         # One pooled HTTP client per upstream configuration, shared by every link to it (the SDK leaves a

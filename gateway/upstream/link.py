@@ -26,6 +26,7 @@ from gateway.redaction import redact_server_text
 from gateway.telemetry import metrics
 from gateway.upstream import fastpath
 from gateway.upstream.connect import UpstreamError, open_transport
+from gateway.upstream.stdio_pipe import StdioPipe
 
 log = logging.getLogger("portcullis.upstream")
 
@@ -57,7 +58,10 @@ class UpstreamLink:
         # exists upstream (e.g. server-everything's sampling tools) depends on it.
         self.agent_capabilities = agent_capabilities or {}
         self._declared = declarable(self.agent_capabilities)
+        # Relaying the upstream's questions to the agent needs the SDK's dispatcher for the call.
+        self._relays = bool(self._callbacks())
         self._client: Client | None = None
+        self._pipe: StdioPipe | None = None  # a stdio server's pipes, for direct requests
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -98,7 +102,8 @@ class UpstreamLink:
             modes = ("legacy", "auto") if callbacks else ("auto",)
             for mode in modes:
                 try:
-                    async with Client(open_transport(self.server, errlog=self._errlog), mode=mode, cache=None,
+                    transport = open_transport(self.server, errlog=self._errlog, on_pipe=self._set_pipe)
+                    async with Client(transport, mode=mode, cache=None,
                                       message_handler=self._on_message, **callbacks) as client:
                         self._client = client
                         self._ready.set()
@@ -114,7 +119,11 @@ class UpstreamLink:
             log.warning("upstream %s died: %s", self.server.slug, self.death_report())
         finally:
             self._client = None
+            self._pipe = None
             self._ready.set()
+
+    def _set_pipe(self, pipe: StdioPipe) -> None:
+        self._pipe = pipe
 
     async def close(self) -> None:
         # Never close an upstream under a request in flight (stdio servers drop them when stdin closes).
@@ -201,8 +210,11 @@ class UpstreamLink:
             # dict is shared by every request of the link. The direct path below sends these same params.
             meta[CLIENT_CAPABILITIES_META_KEY] = (self._declared if client_capabilities is None
                                                   else declarable(client_capabilities))
-        if on_progress is None and self._direct_http():
-            return await self._direct(method, data["params"], opts.get("headers", {}), timeout)
+        if on_progress is None and not self._relays:
+            if self._pipe is not None:
+                return await self._direct_stdio(self._pipe, method, data["params"], timeout)
+            if self._direct_http():
+                return await self._direct(method, data["params"], opts.get("headers", {}), timeout)
         with self._in_flight():
             return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
 
@@ -226,7 +238,16 @@ class UpstreamLink:
 
     def _direct_http(self) -> bool:
         return (self.server.transport == Server.Transport.HTTP and self.protocol_version in MODERN_PROTOCOL_VERSIONS
-                and not self._callbacks() and fastpath.available(self.server))
+                and fastpath.available(self.server))
+
+    async def _direct_stdio(self, pipe: StdioPipe, method: str, params: dict, timeout: float) -> dict:
+        """Written on the pipe, answered by id (`stdio_pipe.py`); on timeout or cancellation the server is told, as
+        the SDK would tell it."""
+        async def abandon(request_id: str, reason: str) -> None:
+            await self.notify("notifications/cancelled", {"requestId": request_id, "reason": reason})
+
+        with self._in_flight():
+            return await pipe.request(method, params, timeout, abandon)
 
     async def _direct(self, method: str, params: dict, headers: dict, timeout: float) -> dict:
         with self._in_flight():
