@@ -5,6 +5,7 @@
     mcp-proxy (PyPI)            stdio echo upstream behind mcp-proxy's Streamable HTTP (transparent, Python)
     Portcullis, stdio upstream  policy + a counter on every call + the audit row, stdio echo upstream
     Portcullis, HTTP upstream   the same, HTTP echo upstream
+    (each on daphne and on uvicorn, PORTCULLIS_SERVER; --server picks one)
 
 The same raw keep-alive client as `python -m bench` (session era, one MCP session per connection; it checks every
 echo): p50/p99 at concurrency 1 over the latency calls, throughput at 1/4/16 for the run's seconds, and each
@@ -17,7 +18,7 @@ settled audit rows in the table before the run, `--sessions 100` keeps that many
 Portcullis server during it; run it with and without them: the cost per call should not change.
 
 Run: .venv/bin/python -m bench.peers_bench [--quick] [--db sqlite|postgres] [--era session|stateless|both]
-                                           [--tools N] [--rows N] [--sessions N] [--postgres-url URL]
+         [--server daphne|uvicorn|both] [--tools N] [--rows N] [--sessions N] [--postgres-url URL]
 
 The peers are pinned and installed on first use, outside the project's environment: supergateway from npm into
 var/bench-peers/node (npm), mcp-proxy from PyPI into its own virtual environment var/bench-peers/mcp-proxy (so its
@@ -203,11 +204,16 @@ async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstrea
     if opts.rows:
         say(f"putting {opts.rows} audit rows in the table")
         manage(env, "shell", "-c", PREFILL.format(rows=opts.rows))
-    gateway_proc, http_url = start_gateway(procs, env, tmp / "gateway.log")
-    stdio_url = http_url.replace("/mcp/bench/", "/mcp/bench-stdio/")
     direct = Target("direct (HTTP echo)", upstream_url, None, upstream_proc.pid)
-    ours = [Target("Portcullis, stdio upstream, policy + counter + audit", stdio_url, stdio_token, gateway_proc.pid),
-            Target("Portcullis, HTTP upstream, policy + counter + audit", http_url, http_token, gateway_proc.pid)]
+    ours = []
+    for server in (("daphne", "uvicorn") if opts.server == "both" else (opts.server,)):
+        gateway_proc, http_url = start_gateway(procs, {**env, "PORTCULLIS_SERVER": server},
+                                               tmp / f"gateway-{server}.log")
+        stdio_url = http_url.replace("/mcp/bench/", "/mcp/bench-stdio/")
+        ours += [Target(f"Portcullis on {server}, stdio upstream, policy + counter + audit", stdio_url, stdio_token,
+                        gateway_proc.pid),
+                 Target(f"Portcullis on {server}, HTTP upstream, policy + counter + audit", http_url, http_token,
+                        gateway_proc.pid)]
     if opts.sessions:
         say(f"opened {await open_idle_sessions(ours, opts.sessions)} idle agent sessions")
     runs: list[tuple[str, Target]] = []
@@ -239,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--era", choices=("session", "stateless", "both"), default="both")
+    parser.add_argument("--server", choices=("daphne", "uvicorn", "both"), default="both",
+                        help="the HTTP server under the gateway (PORTCULLIS_SERVER)")
     parser.add_argument("--tools", type=int, default=1, help="tools the upstream lists (279: TrueNAS's catalogue)")
     parser.add_argument("--rows", type=int, default=0, help="audit rows already in the table")
     parser.add_argument("--sessions", type=int, default=0, help="idle agent sessions open on each server")

@@ -9,6 +9,9 @@
   a body that has not fully arrived within the deadline is cut off.
 
 Usage is the same as daphne's: python -m config.serve -b 127.0.0.1 -p 8000 config.asgi:application
+
+PORTCULLIS_SERVER=uvicorn serves the same application with uvicorn instead (config/serve_uvicorn.py), with the same
+command line and the same limits.
 """
 
 from __future__ import annotations
@@ -233,9 +236,14 @@ def served_url(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("PORTCULLIS_SERVED_URL", served_url(argv))  # before settings: the public URL's default
-    cli.AccessLogGenerator = QuerylessAccessLog  # the CLI builds its access log from this name
     from config import settings  # the same values the application reads (a bad one stops the start, named)
 
+    if settings.PORTCULLIS_SERVER == "uvicorn":
+        from config import serve_uvicorn
+
+        serve_uvicorn.run(argv)
+        return
+    cli.AccessLogGenerator = QuerylessAccessLog  # the CLI builds its access log from this name
     limit_request_bodies(settings.PORTCULLIS_MAX_BODY_BYTES, settings.PORTCULLIS_BODY_DEADLINE_S)
     limit_request_heads(settings.PORTCULLIS_HEADER_DEADLINE_S, settings.PORTCULLIS_CONNECTIONS_PER_CLIENT)
     skip_unused_request_work()

@@ -173,6 +173,11 @@ PORTCULLIS_BODY_DEADLINE_S = env_int("PORTCULLIS_BODY_DEADLINE_S", 30, minimum=1
 # client address may hold at most this many connections (behind a reverse proxy: raise it, see docs/DEPLOYMENT.md).
 PORTCULLIS_HEADER_DEADLINE_S = env_int("PORTCULLIS_HEADER_DEADLINE_S", 10, minimum=1)
 PORTCULLIS_CONNECTIONS_PER_CLIENT = env_int("PORTCULLIS_CONNECTIONS_PER_CLIENT", 256, minimum=1)
+# The HTTP server under `python -m config.serve`: daphne (the default) or uvicorn (config/serve_uvicorn.py: httptools
+# parses in C, less CPU per MCP call; the same command line, limits and application).
+PORTCULLIS_SERVER = env_str("PORTCULLIS_SERVER", "daphne").strip().lower()
+if PORTCULLIS_SERVER not in ("daphne", "uvicorn"):
+    raise ConfigError(f"PORTCULLIS_SERVER={PORTCULLIS_SERVER!r}: choose daphne or uvicorn")
 # Largest single message accepted from an upstream; larger ones are refused cleanly.
 PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES = env_int("PORTCULLIS_MAX_UPSTREAM_MESSAGE_BYTES", 16 * 1024 * 1024,
                                                 minimum=1024)

@@ -324,7 +324,7 @@ def _open_reserving(base: dict, decision: Decision, reservations: tuple, version
         if call_id is None:
             raise ratelimit.Full(only)
     else:
-        with transaction.atomic():
+        with prepared.transaction():
             ratelimit.take(reservations)
             call_id = audit.open_row(**row)
     return Admission(call_id, True, "", reservations, grant.pk)
@@ -358,7 +358,9 @@ def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size
 
 
 def settle_many(outcomes: list[tuple[Admission, dict]]) -> None:
-    """Several calls' settle() in one transaction: one commit for all of them (see dbthreads.Batch)."""
-    with transaction.atomic():
+    """Several calls' settle() in one transaction: one commit for all of them (see dbthreads.Batch). Giving a
+    reservation back (a protocol error) goes through the ORM, so such a batch is one Django atomic() block."""
+    releasing = any(f["outcome"] == Call.Outcome.PROTOCOL_ERROR and a.reservations for a, f in outcomes)
+    with transaction.atomic() if releasing else prepared.transaction():
         for admission, fields in outcomes:
             settle(admission, **fields)

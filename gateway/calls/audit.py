@@ -243,10 +243,7 @@ def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int
                                                "finished_at": now})
     prepared.fetchone(sql, [outcome, latency_ms, result_size, error, connection.ops.adapt_datetimefield_value(now),
                             seal, call_id])
-    if connection.in_atomic_block:
-        transaction.on_commit(lambda: metrics.call_recorded(*labels, outcome))
-    else:
-        metrics.call_recorded(*labels, outcome)
+    prepared.after_commit(lambda: metrics.call_recorded(*labels, outcome))
 
 
 def note_reason(call_id: int, reason: str) -> None:

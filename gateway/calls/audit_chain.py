@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+
+from gateway.calls import prepared
 
 # The columns a row's digest covers (its admission), and those its outcome digest covers (its settlement).
 # Foreign keys (grant, server, policy version, approval) are not covered: deleting a grant or a server clears them
@@ -141,10 +142,7 @@ def link(values: dict) -> tuple[Head, int, str]:
 
 def committed(head: Head, seq: int, digest: str) -> None:
     """The row is written: its chain advances when its transaction commits (at once outside a transaction)."""
-    if connection.in_atomic_block:
-        transaction.on_commit(lambda: head.advance(seq, digest))
-    else:
-        head.advance(seq, digest)
+    prepared.after_commit(lambda: head.advance(seq, digest))
 
 
 def heads() -> list[Head]:

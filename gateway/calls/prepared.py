@@ -1,30 +1,114 @@
-"""The hot path's fixed statements, prepared once per connection on PostgreSQL.
+"""The hot path's fixed statements, run on the database thread's own driver connection.
 
-Django runs PostgreSQL queries with client-side binding and no prepared statements (so that transaction-mode
-connection poolers work), which makes the server parse and plan every statement again: for the call's one read
-query, planning cost six times its execution (pg_stat_statements, `python -m bench`). The few statements of a
-tools/call are fixed text, so here they go through a server-binding psycopg cursor on Django's own connection
-and are prepared on first use; psycopg keeps the prepared statements per connection (a new connection prepares
-again). Transactions are Django's: a statement inside `transaction.atomic()` runs in that transaction.
+A tools/call runs a handful of fixed statements (the admission read, the counter, the audit insert, the
+settlement). Through Django's cursor each one also pays for the connection proxy, the cursor wrapper, the
+execute wrappers and, on SQLite, a regular expression that rewrites the placeholders: more CPU than the
+statement itself (`python -m bench --profile`). Here they go straight to the DB-API connection Django opened
+for this thread, inside `wrap_database_errors` (so a failure is a Django DatabaseError and marks the connection
+for the health check in dbthreads.py, as before):
 
-Behind PgBouncer in transaction mode, prepared statements need PgBouncer ≥ 1.21 with `max_prepared_statements`
-set (docs/ARCHITECTURE.md). SQLite has no planning cost worth saving: the statements run on a Django cursor.
+- SQLite: the `%s` placeholders are turned into `?` once per statement text.
+- PostgreSQL: Django binds parameters on the client and prepares nothing (for transaction-mode poolers), so the
+  server would parse and plan every statement again; for the call's one read query planning cost six times its
+  execution (pg_stat_statements). These go through a server-binding psycopg cursor and are prepared on first use;
+  psycopg keeps them per connection. Behind PgBouncer in transaction mode that needs PgBouncer ≥ 1.21 with
+  `max_prepared_statements` set (docs/ARCHITECTURE.md).
+
+`transaction()` is the hot path's transaction (counters and audit row in one commit; a batch of settlements in
+one commit): BEGIN and COMMIT on the driver connection, without Django's atomic() bookkeeping. Statements inside
+it must come from this module; inside a Django atomic() block it is that block.
 """
 
 from __future__ import annotations
 
-from django.db import connection
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import transaction as django_transaction
+
+_QMARK: dict[str, str] = {}
+_OPEN = "portcullis_transaction"  # attribute on Django's connection wrapper: the callbacks of the open transaction
+
+
+def _qmark(sql: str) -> str:
+    converted = _QMARK.get(sql)
+    if converted is None:
+        if "%" in sql.replace("%s", ""):
+            raise ValueError("a hot-path statement has a literal %; write it as a parameter")
+        converted = _QMARK[sql] = sql.replace("%s", "?")
+    return converted
+
+
+def _connection():
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.connection is None:
+        db.ensure_connection()
+    return db
 
 
 def fetchone(sql: str, params: list) -> tuple | None:
     """Run one statement and return its first row (None when it returns none)."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
-    import psycopg
+    db = _connection()
+    with db.wrap_database_errors:
+        if db.vendor == "postgresql":
+            import psycopg
 
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone() if cursor.description else None
+            with psycopg.Cursor(db.connection) as cursor:
+                cursor.execute(sql, params, prepare=True)
+                return cursor.fetchone() if cursor.description else None
+        cursor = db.connection.execute(_qmark(sql), params)
+        try:
+            return cursor.fetchone() if cursor.description else None
+        finally:
+            cursor.close()
+
+
+def in_transaction() -> bool:
+    db = connections[DEFAULT_DB_ALIAS]
+    return db.in_atomic_block or getattr(db, _OPEN, None) is not None
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` once the current transaction commits (at once outside one)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    callbacks = getattr(db, _OPEN, None)
+    if callbacks is not None:
+        callbacks.append(callback)
+    elif db.in_atomic_block:
+        django_transaction.on_commit(callback)
+    else:
+        callback()
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """One transaction on the driver connection: committed when the block ends, rolled back when it raises."""
+    db = _connection()
+    if db.in_atomic_block or getattr(db, _OPEN, None) is not None or not db.get_autocommit():
+        with django_transaction.atomic():
+            yield
+        return
+    raw = db.connection
+    begin = "BEGIN IMMEDIATE" if db.vendor == "sqlite" else "BEGIN"
+    callbacks: list[Callable[[], None]] = []
+    with db.wrap_database_errors:
+        raw.execute(begin)
+    setattr(db, _OPEN, callbacks)
+    try:
+        yield
+    except BaseException:
+        setattr(db, _OPEN, None)
+        with db.wrap_database_errors:
+            raw.rollback() if db.vendor == "sqlite" else raw.execute("ROLLBACK")
+        raise
+    setattr(db, _OPEN, None)
+    try:
+        with db.wrap_database_errors:
+            raw.commit() if db.vendor == "sqlite" else raw.execute("COMMIT")
+    except BaseException:
+        with db.wrap_database_errors:
+            raw.rollback() if db.vendor == "sqlite" else raw.execute("ROLLBACK")
+        raise
+    for callback in callbacks:
+        callback()

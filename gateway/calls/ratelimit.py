@@ -13,6 +13,7 @@ from typing import Protocol
 
 from django.db import connection, transaction
 
+from gateway.calls import prepared
 from gateway.models import Counter
 
 # The same statement works on SQLite (>= 3.35) and PostgreSQL: insert the first use of a window, or add one
@@ -56,13 +57,11 @@ def take(reservations: Sequence[Reservable]) -> None:
     raises Full, and the caller's transaction rolling back gives back what was taken before it."""
     if not reservations:
         return
-    if not connection.in_atomic_block:
-        raise RuntimeError("ratelimit.take() must run inside transaction.atomic()")
-    with connection.cursor() as cursor:
-        for res in sorted(reservations, key=lambda r: r.key):
-            cursor.execute(RESERVE_SQL, [res.key, res.window_end, res.max])
-            if cursor.fetchone() is None:
-                raise Full(res)
+    if not prepared.in_transaction():
+        raise RuntimeError("ratelimit.take() must run inside a transaction")
+    for res in sorted(reservations, key=lambda r: r.key):
+        if prepared.fetchone(RESERVE_SQL, [res.key, res.window_end, res.max]) is None:
+            raise Full(res)
 
 
 def release(reservations: Sequence[Reservable]) -> None:

@@ -1,9 +1,9 @@
 """Resumable SSE streams of the session era (Streamable HTTP, "Resumability and Redelivery").
 
-Every event a session-era stream sends carries an id `<stream key>-<n>`: the key is random per stream (16 hex
-digits), n counts that stream's events from 1 (0 is the priming event). The session keeps what it sent in one
-replay buffer, capped in events and bytes across its streams, oldest dropped first, so a GET with
-`Last-Event-ID` gets the rest of that one stream and then its live events. Ids are looked up only among the
+Every event a session-era stream sends carries an id `<stream key>-<n>`: the key (16 hex digits) is a random prefix
+per session and a counter per stream, n counts that stream's events from 1 (0 is the priming event). The session
+keeps what it sent in one replay buffer, capped in events and bytes across its streams, oldest dropped first, so a
+GET with `Last-Event-ID` gets the rest of that one stream and then its live events. Ids are looked up only among the
 requesting session's own streams: another session's id is unknown here, whoever sends it.
 
 A finished stream (its final response recorded) stays resumable for PORTCULLIS_SSE_REPLAY_TTL_S, then it and its
@@ -13,6 +13,7 @@ events are forgotten; everything goes when the session ends.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import secrets
 import time
@@ -102,11 +103,13 @@ class Replay:
         self.size = 0
         self.streams: dict[str, ResumableStream] = {}
         self.closed = False
+        # Stream keys: a random prefix per session and a counter (a fresh random key per POST cost more than the
+        # rest of the stream's set-up); unique in the session, and ids are only looked up among its own streams.
+        self._prefix = secrets.token_hex(4)
+        self._next = itertools.count(1)
 
     def register(self, stream: ResumableStream) -> str:
-        key = secrets.token_hex(8)
-        while key in self.streams:
-            key = secrets.token_hex(8)
+        key = f"{self._prefix}{next(self._next) % 0x100000000:08x}"
         if not self.closed:
             self.streams[key] = stream
         return key

@@ -1,0 +1,228 @@
+"""Serve Portcullis with uvicorn (httptools, uvloop) instead of daphne: `PORTCULLIS_SERVER=uvicorn`.
+
+The same command line as config/serve.py (-b, -p, -v and the application path; `make run SERVER=uvicorn`), the same
+application (dashboard, websockets, MCP endpoint) and the same guarantees, enforced here instead of in Twisted:
+
+- request heads: a connection's request line and headers must arrive within PORTCULLIS_HEADER_DEADLINE_S (of its
+  opening, or of its previous response on a kept-alive connection); one client address holds at most
+  PORTCULLIS_CONNECTIONS_PER_CLIENT connections;
+- request bodies: the MCP endpoint reads its body within the limit and the deadline itself (gateway/edge/http_io.py);
+  every other HTTP request's body is read here first, within PORTCULLIS_MAX_BODY_BYTES (413, as it streams in) and
+  PORTCULLIS_BODY_DEADLINE_S (408), before Django sees it;
+- the access log never records query strings; X-Forwarded-* headers are not trusted (as daphne);
+- SIGTERM drains (gateway/edge/drain.py), and the start-up work runs when the server listens.
+
+Why it exists: per tools/call, Twisted, daphne and Channels' HTTP consumer cost more CPU than the gateway's own work
+(docs/ARCHITECTURE.md, "Performance"); httptools parses in C. daphne stays the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("portcullis.serve")
+
+
+def options(argv: list[str]) -> tuple[str, int, str, int]:
+    """(host, port, application, verbosity) from daphne-style arguments."""
+    host, port = "127.0.0.1", 8000
+    app, verbosity = "config.asgi:application", 1
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-b", "--bind") and i + 1 < len(argv):
+            host, i = argv[i + 1], i + 2
+        elif arg in ("-p", "--port") and i + 1 < len(argv):
+            port, i = int(argv[i + 1]), i + 2
+        elif arg in ("-v", "--verbosity") and i + 1 < len(argv):
+            verbosity, i = int(argv[i + 1]), i + 2
+        elif arg.startswith("--bind="):
+            host, i = arg.split("=", 1)[1], i + 1
+        elif arg.startswith("--port="):
+            port, i = int(arg.split("=", 1)[1]), i + 1
+        elif arg.startswith("-"):
+            raise SystemExit(f"PORTCULLIS_SERVER=uvicorn takes -b, -p, -v and the application; not {arg!r}")
+        else:
+            app, i = arg, i + 1
+    return host, port, app, verbosity
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """httptools' protocol with the head deadline and the per-address connection cap."""
+
+    head_deadline = 10.0
+    per_client = 200
+    open_by_client: dict[str, set] = {}
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._head_timer = None
+        peer = self.client[0] if self.client else ""
+        # A connection upgraded to a websocket leaves this protocol without connection_lost: count live ones only.
+        held = {p for p in self.open_by_client.get(peer, ()) if not p.transport.is_closing()}
+        held.add(self)
+        self.open_by_client[peer] = held
+        if len(held) > self.per_client:
+            transport.abort()  # this address holds enough connections already
+            return
+        self._arm()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        peer = self.client[0] if self.client else ""
+        held = self.open_by_client.get(peer)
+        if held is not None:
+            held.discard(self)
+            if not held:
+                self.open_by_client.pop(peer, None)
+        super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # a kept-alive connection: the next request's head has the same deadline
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.head_deadline, self._too_slow)
+
+    def _disarm(self) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        if self.cycle is None or self.cycle.response_complete:  # no request is being served on it
+            self.transport.abort()
+
+
+class BodyLimit:
+    """Reads a non-MCP request's body within the limit and the deadline before the application sees it."""
+
+    def __init__(self, app, limit: int, deadline: float) -> None:
+        self.app, self.limit, self.deadline = app, limit, deadline
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/mcp/"):
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.limit:
+                        await _refuse(send, 413, f"body larger than {self.limit} bytes")
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            await _refuse(send, 408, f"body not received within {self.deadline} s")
+            return
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    body = f'{{"error": "{message}"}}'.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class QuerylessAccess(logging.Filter):
+    """uvicorn's access record carries the full path; the query is left out (a token sent by mistake stays out)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[query omitted]", *args[3:])
+        return True
+
+
+class DrainingServer(uvicorn.Server):
+    """SIGTERM drains as under daphne: new work refused, calls in flight finish within PORTCULLIS_DRAIN_S."""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        from gateway.edge.startup import on_first_request
+
+        asyncio.ensure_future(on_first_request())
+
+    def handle_exit(self, sig, frame) -> None:
+        if sig == signal.SIGTERM and not self.should_exit:
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(self._begin_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _begin_drain(self) -> None:
+        from gateway.edge import drain
+
+        def stop() -> None:
+            self.should_exit = True
+
+        asyncio.ensure_future(drain.drain(stop=stop))
+
+
+def access_logging(verbosity: int) -> None:
+    access = logging.getLogger("uvicorn.access")
+    access.addFilter(QuerylessAccess())  # first: the line below is built from what it leaves
+    access.addFilter(AccessFields())
+    access.propagate = False
+    if verbosity >= 1:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter('%(client_addr)s - "%(request_line)s" %(status_code)s'))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+    else:
+        access.disabled = True
+
+
+class AccessFields(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        client, method, path, version, status = record.args  # type: ignore[misc]
+        record.client_addr, record.request_line, record.status_code = client, f"{method} {path} HTTP/{version}", status
+        return True
+
+
+def run(argv: list[str]) -> None:
+    from config import settings  # the same values the application reads (a bad one stops the start, named)
+
+    host, port, app_path, verbosity = options(argv)
+    GuardedHttpTools.head_deadline = settings.PORTCULLIS_HEADER_DEADLINE_S
+    GuardedHttpTools.per_client = settings.PORTCULLIS_CONNECTIONS_PER_CLIENT
+    access_logging(verbosity)
+    config = uvicorn.Config(app_path, host=host, port=port, loop="uvloop", http=GuardedHttpTools, ws="websockets",
+                            lifespan="off", log_config=None, access_log=verbosity >= 1, proxy_headers=False,
+                            server_header=False, ws_max_size=settings.PORTCULLIS_MAX_BODY_BYTES)
+    config.load()
+    config.loaded_app = BodyLimit(config.loaded_app, settings.PORTCULLIS_MAX_BODY_BYTES,
+                                  settings.PORTCULLIS_BODY_DEADLINE_S)
+    DrainingServer(config).run()
