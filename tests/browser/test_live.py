@@ -37,9 +37,9 @@ def redis_layer(settings, redis_url):  # noqa: F811 - the imported fixture
     yield
 
 
-@pytest.fixture
-def live_gateway(redis_layer, redis_url, tmp_path):  # noqa: F811
-    gw = start_gateway(tmp_path, {"REDIS_URL": redis_url})
+@pytest.fixture(params=["daphne", "uvicorn"])  # PORTCULLIS_SERVER: the websockets work on both
+def live_gateway(request, redis_layer, redis_url, tmp_path):  # noqa: F811
+    gw = start_gateway(tmp_path, {"REDIS_URL": redis_url, "PORTCULLIS_SERVER": request.param})
     yield gw
     stop(gw.proc)
 

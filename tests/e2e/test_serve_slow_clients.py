@@ -1,6 +1,7 @@
 """Slow-loris in the request head: connections that never finish their headers are closed after
 PORTCULLIS_HEADER_DEADLINE_S, and one address holding PORTCULLIS_CONNECTIONS_PER_CLIENT connections gets no more,
-while legitimate requests from elsewhere keep being answered. A real served gateway (config/serve.py)."""
+while legitimate requests from elsewhere keep being answered. A real served gateway (config/serve.py), on daphne
+and on uvicorn."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ pytestmark = pytest.mark.slow
 SLOW = 300  # connections from the slow client, past its cap of 50
 
 
-@pytest.fixture(scope="module")
-def guarded_gateway(django_db_setup, django_db_blocker, tmp_path_factory):
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])  # PORTCULLIS_SERVER: both keep these limits
+def guarded_gateway(request, django_db_setup, django_db_blocker, tmp_path_factory):
     gw = start_gateway(tmp_path_factory.mktemp("slow"), {"PORTCULLIS_HEADER_DEADLINE_S": "2",
-                                                         "PORTCULLIS_CONNECTIONS_PER_CLIENT": "50"})
+                                                         "PORTCULLIS_CONNECTIONS_PER_CLIENT": "50",
+                                                         "PORTCULLIS_SERVER": request.param})
     yield gw
     stop(gw.proc)
 
