@@ -1,12 +1,14 @@
 """Live events for the dashboard, published on the channel layer (Redis across processes when REDIS_URL is set).
 
-Publishing never slows or fails a call: it is a fire-and-forget task whose failure is only logged.
+Publishing never slows or fails a call: events are queued and sent, in order, by one task per event loop that runs
+while there is something to send (a task per event cost the hot path more than the send); a failure is only logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 from channels.layers import get_channel_layer
 
@@ -14,18 +16,24 @@ log = logging.getLogger("portcullis.events")
 
 CALLS_GROUP = "portcullis.calls"
 REVIEWS_GROUP = "portcullis.reviews"  # tools held for a person's review (gateway/catalogue/sync.py)
-_pending: set[asyncio.Task] = set()  # strong references until each send finishes
-MAX_PENDING = 1000  # if the layer is slower than the calls, drop events rather than pile up tasks
+MAX_PENDING = 1000  # if the layer is slower than the calls, drop events rather than pile them up
+_queue: deque[dict] = deque()
+_sender: asyncio.Task | None = None
 
 
 def call_changed(call_id: int | None, server: str, stage: str) -> None:
     """A Call row was written (stage "opened" or "refused") or settled ("settled"): tell the live log."""
-    if call_id is None or len(_pending) >= MAX_PENDING:
+    global _sender
+    if call_id is None or len(_queue) >= MAX_PENDING:
         return
-    task = asyncio.create_task(_send({"type": "call.changed", "call_id": call_id, "server": server,
-                                      "stage": stage}))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    _queue.append({"type": "call.changed", "call_id": call_id, "server": server, "stage": stage})
+    if _sender is None or _sender.done() or _sender.get_loop() is not asyncio.get_running_loop():
+        _sender = asyncio.create_task(_send_queued())
+
+
+async def _send_queued() -> None:
+    while _queue:
+        await _send(_queue.popleft())
 
 
 async def _send(event: dict) -> None:

@@ -109,33 +109,50 @@ def _channel_for(req) -> Channel:
 
 
 async def _answer(req, msg, receive, send) -> None:
-    """Plain JSON when the answer is all there is; SSE when something must reach the agent first."""
+    """Plain JSON when the answer is all there is; SSE when something must reach the agent first. One future wakes
+    this on whichever comes first (the call's end, a frame on the channel, the agent leaving): no task per POST
+    beyond the call's own (and, in the stateless era, the one that notices the agent leaving)."""
     channel = req.channel
+    woken = asyncio.get_running_loop().create_future()
+
+    def wake(*_) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
     task = drain.track(asyncio.create_task(guarded(relay.handle(req, msg), msg.id)))
+    task.add_done_callback(wake)
     # Stateless era: closing the response stream is the cancellation. Session era: a disconnect is not one;
-    # the call finishes upstream and is audited.
+    # the call finishes upstream and is audited (an answer to an agent that left goes nowhere).
     cancel_on_leave = req.session_id is None and era_of(msg.method, msg.params, None) is Era.STATELESS
-    gone = asyncio.create_task(wait_disconnect(receive))
+    gone = asyncio.create_task(wait_disconnect(receive)) if cancel_on_leave else None
+    if gone is not None:
+        gone.add_done_callback(wake)
     feed = channel.feed if channel is not None else None
-    first = asyncio.create_task(feed.get()) if feed is not None else None
+    if feed is not None:
+        feed.waiter = wake
     streaming = False
     try:
-        done, _ = await asyncio.wait({task, gone} | ({first} if first else set()),
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if first in done and first.result() is None:  # the session ended before anything was sent
-            done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
+        await woken
+        if feed is not None and not task.done() and not (gone is not None and gone.done()):
+            first = feed.get_nowait()
+            if first is None:  # the session ended before anything was sent: the call's end decides
+                await asyncio.wait({task} | ({gone} if gone else set()), return_when=asyncio.FIRST_COMPLETED)
+            else:
+                streaming = True
+                feed.waiter = None
+                if gone is None:
+                    gone = asyncio.create_task(wait_disconnect(receive))
+                await _stream(channel, feed, first, task, gone, send, cancel_on_leave)
+                return
+        if task.done():
             await send_reply(send, task.result())
-        elif gone in done:
-            if cancel_on_leave:
-                task.cancel()
-        else:
-            streaming = True
-            await _stream(channel, feed, first.result(), task, gone, send, cancel_on_leave)
+        elif gone is not None and gone.done() and cancel_on_leave:
+            task.cancel()
     finally:
-        gone.cancel()
-        if first is not None:
-            first.cancel()
+        if gone is not None and not streaming:
+            gone.cancel()
+        if feed is not None:
+            feed.waiter = None
         if channel is not None and not streaming:
             channel.discard()  # answered as plain JSON, or the agent left before any event id reached it
 

@@ -18,10 +18,22 @@ KEEPALIVE = b": keep-alive\n\n"
 KEEPALIVE_MESSAGE = {"portcullis:keepalive": True}  # put in a channel: the endpoint writes an SSE comment
 
 
+class Feed(asyncio.Queue):
+    """A channel's frames; `waiter` (if set) is called after each one is queued, so the endpoint can wait for the
+    first frame and the call's end together without a task reading the queue."""
+
+    waiter = None
+
+    def put_nowait(self, item) -> None:
+        super().put_nowait(item)
+        if self.waiter is not None:
+            self.waiter()
+
+
 class Channel:
     def __init__(self) -> None:
         # The frames for the response that reads this channel; None once nobody reads it.
-        self.feed: asyncio.Queue[bytes | None] | None = asyncio.Queue()
+        self.feed: Feed | None = Feed()
         self.closed = False
 
     async def put(self, message: dict) -> bool:
