@@ -441,17 +441,17 @@ async def bench_database(label: str, database_url: str, note: str, upstream: tup
     gateway_proc, gateway_url = start_gateway(procs, env, tmp / f"gateway-{label.lower()}.log")
     pids = {"gateway": gateway_proc.pid, "upstream": upstream_proc.pid}
     say(f"[{label}] direct: {upstream_url}")
-    direct = await measure_side(Endpoint(upstream_url, None, pids), opts.plan)
+    direct = await measure_side(Endpoint(upstream_url, None, pids, opts.era), opts.plan)
     before = upstream_posts(upstream_url)
     say(f"[{label}] through the gateway: {gateway_url}")
-    through = await measure_side(Endpoint(gateway_url, token, pids), opts.plan)
+    through = await measure_side(Endpoint(gateway_url, token, pids, opts.era), opts.plan)
     seen = _difference(upstream_posts(upstream_url), before)
     procs.stop(gateway_proc)
     result = DbResult(label, direct, through, seen, note)
     if opts.profile:
         cpu_ms = through.throughput[CONCURRENCIES[-1]].cpu_ms_per_call["gateway"]
         result.profile = await profile_gateway(label, env, token, opts.plan, cpu_ms, procs, tmp,
-                                               opts.save_profile)
+                                               opts.save_profile, opts.era)
     return result
 
 
@@ -528,13 +528,13 @@ def profiling(proc: subprocess.Popen, out: Path):
 
 
 async def profile_gateway(label: str, env: dict, token: str, plan: Plan, cpu_ms_per_call: float,
-                          procs: Processes, tmp: Path, save_to: str | None = None) -> str:
+                          procs: Processes, tmp: Path, save_to: str | None = None, era: str = "session") -> str:
     out = tmp / f"gateway-{label.lower()}.prof"
     log_path = tmp / f"gateway-{label.lower()}-profiled.log"
     proc, url = start_gateway(procs, env, log_path, profile_to=out)
     concurrency = CONCURRENCIES[-1]
     say(f"[{label}] profiling the gateway: {plan.seconds:.0f} s at concurrency {concurrency}")
-    run, _ = await measure_throughput(Endpoint(url, token, {"gateway": proc.pid}), concurrency,
+    run, _ = await measure_throughput(Endpoint(url, token, {"gateway": proc.pid}, era), concurrency,
                                       plan.seconds, around=lambda: profiling(proc, out))
     procs.stop(proc)
     if not out.exists():
@@ -738,6 +738,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--save-profile", metavar="PREFIX",
                         help="with --profile: keep the raw cProfile stats as PREFIX-<database>.prof (for pstats)")
+    parser.add_argument("--era", choices=("session", "stateless"), default="session",
+                        help="the load client's protocol era (stateless: 2026-07-28 requests, no session)")
     parser.add_argument("--profile", action="store_true",
                         help="then run the gateway under cProfile (all threads) at c=16 and summarise per layer")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,

@@ -8,6 +8,7 @@ the protocol or the edge. `from gateway import calls` gives the admission's API 
 
 from gateway.calls.admission import (  # noqa: F401 - the package's public API
     Admission,
+    StaleServer,
     admit,
     facts_for,
     policy_for,

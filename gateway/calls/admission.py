@@ -62,7 +62,9 @@ def _admit_sql() -> str:
             extra_columns=(", t.id, t.risk_category, t.risk_level, t.definition_hash, t.dispatch, t.held_reason, "
                            f"({policies.applicable_sql('p.id', 'g.id')}), "
                            f"({policies.applicable_sql('p.created_at', 'g.id')}), "
-                           f"({_SHADOW_SQL})"),
+                           f"({_SHADOW_SQL}), "
+                           f"CASE WHEN (SELECT s2.updated_at FROM {Server._meta.db_table} s2 WHERE s2.id = %s) = %s "
+                           "THEN 1 ELSE 0 END"),
             extra_from=(f" LEFT JOIN {Tool._meta.db_table} t ON t.server_id = %s AND t.name = %s "
                         "AND t.gone_at IS NULL AND t.via_id IS NULL"))
     return _ADMIT_SQL
@@ -95,9 +97,16 @@ def facts_for(grant: Grant | grants.CallGrant, server: Server, tool: Tool, argum
                  risk_level=tool.risk_level, arguments=arguments, via=via)
 
 
+class StaleServer(Exception):
+    """The caller's copy of the server is not the registration as it is now (changed, or deleted and registered
+    again): nothing was decided or written; load the server again and retry."""
+
+
 def admit(token: str, server: Server, tool_name: str, arguments: object, now: datetime,
-          request_state: object = None, session: str = "") -> Admission:
+          request_state: object = None, session: str = "", current_server: bool = False) -> Admission:
     """Decide, reserve and audit one call. Raises grants.AuthFailure (nothing audited: no grant is known).
+    With `current_server`, raises StaleServer (nothing written) when `server` is not the registration as it is
+    now (its updated_at, read in the same query).
 
     `request_state` (a stateless-era agent's retry of an `input_required` round) makes it a continuation:
     see _continue(). `session` names the agent session for `scope: "session"` limits. A call of a dispatcher
@@ -105,13 +114,16 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     grants.check_token_shape(token)
     row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk,
                                            True, server.pk, True, server.pk,
+                                           connection.ops.adapt_datetimefield_value(server.updated_at), server.pk,
                                            audit.stored_text(tool_name),  # no tool has a NUL
                                            tokens.prefix_of(token)])
+    if current_server and row is not None and not row[-1]:
+        raise StaleServer(server.slug)
     grant = grants.check_call_auth(row, token, server, now)
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
-    tool_id, category, level, tool_hash, dispatch, held, version, created, shadow = row[grants.CALL_AUTH_COLUMNS:]
+    tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, _ = row[grants.CALL_AUTH_COLUMNS:]
     base["secret_paths"] = audit.secret_paths(tool_id, tool_hash, tool_name)
     if tool_id is None:
         return _refuse(base, Call.Decision.DENY, "unknown_tool", _unknown_tool(server, tool_name), "", None, grant)

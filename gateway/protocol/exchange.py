@@ -24,6 +24,9 @@ class Request:
     channel: Channel | None = None  # set when the agent accepts an SSE answer to this POST
     # Legacy HTTP+SSE transport: the stream's id becomes the session id and its channel the session's stream.
     sse_stream: tuple[str, Channel] | None = None
+    # The server came from this process's recent copy, not from this request's own load: admission checks that it
+    # is still the registration as it is (gateway/protocol/relay.py, "stateless era").
+    recent_server: bool = False
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from django.db import DatabaseError
 from mcp.shared.exceptions import MCPError
@@ -18,6 +19,7 @@ from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 from mcp_types import PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
+from gateway import calls
 from gateway.calls import continuations
 from gateway.grants import AuthFailure
 from gateway.models import Server
@@ -253,6 +255,26 @@ REGISTRY.on_shared_notification = _from_shared_upstream
 
 # --- stateless era ---
 
+# The server as this process last loaded it for a stateless-era request, per slug: (when, server). A tools/call
+# within RECENT_SERVER_S of that goes straight to admission on the shared link already running: no second database
+# hop to load the server again. Admission authenticates the token and checks the grant and the server's enabled flag
+# itself (gateway/calls/admission.py), and, in the same query, that this copy is still the registration as it is
+# (its updated_at): if not, nothing was written, and the request goes the long way, loading the server.
+_RECENT_SERVERS: dict[str, tuple[float, Server]] = {}
+RECENT_SERVER_S = 1.0
+
+
+def _recent_link(slug: str) -> tuple[Server, UpstreamLink] | None:
+    recent = _RECENT_SERVERS.get(slug)
+    if recent is None or time.monotonic() - recent[0] > RECENT_SERVER_S:
+        return None
+    server = recent[1]
+    link = REGISTRY.shared.get(server.pk)
+    if link is None or not link.alive or link.server is not server:
+        return None
+    return server, link
+
+
 async def _stateless(req: Request, msg: jsonrpc.Message) -> Reply:
     if msg.method == "tools/call":
         holder = peers.holder_of(continuations.parked_id_of(msg.params.get("requestState")))
@@ -264,6 +286,13 @@ async def _stateless(req: Request, msg: jsonrpc.Message) -> Reply:
         route = classify_inbound_request(msg.raw, headers=req.headers)
         if isinstance(route, InboundLadderRejection):
             raise RpcError(route.code, route.message, route.data)
+    if msg.method == "tools/call" and (recent := _recent_link(req.slug)) is not None:
+        req.recent_server = True
+        try:
+            return await _dispatch(req, msg, recent[0], recent[1], Era.STATELESS, None)
+        except calls.StaleServer:  # changed since: nothing was decided or written; load it as any request does
+            _RECENT_SERVERS.pop(req.slug, None)
+            req.recent_server = False
     server, grant_id = await authorise(req.slug, req.token)
     if msg.method in held_tasks.METHODS:  # held calls the agent follows as tasks: the gateway's own
         return await held_tasks.handle(msg, server, grant_id)
@@ -271,6 +300,8 @@ async def _stateless(req: Request, msg: jsonrpc.Message) -> Reply:
         link = await REGISTRY.shared_link(server)
     except UpstreamError as exc:
         raise RpcError(jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) from None
+    # The link's own snapshot: shared_link() replaced the link if the registration changed (updated_at included).
+    _RECENT_SERVERS[req.slug] = (time.monotonic(), link.server)
     if msg.method == "server/discover":
         capabilities = _capabilities(link)
         capabilities["extensions"] = {held_tasks.TASKS_EXTENSION: {}}  # for held calls (gateway/protocol/held_tasks.py)
