@@ -9,7 +9,8 @@ application (dashboard, websockets, MCP endpoint) and the same guarantees, enfor
 - request bodies: the MCP endpoint reads its body within the limit and the deadline itself (gateway/edge/http_io.py);
   every other HTTP request's body is read here first, within PORTCULLIS_MAX_BODY_BYTES (413, as it streams in) and
   PORTCULLIS_BODY_DEADLINE_S (408), before Django sees it;
-- the access log never records query strings; X-Forwarded-* headers are not trusted (as daphne);
+- the access log (one line per HTTP request on stdout) never records query strings; X-Forwarded-* headers are not
+  trusted (as daphne);
 - SIGTERM drains (gateway/edge/drain.py), and the start-up work runs when the server listens.
 
 Why it exists: per tools/call, Twisted, daphne and Channels' HTTP consumer cost more CPU than the gateway's own work
@@ -19,14 +20,11 @@ Why it exists: per tools/call, Twisted, daphne and Channels' HTTP consumer cost 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-log = logging.getLogger("portcullis.serve")
 
 
 def options(argv: list[str]) -> tuple[str, int, str, int]:
@@ -108,16 +106,41 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.transport.abort()
 
 
-class BodyLimit:
-    """Reads a non-MCP request's body within the limit and the deadline before the application sees it."""
+class Edge:
+    """In front of the application: a non-MCP request's body read within the limit and the deadline before the
+    application sees it; one access-log line per HTTP request, without the query string (written here, not through
+    `logging`: on the hot path the logging module cost more than the line)."""
 
-    def __init__(self, app, limit: int, deadline: float) -> None:
-        self.app, self.limit, self.deadline = app, limit, deadline
+    def __init__(self, app, limit: int, deadline: float, access_log) -> None:
+        self.app, self.limit, self.deadline, self.access_log = app, limit, deadline, access_log
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/mcp/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        status = 0
+        if self.access_log is not None:
+            inner = send
+
+            async def send(message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await inner(message)
+
+        try:
+            if scope["path"].startswith("/mcp/"):  # the endpoint reads its body within the limits itself
+                await self.app(scope, receive, send)
+            else:
+                await self._read_then_call(scope, receive, send)
+        finally:
+            if self.access_log is not None:
+                client = scope.get("client")
+                self.access_log(f'{client[0] if client else "-"} - "{scope["method"]} {scope["path"]}'
+                                f'{"?[query omitted]" if scope.get("query_string") else ""} '
+                                f'HTTP/{scope["http_version"]}" {status or "-"}\n')
+
+    async def _read_then_call(self, scope, receive, send) -> None:
         chunks, size = [], 0
         try:
             async with asyncio.timeout(self.deadline):
@@ -156,16 +179,6 @@ async def _refuse(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class QuerylessAccess(logging.Filter):
-    """uvicorn's access record carries the full path; the query is left out (a token sent by mistake stays out)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
-            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[query omitted]", *args[3:])
-        return True
-
-
 class DrainingServer(uvicorn.Server):
     """SIGTERM drains as under daphne: new work refused, calls in flight finish within PORTCULLIS_DRAIN_S."""
 
@@ -191,25 +204,17 @@ class DrainingServer(uvicorn.Server):
         asyncio.ensure_future(drain.drain(stop=stop))
 
 
-def access_logging(verbosity: int) -> None:
-    access = logging.getLogger("uvicorn.access")
-    access.addFilter(QuerylessAccess())  # first: the line below is built from what it leaves
-    access.addFilter(AccessFields())
-    access.propagate = False
-    if verbosity >= 1:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter('%(client_addr)s - "%(request_line)s" %(status_code)s'))
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-    else:
-        access.disabled = True
+def access_line_writer(verbosity: int):
+    """What writes one access-log line (stdout, flushed per line, as daphne's), or None at verbosity 0."""
+    if verbosity < 1:
+        return None
+    out = sys.stdout
 
+    def write(line: str) -> None:
+        out.write(line)
+        out.flush()
 
-class AccessFields(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        client, method, path, version, status = record.args  # type: ignore[misc]
-        record.client_addr, record.request_line, record.status_code = client, f"{method} {path} HTTP/{version}", status
-        return True
+    return write
 
 
 def run(argv: list[str]) -> None:
@@ -218,11 +223,10 @@ def run(argv: list[str]) -> None:
     host, port, app_path, verbosity = options(argv)
     GuardedHttpTools.head_deadline = settings.PORTCULLIS_HEADER_DEADLINE_S
     GuardedHttpTools.per_client = settings.PORTCULLIS_CONNECTIONS_PER_CLIENT
-    access_logging(verbosity)
     config = uvicorn.Config(app_path, host=host, port=port, loop="uvloop", http=GuardedHttpTools, ws="websockets",
-                            lifespan="off", log_config=None, access_log=verbosity >= 1, proxy_headers=False,
+                            lifespan="off", log_config=None, access_log=False, proxy_headers=False,
                             server_header=False, ws_max_size=settings.PORTCULLIS_MAX_BODY_BYTES)
     config.load()
-    config.loaded_app = BodyLimit(config.loaded_app, settings.PORTCULLIS_MAX_BODY_BYTES,
-                                  settings.PORTCULLIS_BODY_DEADLINE_S)
+    config.loaded_app = Edge(config.loaded_app, settings.PORTCULLIS_MAX_BODY_BYTES, settings.PORTCULLIS_BODY_DEADLINE_S,
+                             access_line_writer(verbosity))
     DrainingServer(config).run()

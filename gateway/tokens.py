@@ -23,7 +23,14 @@ def prefix_of(token: str) -> str:
 
 def digest(token: str) -> str:
     # Keyed (HMAC) so a stolen database alone cannot be used to test guesses offline.
-    return hmac.new(_key(settings.SECRET_KEY), token.encode(), hashlib.sha256).hexdigest()
+    return _digest(settings.SECRET_KEY, token)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(secret_key: str, token: str) -> str:
+    # One request checks its token more than once (its session, its admission), and an agent sends the same token
+    # on every request: the last few tokens' digests are kept (in memory only, as the tokens themselves are).
+    return hmac.new(_key(secret_key), token.encode(), hashlib.sha256).hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
