@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The HTTP server: daphne (default) or uvicorn (`make run SERVER=uvicorn`; PORTCULLIS_SERVER, config/serve_uvicorn.py).
+SERVER ?=
 # The address the demo prints and the server accepts (config/settings.py derives hosts and origins from it).
 export PORTCULLIS_SERVED_URL := http://$(HOST):$(PORT)
 
@@ -35,7 +37,7 @@ demo: migrate
 	$(PY) manage.py demo
 
 serve: install
-	$(PY) -m config.serve -b $(HOST) -p $(PORT) config.asgi:application
+	$(if $(SERVER),PORTCULLIS_SERVER=$(SERVER) )$(PY) -m config.serve -b $(HOST) -p $(PORT) config.asgi:application
 
 run: demo serve
 
