@@ -157,8 +157,22 @@ def prepare_portcullis(env: dict, upstream_url: str, stdio_echo: list[str]) -> t
     return token, match.group(1)
 
 
-async def measure(target: Target, plan, era: str = "session") -> SideResult:
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (its backends included), for its own CPU per call."""
+    found = []
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmd.read_bytes().startswith(b"postgres"):
+                found.append(int(cmd.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+async def measure(target: Target, plan, era: str = "session", database: bool = False) -> SideResult:
     pids = {"proxy": target.pid}
+    if database:  # read around the same window: PostgreSQL's own CPU, apart from the gateway's
+        pids |= {f"postgres-{pid}": pid for pid in postgres_pids()}
     say(f"  {target.label} ({era} era): {target.url}")
     return await measure_side(Endpoint(target.url, target.token, pids, era), plan)
 
@@ -173,13 +187,17 @@ async def open_idle_sessions(targets: list[Target], count: int) -> int:
     return len(conns)
 
 
-def row(label: str, side: SideResult, direct: SideResult) -> str:
+def row(label: str, side: SideResult, direct: SideResult, database: bool = False) -> str:
     c16 = side.throughput[CONCURRENCIES[-1]]
     ratio = c16.rate / direct.throughput[CONCURRENCIES[-1]].rate
     added = side.percentile(50) - direct.percentile(50)
     cpu = c16.cpu_ms_per_call.get("proxy")
     cpu_text = f"{cpu:.2f} ms" if cpu is not None else "—"
-    return f"| {label} | {'+' if added >= 0 else ''}{added:.2f} ms | {ratio:.0%} | {cpu_text} |"
+    line = f"| {label} | {'+' if added >= 0 else ''}{added:.2f} ms | {ratio:.0%} | {cpu_text} |"
+    if database:
+        postgres = sum(v for k, v in c16.cpu_ms_per_call.items() if k.startswith("postgres-"))
+        line += f" {postgres:.2f} ms |"
+    return line
 
 
 async def run(opts, procs: Processes, tmp: Path) -> list[str]:
@@ -223,8 +241,9 @@ async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstrea
     if opts.era in ("stateless", "both"):
         runs += [("stateless", direct)] + [("stateless", t) for t in ours]
     results = {}
+    database = opts.db == "postgres"
     for era, target in runs:
-        results[era, target.label] = await measure(target, opts.plan, era)
+        results[era, target.label] = await measure(target, opts.plan, era, database)
     lines = []
     for era in ("session", "stateless"):
         if (era, direct.label) not in results:
@@ -232,9 +251,10 @@ async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstrea
         base = results[era, direct.label]
         lines += [f"{era}-era agents. direct: p50 {base.percentile(50):.2f} ms at c=1, "
                   f"{base.throughput[CONCURRENCIES[-1]].rate:.0f} calls/s at c=16", "",
-                  "| target | added p50 at c=1 | throughput at c=16 vs direct | proxy CPU per call (c=16) |",
-                  "|---|---|---|---|"]
-        lines += [row(t.label, results[e, t.label], base) for e, t in runs if e == era and t is not direct]
+                  "| target | added p50 at c=1 | throughput at c=16 vs direct | proxy CPU per call (c=16) |"
+                  + (" PostgreSQL's own CPU per call (c=16) |" if database else ""),
+                  "|---|---|---|---|" + ("---|" if database else "")]
+        lines += [row(t.label, results[e, t.label], base, database) for e, t in runs if e == era and t is not direct]
         lines.append("")
     return lines
 
