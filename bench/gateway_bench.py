@@ -328,7 +328,8 @@ async def measure_throughput(endpoint: Endpoint, concurrency: int, seconds: floa
     finally:
         await close_connections(conns)
     calls = sum(counts)
-    cpu = {name: (cpu_after[name] - cpu_before[name]) * 1000 / calls for name in cpu_before}
+    cpu = {name: (cpu_after[name] - cpu_before[name]) * 1000 / calls for name in cpu_before
+           if cpu_before[name] is not None and cpu_after[name] is not None}
     return Throughput(calls, elapsed, cpu), sum(conn.reconnects for conn in conns)
 
 
@@ -361,10 +362,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    snapshot = {name: cpu_seconds(pid) for name, pid in pids.items()}
+def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float | None]:
+    snapshot = {name: _cpu_or_none(pid) for name, pid in pids.items()}
     snapshot["client"] = time.process_time()
     return snapshot
+
+
+def _cpu_or_none(pid: int) -> float | None:
+    try:
+        return cpu_seconds(pid)
+    except FileNotFoundError:  # a process that ended (a PostgreSQL worker between two snapshots): not counted
+        return None
 
 
 # --- processes: the upstream and the gateway ---
