@@ -164,3 +164,15 @@ def set_up_server(env: dict, slug: str, upstream_url: str, policy: dict) -> str:
     if match is None:
         raise BenchError(f"create_grant printed no token:\n{out[:500]}")
     return match.group(1)
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (its backends included), for its own CPU per call."""
+    found = []
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmd.read_bytes().startswith(b"postgres"):
+                found.append(int(cmd.parent.name))
+        except OSError:
+            continue
+    return found

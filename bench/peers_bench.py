@@ -66,6 +66,7 @@ from bench.harness import (
     free_port,
     gateway_env,
     manage,
+    postgres_pids,
     say,
     scratch_postgres,
     set_up_server,
@@ -155,18 +156,6 @@ def prepare_portcullis(env: dict, upstream_url: str, stdio_echo: list[str]) -> t
     if match is None:
         raise BenchError(f"create_grant printed no token:\n{out[:500]}")
     return token, match.group(1)
-
-
-def postgres_pids() -> list[int]:
-    """The PostgreSQL server's processes on this machine (its backends included), for its own CPU per call."""
-    found = []
-    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if cmd.read_bytes().startswith(b"postgres"):
-                found.append(int(cmd.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 async def measure(target: Target, plan, era: str = "session", database: bool = False) -> SideResult:

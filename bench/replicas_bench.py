@@ -46,6 +46,7 @@ from bench.harness import (
     clean_env,
     free_port,
     gateway_env,
+    postgres_pids,
     say,
     scratch_postgres,
     wait_for_port,
@@ -225,17 +226,6 @@ async def throughput(url: str, token: str, concurrency: int, seconds: float, pid
     finally:
         await close_connections(conns)
     return calls / elapsed, {name: (after[name] - before[name]) * 1000 / calls for name in before}
-
-
-def postgres_pids() -> list[int]:
-    found = []
-    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if cmd.read_bytes().startswith(b"postgres"):
-                found.append(int(cmd.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def cluster(opts) -> None:

@@ -111,8 +111,8 @@ class Edge:
     application sees it; one access-log line per HTTP request, without the query string (written here, not through
     `logging`: on the hot path the logging module cost more than the line)."""
 
-    def __init__(self, app, limit: int, deadline: float, access_log) -> None:
-        self.app, self.limit, self.deadline, self.access_log = app, limit, deadline, access_log
+    def __init__(self, app, access_log) -> None:
+        self.app, self.access_log = app, access_log
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -141,25 +141,16 @@ class Edge:
                                 f'HTTP/{scope["http_version"]}" {status or "-"}\n')
 
     async def _read_then_call(self, scope, receive, send) -> None:
-        chunks, size = [], 0
-        try:
-            async with asyncio.timeout(self.deadline):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.limit:
-                        await _refuse(send, 413, f"body larger than {self.limit} bytes")
-                        return
-                    chunks.append(chunk)
-                    if not message.get("more_body"):
-                        break
-        except TimeoutError:
-            await _refuse(send, 408, f"body not received within {self.deadline} s")
+        from gateway.edge.http_io import read_body, send_json
+
+        declared = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+                    if k.lower() == b"content-length"}
+        body = await read_body(declared, receive)  # within PORTCULLIS_MAX_BODY_BYTES and _BODY_DEADLINE_S
+        if isinstance(body, tuple):
+            status, answer = body
+            await send_json(send, status, answer, [("connection", "close")])
             return
-        body, replayed = b"".join(chunks), False
+        replayed = False
 
         async def replay():
             nonlocal replayed
@@ -169,14 +160,6 @@ class Edge:
             return await receive()
 
         await self.app(scope, replay, send)
-
-
-async def _refuse(send, status: int, message: str) -> None:
-    body = f'{{"error": "{message}"}}'.encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class DrainingServer(uvicorn.Server):
@@ -227,6 +210,5 @@ def run(argv: list[str]) -> None:
                             lifespan="off", log_config=None, access_log=False, proxy_headers=False,
                             server_header=False, ws_max_size=settings.PORTCULLIS_MAX_BODY_BYTES)
     config.load()
-    config.loaded_app = Edge(config.loaded_app, settings.PORTCULLIS_MAX_BODY_BYTES, settings.PORTCULLIS_BODY_DEADLINE_S,
-                             access_line_writer(verbosity))
+    config.loaded_app = Edge(config.loaded_app, access_line_writer(verbosity))
     DrainingServer(config).run()

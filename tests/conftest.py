@@ -152,6 +152,26 @@ def register_http_server(slug: str, url: str, policy: dict, name: str = "") -> S
     return server
 
 
+FAULT_SERVER = str(ROOT / "tests" / "peers" / "fault_server.py")
+
+
+def register_fault_server(slug: str = "faulty", timeout: int = 10) -> tuple[Server, str]:
+    """The misbehaving stdio server (tests/peers/fault_server.py) registered, its catalogue read, every tool allowed;
+    returns it and the token of a grant for it."""
+    import io
+
+    from django.core.management import call_command
+
+    from gateway import policies
+    from gateway.grants import create_grant
+
+    server = Server.objects.create(slug=slug, name=slug, transport=Server.Transport.STDIO, timeout_seconds=timeout,
+                                   command=[sys.executable, FAULT_SERVER])
+    call_command("refresh_tools", slug, stdout=io.StringIO())
+    policies.apply(server, {"version": "1", "default": "allow"}, actor="test")
+    return server, create_grant(f"agent-{server.pk}", [server], None).token
+
+
 class Gateway:
     def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
         self.proc, self.port, self.log_path = proc, port, log_path

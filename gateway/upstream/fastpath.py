@@ -20,6 +20,7 @@ from mcp_types import INTERNAL_ERROR, REQUEST_TIMEOUT
 from gateway.models import Server
 from gateway.telemetry import tracing
 from gateway.upstream.http1 import Pool
+from gateway.upstream.rpc_result import result_of
 
 _ids = itertools.count(1)
 STREAM_TAIL_S = 0.2
@@ -61,7 +62,7 @@ async def post(server: Server, method: str, params: dict, headers: dict, timeout
         # Stateless era: closing the request's stream (the pool closes an unfinished connection) is the
         # cancellation.
         raise MCPError(code=REQUEST_TIMEOUT, message=f"no answer within {timeout} s") from None
-    return _result(message, status)
+    return result_of(message, f" HTTP {status}")
 
 
 async def _from_events(response, request_id: str) -> dict:
@@ -98,16 +99,3 @@ async def _find_answer(chunks, request_id: str) -> dict:
                 if isinstance(message, dict) and message.get("id") == request_id:
                     return message
     raise MCPError(code=INTERNAL_ERROR, message="upstream stream ended without an answer")
-
-
-def _result(message: object, status: int) -> dict:
-    if not isinstance(message, dict):
-        raise MCPError(code=INTERNAL_ERROR, message=f"upstream answered HTTP {status} without a JSON-RPC message")
-    if "error" in message:
-        error = message["error"] if isinstance(message["error"], dict) else {}
-        raise MCPError(code=int(error.get("code", INTERNAL_ERROR)), message=str(error.get("message", "error")),
-                       data=error.get("data"))
-    result = message.get("result")
-    if not isinstance(result, dict):
-        raise MCPError(code=INTERNAL_ERROR, message=f"upstream answered HTTP {status} without a result")
-    return result

@@ -30,6 +30,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
 
+from gateway.upstream.rpc_result import result_of
+
 log = logging.getLogger("portcullis.upstream")
 
 _ids = itertools.count(1)
@@ -73,7 +75,7 @@ class StdioPipe:
                 raise
         finally:
             self._pending.pop(request_id, None)
-        return _result(message)
+        return result_of(message)
 
     def take(self, line: bytes) -> SessionMessage | Exception | None:
         """One line from stdout: None when it answered a direct request (handed over here), else what the SDK
@@ -157,17 +159,6 @@ class AnswerTooLarge(MCPError):
 async def _abandon(on_abandon, request_id: str, reason: str) -> None:
     with suppress(Exception), anyio.CancelScope(shield=True), anyio.move_on_after(1):
         await on_abandon(request_id, reason)
-
-
-def _result(message: dict) -> dict:
-    if "error" in message:
-        error = message["error"] if isinstance(message["error"], dict) else {}
-        raise MCPError(code=int(error.get("code", INTERNAL_ERROR)), message=str(error.get("message", "error")),
-                       data=error.get("data"))
-    result = message.get("result")
-    if not isinstance(result, dict):
-        raise MCPError(code=INTERNAL_ERROR, message="upstream answered without a result")
-    return result
 
 
 @asynccontextmanager

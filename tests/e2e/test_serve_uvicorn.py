@@ -8,28 +8,22 @@ tests/browser/test_live.py runs on both.)"""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import signal
 import socket
-import sys
 import time
 
 import httpx2
 import pytest
 import websockets
-from django.core.management import call_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import policies
-from gateway.grants import create_grant
-from gateway.models import Call, Server
-from tests.conftest import ROOT, start_gateway, stop
+from gateway.models import Call
+from tests.conftest import register_fault_server, start_gateway, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-FAULT_SERVER = str(ROOT / "tests" / "peers" / "fault_server.py")
 LIMIT = 200_000
 
 
@@ -43,11 +37,7 @@ def fast(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture
 def token(fast):
-    server = Server.objects.create(slug="faulty", name="faulty", transport="stdio", timeout_seconds=10,
-                                   command=[sys.executable, FAULT_SERVER])
-    call_command("refresh_tools", "faulty", stdout=io.StringIO())
-    policies.apply(server, {"version": "1", "default": "allow"}, actor="test")
-    return create_grant("agent", [server], None).token
+    return register_fault_server()[1]
 
 
 def client(gateway, token, mode: str) -> Client:
@@ -155,11 +145,7 @@ def test_the_live_websocket_opens_for_a_signed_in_person_and_never_from_another_
 def test_sigterm_lets_a_call_in_flight_finish_and_refuses_new_ones(django_db_setup, tmp_path):
     gw = start_gateway(tmp_path, {"PORTCULLIS_SERVER": "uvicorn", "PORTCULLIS_DRAIN_S": "10"})
     try:
-        server = Server.objects.create(slug="faulty", name="faulty", transport="stdio", timeout_seconds=20,
-                                       command=[sys.executable, FAULT_SERVER])
-        call_command("refresh_tools", "faulty", stdout=io.StringIO())
-        policies.apply(server, {"version": "1", "default": "allow"}, actor="test")
-        token = create_grant("agent", [server], None).token
+        _, token = register_fault_server(timeout=20)
 
         async def go():
             async with client(gw, token, "auto") as c:

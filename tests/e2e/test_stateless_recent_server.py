@@ -5,31 +5,17 @@ runs on the server as it is now. A real gateway, a real stdio upstream (tests/pe
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import httpx2
 import pytest
-from django.core.management import call_command
 
-from gateway import policies
-from gateway.grants import create_grant
-from gateway.models import Call, Server
-from tests.conftest import ROOT
+from gateway.models import Call
+from tests.conftest import register_fault_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-FAULT_SERVER = str(ROOT / "tests" / "peers" / "fault_server.py")
 META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
-
-
-def register(slug: str = "faulty") -> tuple[Server, str]:
-    server = Server.objects.create(slug=slug, name=slug, transport="stdio", timeout_seconds=10,
-                                   command=[sys.executable, FAULT_SERVER])
-    call_command("refresh_tools", slug, stdout=io.StringIO())
-    policies.apply(server, {"version": "1", "default": "allow"}, actor="test")
-    return server, create_grant(f"agent-{server.pk}", [server], None).token
 
 
 def call(gateway, token: str, name: str, arguments: dict) -> httpx2.Response:
@@ -47,7 +33,7 @@ def pid_of(response: httpx2.Response) -> str:
 
 
 def test_a_changed_registration_is_used_at_once_and_the_stale_attempt_writes_nothing(gateway):
-    server, token = register()
+    server, token = register_fault_server()
     first = pid_of(call(gateway, token, "stats", {}))
     assert pid_of(call(gateway, token, "stats", {})) == first  # the recent copy and its link, same process
     server.env = {"SOME_SETTING": "changed"}  # a new registration: the shared link starts the upstream again
@@ -58,10 +44,10 @@ def test_a_changed_registration_is_used_at_once_and_the_stale_attempt_writes_not
 
 
 def test_a_server_registered_again_under_the_same_name_is_reached_with_its_own_grants(gateway):
-    old, old_token = register()
+    old, old_token = register_fault_server()
     pid_of(call(gateway, old_token, "ok", {}))
     old.delete()
-    new, new_token = register()
+    new, new_token = register_fault_server()
     assert pid_of(call(gateway, new_token, "ok", {"text": "again"})) == "ok:"
     refused = call(gateway, old_token, "ok", {})
     assert refused.status_code == 403 and "does not cover" in refused.text  # the old grant covers the old one only
@@ -75,7 +61,7 @@ def test_a_revoked_grant_is_refused_on_its_next_call_through_the_recent_copy(gat
     from gateway.grants import revoke
     from gateway.models import Grant
 
-    server, token = register()
+    server, token = register_fault_server()
     pid_of(call(gateway, token, "ok", {}))
     revoke(Grant.objects.get(servers=server), timezone.now())
     assert call(gateway, token, "ok", {}).status_code == 401
