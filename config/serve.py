@@ -236,7 +236,13 @@ def served_url(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("PORTCULLIS_SERVED_URL", served_url(argv))  # before settings: the public URL's default
-    from config import settings  # the same values the application reads (a bad one stops the start, named)
+    from config.env import ConfigError
+
+    try:
+        from config import settings  # the same values the application reads (a bad one stops the start, named)
+    except ConfigError as exc:  # a bad environment value: say which variable, not a traceback (as manage.py)
+        sys.stderr.write(f"configuration error: {exc}\n")
+        sys.exit(2)
 
     if settings.PORTCULLIS_SERVER == "uvicorn":
         from config import serve_uvicorn

@@ -103,3 +103,11 @@ def test_an_unknown_log_format_stops_the_start():
     proc = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0 and "PORTCULLIS_LOG_FORMAT: 'xml' is not a log format" in proc.stderr
+
+
+def test_an_unknown_http_server_stops_the_start_naming_the_choices():
+    env = {**os.environ, "PORTCULLIS_SERVER": "nginx"}
+    proc = subprocess.run([sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", "1",
+                           "config.asgi:application"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "configuration error: PORTCULLIS_SERVER='nginx': choose daphne or uvicorn"
