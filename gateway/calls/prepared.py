@@ -90,25 +90,26 @@ def transaction() -> Iterator[None]:
             yield
         return
     raw = db.connection
-    begin = "BEGIN IMMEDIATE" if db.vendor == "sqlite" else "BEGIN"
     callbacks: list[Callable[[], None]] = []
     with db.wrap_database_errors:
-        raw.execute(begin)
+        raw.execute("BEGIN IMMEDIATE" if db.vendor == "sqlite" else "BEGIN")
     setattr(db, _OPEN, callbacks)
     try:
         yield
+        setattr(db, _OPEN, None)
+        _end(db, "COMMIT")
     except BaseException:
         setattr(db, _OPEN, None)
-        with db.wrap_database_errors:
-            raw.rollback() if db.vendor == "sqlite" else raw.execute("ROLLBACK")
-        raise
-    setattr(db, _OPEN, None)
-    try:
-        with db.wrap_database_errors:
-            raw.commit() if db.vendor == "sqlite" else raw.execute("COMMIT")
-    except BaseException:
-        with db.wrap_database_errors:
-            raw.rollback() if db.vendor == "sqlite" else raw.execute("ROLLBACK")
+        _end(db, "ROLLBACK")  # the block failed, or its commit did
         raise
     for callback in callbacks:
         callback()
+
+
+def _end(db, statement: str) -> None:
+    raw = db.connection
+    with db.wrap_database_errors:
+        if db.vendor == "sqlite":  # the sqlite3 module keeps its own view of the transaction
+            raw.commit() if statement == "COMMIT" else raw.rollback()
+        else:
+            raw.execute(statement)
