@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -99,10 +100,13 @@ def call_auth_sql(extra_columns: str = "", extra_from: str = "") -> str:
         f"FROM {grants} g{extra_from} WHERE g.token_prefix = %s")
 
 
-def call_auth_params(server: Server, now: datetime) -> list:
-    from django.db import connection
+def call_auth_params(server: Server, now: datetime, adapt: Callable[[datetime], object] | None = None) -> list:
+    """The parameters of call_auth_sql(); `adapt` turns a datetime into the database's value (the default
+    connection's adaptation when not given)."""
+    if adapt is None:
+        from django.db import connection
 
-    adapt = connection.ops.adapt_datetimefield_value
+        adapt = connection.ops.adapt_datetimefield_value
     return [adapt(now), server.pk, adapt(now - LAST_USED_RESOLUTION), server.pk]
 
 
@@ -116,8 +120,10 @@ class CallGrant(NamedTuple):
 CALL_AUTH_COLUMNS = 8  # the columns call_auth_sql() selects before the caller's own
 
 
-def check_call_auth(row: tuple | None, token: str | None, server: Server, now: datetime) -> CallGrant:
-    """The grant from a call_auth_sql() row, or AuthFailure with the reason; refreshes last_used_at."""
+def check_call_auth(row: tuple | None, token: str | None, server: Server, now: datetime,
+                    before_refresh: Callable[[], None] | None = None) -> CallGrant:
+    """The grant from a call_auth_sql() row, or AuthFailure with the reason; refreshes last_used_at (after
+    calling `before_refresh`, when given)."""
     if row is None or not token or not tokens.matches(token, row[2]):
         raise AuthFailure(401, "unknown token")
     grant_id, name, _, revoked, expired, covers, stale, enabled = row[:CALL_AUTH_COLUMNS]
@@ -130,6 +136,8 @@ def check_call_auth(row: tuple | None, token: str | None, server: Server, now: d
     if not enabled:
         raise AuthFailure(403, f"server {server.slug!r} is disabled by an operator")
     if stale:
+        if before_refresh is not None:
+            before_refresh()
         Grant.objects.filter(pk=grant_id).update(last_used_at=now)
     return CallGrant(grant_id, name)
 

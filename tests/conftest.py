@@ -29,9 +29,10 @@ def django_db_setup(django_db_setup):
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from gateway.calls import dbthreads
+    from gateway.calls import dbthreads, loop_database
 
     dbthreads.close_connections()
+    loop_database.close_all()
     # In-process tests that await sync_to_async(thread_sensitive=True) outside a request leave a connection open in
     # asgiref's shared thread.
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)

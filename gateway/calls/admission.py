@@ -76,6 +76,7 @@ def _parsed(version_id: int, created) -> Policy:
     key = (version_id, str(created))
     policy = _PARSED.get(key)
     if policy is None:
+        prepared.needs_thread()
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()
         policy = _PARSED[key] = parse_policy(PolicyVersion.objects.get(pk=version_id).document)
@@ -112,18 +113,20 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     see _continue(). `session` names the agent session for `scope: "session"` limits. A call of a dispatcher
     (gateway/policy/dispatch.py) is decided as a call of the action it names (gateway/calls/dispatched.py)."""
     grants.check_token_shape(token)
-    row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now), server.pk, True, server.pk,
-                                           True, server.pk, True, server.pk,
-                                           connection.ops.adapt_datetimefield_value(server.updated_at), server.pk,
+    row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now, prepared.adapt_time), server.pk,
+                                           True, server.pk, True, server.pk, True, server.pk,
+                                           prepared.adapt_time(server.updated_at), server.pk,
                                            audit.stored_text(tool_name),  # no tool has a NUL
                                            tokens.prefix_of(token)])
     if current_server and row is not None and not row[-1]:
         raise StaleServer(server.slug)
-    grant = grants.check_call_auth(row, token, server, now)
+    grant = grants.check_call_auth(row, token, server, now, before_refresh=prepared.needs_thread)
     base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
             "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
             "argument_hash": audit.argument_hash(arguments), "created_at": now}
     tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, _ = row[grants.CALL_AUTH_COLUMNS:]
+    if shadow is not None or dispatch is not None or request_state is not None:
+        prepared.needs_thread()  # decided through the ORM; on the loop, before anything is written
     base["secret_paths"] = audit.secret_paths(tool_id, tool_hash, tool_name)
     if tool_id is None:
         return _refuse(base, Call.Decision.DENY, "unknown_tool", _unknown_tool(server, tool_name), "", None, grant)
@@ -147,6 +150,7 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         return _continue(base, decision, version, grant, request_state, now)
     def held_for(held: Decision) -> Admission:
         # Model instances only here: the approval rows refer to them.
+        prepared.needs_thread()
         tool = Tool(id=tool_id, server_id=server.pk, name=base["tool_name"], risk_category=category,
                     risk_level=level, definition_hash=tool_hash)
         return _approval_needed(base, held, version, Grant(id=grant.pk, name=grant.name), tool, now)
@@ -177,6 +181,7 @@ def held_message(name: str, held: str) -> str:
 
 
 def _unknown_tool(server: Server, name: str) -> str:
+    prepared.needs_thread()
     message = f"unknown tool {name!r}: it is not in this server's catalogue (names are case-sensitive)"
     via = Tool.objects.filter(server=server, name=audit.stored_text(name), via__isnull=False,  # PostgreSQL: no NUL
                               gone_at__isnull=True).values_list("via__name", "via__dispatch").first()
@@ -329,7 +334,7 @@ def _open_reserving(base: dict, decision: Decision, reservations: tuple, version
                outcome=Call.Outcome.PENDING, reason=reason)
     if not reservations:
         call_id = audit.open_row(**row)
-    elif len(reservations) == 1 and connection.vendor == "postgresql":
+    elif len(reservations) == 1 and prepared.vendor() == "postgresql":
         # One statement: a busy counter's row lock is never held across a round trip (or the GIL).
         only = reservations[0]
         call_id = audit.open_row_reserving(ratelimit.RESERVE_SQL, [only.key, only.window_end, only.max], **row)
@@ -362,6 +367,7 @@ def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size
             audit.close_row(admission.call_id, outcome=outcome, latency_ms=latency_ms, result_size=result_size,
                             error=error, now=now)
         return
+    prepared.needs_thread()
     with transaction.atomic():
         ratelimit.release(admission.reservations)
         if admission.call_id is not None:
@@ -373,6 +379,8 @@ def settle_many(outcomes: list[tuple[Admission, dict]]) -> None:
     """Several calls' settle() in one transaction: one commit for all of them (see dbthreads.Batch). Giving a
     reservation back (a protocol error) goes through the ORM, so such a batch is one Django atomic() block."""
     releasing = any(f["outcome"] == Call.Outcome.PROTOCOL_ERROR and a.reservations for a, f in outcomes)
+    if releasing:
+        prepared.needs_thread()
     with transaction.atomic() if releasing else prepared.transaction():
         for admission, fields in outcomes:
             settle(admission, **fields)

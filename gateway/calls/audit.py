@@ -70,6 +70,7 @@ def secret_paths(tool_id: int | None, definition_hash: str | None, tool_name: st
         return paths
     key = (tool_id, definition_hash)
     if key not in _SCHEMA_PATHS:
+        prepared.needs_thread()
         if len(_SCHEMA_PATHS) >= 4096:
             _SCHEMA_PATHS.clear()
         schema = Tool.objects.filter(pk=tool_id).values_list("input_schema", flat=True).first()
@@ -113,6 +114,8 @@ def open_row(**fields) -> int:
     try:
         with tracing.span("portcullis.audit_write"):
             call_id = prepared.fetchone(_INSERT_SQL, values)[0]
+    except prepared.NeedsThread:
+        raise
     except Exception as exc:  # the database is the audit log: without it nothing is forwarded
         metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
@@ -166,6 +169,7 @@ def _sealing(call_id: int) -> tuple[str, str, str, tuple[str, str, str]]:
     known = _OPEN.pop(call_id, None)
     if known is not None:
         return known
+    prepared.needs_thread()
     row = Call.objects.filter(pk=call_id).values("digest", "refusal", "reason", "server_slug", "tool_name",
                                                    "decision").first()
     if row is None:
@@ -195,7 +199,7 @@ def _values(fields: dict) -> tuple[list, tuple]:
     if unknown:
         raise TypeError(f"unknown audit fields {sorted(unknown)}")
     row = {**_DEFAULTS, **fields, "worker": WORKER_ID}
-    adapt_json, adapt_time = _ARGUMENTS.get_db_prep_save, connection.ops.adapt_datetimefield_value
+    adapt_json, adapt_time, db = _ARGUMENTS.get_db_prep_save, prepared.adapt_time, prepared.database()
     row["arguments"] = stored_arguments(row.get("arguments") or {}, row["argument_hash"], paths)
     row["counters"] = _without_nul(row.get("counters") or [])
     row["reason"] = redact_text(row["reason"])
@@ -208,8 +212,8 @@ def _values(fields: dict) -> tuple[list, tuple]:
     if settled:
         row["outcome_digest"] = audit_chain.outcome_digest(digest, row)
     linked = (head, seq, digest, row["refusal"], row["reason"], settled, _labels(row))
-    row["arguments"] = adapt_json(row["arguments"], connection)
-    row["counters"] = adapt_json(row["counters"], connection)
+    row["arguments"] = adapt_json(row["arguments"], db)
+    row["counters"] = adapt_json(row["counters"], db)
     row["created_at"] = adapt_time(row["created_at"])
     row["finished_at"] = adapt_time(row.get("finished_at"))
     return [row.get(column) for column in _COLUMNS], linked
@@ -235,13 +239,13 @@ def _stored_error(error: str) -> str:
 
 def close_row(call_id: int, *, outcome: str, latency_ms: float, result_size: int | None = None,
               error: str = "", now: datetime) -> None:
-    sql = _CLOSE_SQL_POSTGRESQL if connection.vendor == "postgresql" else _CLOSE_SQL
+    sql = _CLOSE_SQL_POSTGRESQL if prepared.vendor() == "postgresql" else _CLOSE_SQL
     error = _stored_error(error)
     digest, refusal, reason, labels = _sealing(call_id)
     seal = audit_chain.outcome_digest(digest, {"outcome": outcome, "refusal": refusal, "reason": reason,
                                                "error": error, "latency_ms": latency_ms, "result_size": result_size,
                                                "finished_at": now})
-    prepared.fetchone(sql, [outcome, latency_ms, result_size, error, connection.ops.adapt_datetimefield_value(now),
+    prepared.fetchone(sql, [outcome, latency_ms, result_size, error, prepared.adapt_time(now),
                             seal, call_id])
     prepared.after_commit(lambda: metrics.call_recorded(*labels, outcome))
 

@@ -142,10 +142,13 @@ def _alive(conn) -> bool:
 class Batch(Generic[T]):
     """Items applied together by `apply_all(items)` (in one transaction), or one by one by `apply_one` when the
     whole batch fails, so one bad item cannot lose the others. An item is applied even if the task that
-    submitted it is cancelled while waiting: an audit outcome is never dropped."""
+    submitted it is cancelled while waiting: an audit outcome is never dropped. `runner` runs each write (`run`
+    here; loop_database.run runs it on the event loop's own connection when it can)."""
 
-    def __init__(self, apply_one: Callable[[T], None], apply_all: Callable[[list[T]], None]) -> None:
+    def __init__(self, apply_one: Callable[[T], None], apply_all: Callable[[list[T]], None],
+                 runner: Callable[..., Awaitable[None]] | None = None) -> None:
         self._apply_one, self._apply_all = apply_one, apply_all
+        self._run = runner or run
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[tuple[T, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
@@ -166,9 +169,9 @@ class Batch(Generic[T]):
             items = [item for item, _ in batch]
             try:
                 if len(items) == 1:
-                    await run(self._apply_one, items[0])
+                    await self._run(self._apply_one, items[0])
                 else:
-                    await run(self._apply_all, items)
+                    await self._run(self._apply_all, items)
             except Exception:
                 if len(items) == 1:
                     _fail(batch[0][1])
@@ -176,7 +179,7 @@ class Batch(Generic[T]):
                 log.warning("writing %d outcomes together failed; writing them one by one", len(items))
                 for item, done in batch:
                     try:
-                        await run(self._apply_one, item)
+                        await self._run(self._apply_one, item)
                     except Exception:
                         _fail(done)
                     else:

@@ -17,18 +17,74 @@ for the health check in dbthreads.py, as before):
 `transaction()` is the hot path's transaction (counters and audit row in one commit; a batch of settlements in
 one commit): BEGIN and COMMIT on the driver connection, without Django's atomic() bookkeeping. Statements inside
 it must come from this module; inside a Django atomic() block it is that block.
+
+On an SQLite file the hot path's tasks run on the event loop's own connection (gateway/calls/loop_database.py):
+`use()` makes it this thread's connection for the task. There a statement that would wait for the write lock
+raises NeedsThread instead of waiting, and so does `needs_thread()`, which every step that needs the ORM calls
+first: the task then runs again on a database thread. `wrote()` tells whether it had written anything first.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import transaction as django_transaction
 
 _QMARK: dict[str, str] = {}
 _OPEN = "portcullis_transaction"  # attribute on Django's connection wrapper: the callbacks of the open transaction
+_LOOP = threading.local()  # .db: the event loop's connection while a task runs on it; .wrote: it wrote something
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+class NeedsThread(Exception):  # noqa: N818 - an instruction to the caller, not an error
+    """Raised on the event loop's connection before the task could finish there without waiting: the write lock
+    is another connection's, or the next step needs the ORM. The task runs again on a database thread."""
+
+
+@contextmanager
+def use(loop_db) -> Iterator[None]:
+    """Within the block, this thread's hot-path statements run on `loop_db` (the event loop's own connection)."""
+    _LOOP.db, _LOOP.wrote = loop_db, False
+    try:
+        yield
+    finally:
+        _LOOP.db = None
+
+
+def on_loop() -> bool:
+    return getattr(_LOOP, "db", None) is not None
+
+
+def wrote() -> bool:
+    """Whether the task that ran on the loop's connection committed a write (a statement on its own, or a
+    transaction; a rolled-back transaction wrote nothing)."""
+    return bool(getattr(_LOOP, "wrote", False))
+
+
+def needs_thread() -> None:
+    """Called first by every step of the hot path that needs the ORM (a cache to fill, a rare branch): on the
+    event loop's connection it sends the task to a database thread; elsewhere it does nothing."""
+    if on_loop():
+        raise NeedsThread()
+
+
+def database():
+    """The Django connection wrapper this thread's hot-path statements use (not connected yet, perhaps)."""
+    return getattr(_LOOP, "db", None) or connections[DEFAULT_DB_ALIAS]
+
+
+def vendor() -> str:
+    return database().vendor
+
+
+def adapt_time(value: datetime | None):
+    """A datetime as the database takes it, as Django adapts it."""
+    return database().ops.adapt_datetimefield_value(value)
 
 
 def _qmark(sql: str) -> str:
@@ -41,10 +97,29 @@ def _qmark(sql: str) -> str:
 
 
 def _connection():
+    loop_db = getattr(_LOOP, "db", None)
+    if loop_db is not None:
+        return loop_db
     db = connections[DEFAULT_DB_ALIAS]
     if db.connection is None:
         db.ensure_connection()
     return db
+
+
+def _sqlite_execute(raw, sql: str, params=()) -> sqlite3.Cursor:
+    """On the loop's connection a statement that finds the write lock taken raises NeedsThread (its busy timeout
+    is 0, so it never waits); a write that ran is remembered (wrote())."""
+    if getattr(_LOOP, "db", None) is None:
+        return raw.execute(sql, params)
+    try:
+        cursor = raw.execute(sql, params)
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in _BUSY:
+            raise NeedsThread() from exc
+        raise
+    if not sql.startswith(("SELECT", "BEGIN")) and getattr(_LOOP.db, _OPEN, None) is None:
+        _LOOP.wrote = True  # committed by itself (in a transaction: when it commits)
+    return cursor
 
 
 def fetchone(sql: str, params: list) -> tuple | None:
@@ -57,7 +132,7 @@ def fetchone(sql: str, params: list) -> tuple | None:
             with psycopg.Cursor(db.connection) as cursor:
                 cursor.execute(sql, params, prepare=True)
                 return cursor.fetchone() if cursor.description else None
-        cursor = db.connection.execute(_qmark(sql), params)
+        cursor = _sqlite_execute(db.connection, _qmark(sql), params)
         try:
             return cursor.fetchone() if cursor.description else None
         finally:
@@ -65,13 +140,13 @@ def fetchone(sql: str, params: list) -> tuple | None:
 
 
 def in_transaction() -> bool:
-    db = connections[DEFAULT_DB_ALIAS]
+    db = database()
     return db.in_atomic_block or getattr(db, _OPEN, None) is not None
 
 
 def after_commit(callback: Callable[[], None]) -> None:
     """Run `callback` once the current transaction commits (at once outside one)."""
-    db = connections[DEFAULT_DB_ALIAS]
+    db = database()
     callbacks = getattr(db, _OPEN, None)
     if callbacks is not None:
         callbacks.append(callback)
@@ -85,19 +160,27 @@ def after_commit(callback: Callable[[], None]) -> None:
 def transaction() -> Iterator[None]:
     """One transaction on the driver connection: committed when the block ends, rolled back when it raises."""
     db = _connection()
-    if db.in_atomic_block or getattr(db, _OPEN, None) is not None or not db.get_autocommit():
+    if on_loop() and getattr(db, _OPEN, None) is not None:  # inside the loop's own transaction: part of it
+        yield
+        return
+    if not on_loop() and (db.in_atomic_block or getattr(db, _OPEN, None) is not None or not db.get_autocommit()):
         with django_transaction.atomic():
             yield
         return
     raw = db.connection
     callbacks: list[Callable[[], None]] = []
     with db.wrap_database_errors:
-        raw.execute("BEGIN IMMEDIATE" if db.vendor == "sqlite" else "BEGIN")
+        if db.vendor == "sqlite":
+            _sqlite_execute(raw, "BEGIN IMMEDIATE")
+        else:
+            raw.execute("BEGIN")
     setattr(db, _OPEN, callbacks)
     try:
         yield
         setattr(db, _OPEN, None)
         _end(db, "COMMIT")
+        if on_loop():
+            _LOOP.wrote = True
     except BaseException:
         setattr(db, _OPEN, None)
         _end(db, "ROLLBACK")  # the block failed, or its commit did

@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from gateway import calls, events
-from gateway.calls import audit, continuations, dbthreads
+from gateway.calls import audit, continuations, dbthreads, loop_database
 from gateway.models import Call, Server
 from gateway.protocol import input_bridge, jsonrpc
 from gateway.protocol.era import Era
@@ -32,7 +32,7 @@ from gateway.protocol.jsonrpc import RpcError
 from gateway.upstream.stdio_pipe import AnswerTooLarge
 
 CANCELLED = "cancelled by the agent or its disconnect"
-OUTCOMES = dbthreads.Batch(lambda item: calls.settle(item[0], **item[1]), calls.settle_many)
+OUTCOMES = dbthreads.Batch(lambda item: calls.settle(item[0], **item[1]), calls.settle_many, loop_database.run)
 
 
 def cancel_reason(exc: BaseException | None) -> str:

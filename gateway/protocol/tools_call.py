@@ -15,7 +15,7 @@ from django.utils import timezone
 from mcp.shared.exceptions import MCPError
 
 from gateway import calls, events
-from gateway.calls import dbthreads
+from gateway.calls import loop_database
 from gateway.models import Call, Server
 from gateway.protocol import held_tasks, input_bridge, jsonrpc
 from gateway.protocol.bridged_calls import abort_parked, bridged_call, needs_own_link
@@ -88,7 +88,7 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     # continuation of the call it was given for (gateway/calls/continuations.py), admitted without a second
     # reservation.
     request_state = msg.params.get("requestState") if era is Era.STATELESS else None
-    admission = await dbthreads.run(admit, req.token, server, name, arguments, request_state,
+    admission = await loop_database.run(admit, req.token, server, name, arguments, request_state,
                                     session_key(session, era), req.recent_server)
     events.call_changed(admission.call_id, server.slug, "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None and era is Era.STATELESS and held_tasks.declared(msg.params):

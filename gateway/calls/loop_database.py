@@ -1,0 +1,167 @@
+"""The hot path's database work on the event loop itself, when the database is an SQLite file.
+
+A tools/call's admission and its settlement are a few statements of a few tens of microseconds each on SQLite.
+Sending them to a database thread (dbthreads.py) cost more than running them: two thread hops per call, and the
+loop and that thread taking the interpreter lock from each other, so one process did less than a core's worth of
+work under load (docs/ARCHITECTURE.md, "Performance"). Here the loop thread has a connection of its own and runs
+such a task directly, as long as it never has to wait:
+
+- Its busy timeout is 0: a statement that finds the write lock taken (the dashboard, a command, another process)
+  raises prepared.NeedsThread at once instead of sleeping in SQLite's busy handler with the loop stopped.
+- A step that needs the ORM (a cache to fill, an approval, a dispatcher, a draft in shadow, the rare
+  last-used refresh) calls prepared.needs_thread() first.
+- Either way nothing was committed yet (prepared.wrote()), and the task runs again, whole, on a database thread,
+  where it may wait. A task that had committed something and then needed a thread is a bug; it is logged and
+  raised, never run twice.
+- Its commits never checkpoint the write-ahead log (a checkpoint writes the database file and syncs it): every
+  CHECKPOINT_EVERY commits one passive checkpoint runs on a database thread instead.
+
+PostgreSQL (round trips over a socket) and an in-memory or non-WAL SQLite database keep using the threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.exceptions import SynchronousOnlyOperation
+
+from gateway.calls import dbthreads, prepared
+
+log = logging.getLogger("portcullis.db")
+
+T = TypeVar("T")
+CHECKPOINT_EVERY = 200  # commits on the loop's connection between two passive checkpoints
+
+
+class _Connection:
+    """One event-loop thread's own SQLite connection (a Django wrapper, opened on a database thread)."""
+
+    def __init__(self, wrapper) -> None:
+        self.wrapper = wrapper
+        self.commits = 0
+        self.checkpointing: asyncio.Task | None = None
+        self.closed = False
+
+
+_local = threading.local()  # .connection: this thread's _Connection; .unsuitable: the database cannot be used so
+_all: list[_Connection] = []
+_all_lock = threading.Lock()
+
+
+async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """func(*args, **kwargs) on this loop's own connection when it can finish there without waiting, else on a
+    database thread (dbthreads.run). Exceptions of func are raised as they are."""
+    own = getattr(_local, "connection", None)
+    if own is None or own.closed:
+        if getattr(_local, "unsuitable", False):
+            return await dbthreads.run(func, *args, **kwargs)
+        own = await _open()
+        if own is None:
+            return await dbthreads.run(func, *args, **kwargs)
+    try:
+        with prepared.use(own.wrapper):
+            result = func(*args, **kwargs)
+    except (prepared.NeedsThread, SynchronousOnlyOperation) as exc:
+        if prepared.wrote():
+            log.error("a hot-path task needed a database thread after it had committed on the event loop's "
+                      "connection; it was not run again: %s", func.__qualname__)
+            raise RuntimeError("the gateway could not finish this call's database work; see its log") from exc
+    else:
+        if prepared.wrote():
+            _committed(own)
+        return result
+    finally:
+        if own.wrapper.errors_occurred:
+            _drop(own)
+    return await dbthreads.run(func, *args, **kwargs)
+
+
+async def _open() -> _Connection | None:
+    """This thread's connection, opened on a database thread (Django opens none inside an event loop); None when
+    the database is not an SQLite file in WAL mode."""
+    wrapper = await dbthreads.run(_new_wrapper)
+    if wrapper is None:
+        _local.unsuitable = True
+        return None
+    own = getattr(_local, "connection", None)
+    if own is not None and not own.closed:  # another task of this thread opened one meanwhile
+        await dbthreads.run(_close_wrapper, wrapper)
+        return own
+    own = _local.connection = _Connection(wrapper)
+    with _all_lock:
+        _all.append(own)
+    return own
+
+
+def _new_wrapper():
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    if connections[DEFAULT_DB_ALIAS].vendor != "sqlite":
+        return None
+    wrapper = connections.create_connection(DEFAULT_DB_ALIAS)
+    if wrapper.is_in_memory_db():
+        return None
+    wrapper.ensure_connection()
+    raw = wrapper.connection
+    if raw.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        wrapper.close()
+        return None
+    raw.execute("PRAGMA busy_timeout = 0")  # never wait on the loop: NeedsThread instead
+    raw.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run on a database thread (_checkpoint)
+    return wrapper
+
+
+def _close_wrapper(wrapper) -> None:
+    wrapper.close()
+
+
+def _drop(own: _Connection) -> None:
+    """A database error on the loop's connection: it is closed, and the next call opens a new one (a broken
+    handle must not fail every call after it)."""
+    own.closed = True
+    with _all_lock:
+        if own in _all:
+            _all.remove(own)
+    raw, own.wrapper.connection = own.wrapper.connection, None
+    if raw is not None:
+        raw.close()
+
+
+def _committed(own: _Connection) -> None:
+    own.commits += 1
+    if own.commits < CHECKPOINT_EVERY or (own.checkpointing is not None and not own.checkpointing.done()):
+        return
+    own.commits = 0
+    own.checkpointing = asyncio.get_running_loop().create_task(_checkpoint(), name="portcullis:wal-checkpoint")
+
+
+async def _checkpoint() -> None:
+    try:
+        await dbthreads.run(_passive_checkpoint)
+    except Exception:  # noqa: BLE001 - the next one tries again; the log grows meanwhile, nothing is lost
+        log.warning("checkpointing the SQLite write-ahead log failed; trying again later", exc_info=True)
+
+
+def _passive_checkpoint() -> None:
+    """Copy what the log holds into the database file, without taking the write lock or waiting for readers."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def close_all() -> None:
+    """Close every thread's loop connection (the test run removes its database after this). Not while a task of
+    theirs runs: called at shutdown, with the loops stopped."""
+    with _all_lock:
+        closing, _all[:] = list(_all), []
+    for own in closing:
+        own.closed = True
+        raw, own.wrapper.connection = own.wrapper.connection, None
+        if raw is not None:
+            raw.close()
+    _local.__dict__.clear()
