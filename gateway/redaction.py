@@ -47,6 +47,8 @@ LAST_WORDS = ("key", "pass", "pwd", "community", "psk")
 NAME_KEYS = ("name", "key", "variable")  # the name half of a name/value pair
 ITEMS = "[]"  # a path step into every item of an array
 
+KNOWN_KEYS_MAX = 4096  # key names remembered per redactor (arguments of every tool; cleared when full)
+KNOWN_KEY_LENGTH = 100  # longer key names are not remembered
 MAX_DEPTH = 64  # deeper values are replaced rather than walked (arguments arrive already size-limited)
 
 
@@ -54,12 +56,24 @@ class Redactor:
     def __init__(self, key_words: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
         self.key_words = tuple(w.lower() for w in (*DEFAULT_KEY_WORDS, *key_words) if w)
         self.value_re = re.compile("|".join(f"(?:{p})" for p in (*DEFAULT_VALUE_PATTERNS, *patterns)))
+        self._known: dict[str, bool] = {}  # key name → secret_key(): a tool's few argument names, decided once
 
     def secret_key(self, key: object) -> bool:
-        lowered = str(key).lower()
+        name = str(key)
+        known = self._known.get(name)
+        if known is None:
+            known = self._secret_key(name)
+            if len(name) <= KNOWN_KEY_LENGTH:  # an agent's made-up long names are decided, never kept
+                if len(self._known) >= KNOWN_KEYS_MAX:
+                    self._known.clear()
+                self._known[name] = known
+        return known
+
+    def _secret_key(self, key: str) -> bool:
+        lowered = key.lower()
         if any(word in lowered for word in self.key_words):
             return True
-        words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)).lower()) if w]
+        words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower()) if w]
         return bool(words) and (words[-1] in LAST_WORDS or words[-1].endswith("pwd"))
 
     def text(self, value: str) -> str:

@@ -52,3 +52,18 @@ def test_it_stops_walking_absurdly_deep_values():
     for _ in range(200):
         deep = [deep]
     assert "abcdefghijklmnop" not in repr(redact(deep))
+
+
+def test_a_key_decided_once_is_decided_the_same_and_the_memory_of_names_stays_bounded():
+    from gateway.redaction import KNOWN_KEY_LENGTH, KNOWN_KEYS_MAX, Redactor
+
+    redactor = Redactor()
+    for _ in range(2):  # the second time from what it remembers
+        assert redactor.secret_key("apiToken") and redactor.secret_key("encryption_key")
+        assert not redactor.secret_key("key_type") and not redactor.secret_key("path")
+    for i in range(KNOWN_KEYS_MAX + 10):
+        redactor.secret_key(f"field_{i}")
+    redactor.secret_key("x" * (KNOWN_KEY_LENGTH + 1) + "_password")
+    assert len(redactor._known) <= KNOWN_KEYS_MAX
+    assert all(len(name) <= KNOWN_KEY_LENGTH for name in redactor._known)
+    assert redactor.secret_key("x" * (KNOWN_KEY_LENGTH + 1) + "_password")

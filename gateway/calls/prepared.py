@@ -30,8 +30,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import transaction as django_transaction
 
@@ -83,8 +84,19 @@ def vendor() -> str:
 
 
 def adapt_time(value: datetime | None):
-    """A datetime as the database takes it, as Django adapts it."""
-    return database().ops.adapt_datetimefield_value(value)
+    """A datetime as the database takes it, as Django adapts it. On SQLite with the connection in UTC (the
+    settings' TIME_ZONE) a UTC datetime, what timezone.now() gives, is written directly: the text Django writes."""
+    db = database()
+    if value is not None and value.tzinfo is UTC and db.vendor == "sqlite" and _utc_connection(db):
+        return str(value.replace(tzinfo=None))
+    return db.ops.adapt_datetimefield_value(value)
+
+
+def _utc_connection(db) -> bool:
+    utc = getattr(db, "portcullis_utc", None)
+    if utc is None:
+        utc = db.portcullis_utc = bool(settings.USE_TZ) and db.timezone.utcoffset(None) == timedelta(0)
+    return utc
 
 
 def _qmark(sql: str) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 import pytest
 from django.db import connection, transaction
 
@@ -43,3 +46,14 @@ def test_on_postgresql_the_statement_is_prepared_once_per_connection(server):
         assert cursor.fetchone()[0] == 1
         cursor.execute("SHOW plan_cache_mode")
         assert cursor.fetchone()[0] == "force_generic_plan"
+
+
+@pytest.mark.parametrize("value", [
+    datetime(2026, 12, 4, 16, 30, 5, 123456, tzinfo=UTC),
+    datetime(2026, 12, 4, 16, 30, 5, tzinfo=UTC),  # no microseconds: Django writes none either
+    datetime(2026, 12, 4, 17, 30, 5, 7, tzinfo=timezone(timedelta(hours=1))),
+    datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=ZoneInfo("Europe/Paris")),
+    None,
+])
+def test_a_datetime_is_adapted_exactly_as_django_adapts_it(value):
+    assert prepared.adapt_time(value) == connection.ops.adapt_datetimefield_value(value)
