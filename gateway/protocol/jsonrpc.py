@@ -144,8 +144,15 @@ def parse(body: bytes) -> Message:
         raise RpcError(INVALID_REQUEST, "JSON-RPC batches are not supported (removed in protocol 2025-06-18)")
     if not isinstance(value, dict):
         raise RpcError(INVALID_REQUEST, "a JSON-RPC message must be a JSON object")
-    _check_tree(value)
+    if _walk_needed(text):
+        _check_tree(value)
     return _envelope(value)
+
+
+def _walk_needed(text: str) -> bool:
+    """Whether _check_tree can find anything in this text: a lone surrogate comes only from a \\ud800-\\udfff
+    escape (strict UTF-8 decodes to none), and nesting deeper than MAX_DEPTH takes more than MAX_DEPTH brackets."""
+    return "\\ud" in text or "\\uD" in text or text.count("{") + text.count("[") > MAX_DEPTH
 
 
 def _envelope(value: dict) -> Message:
