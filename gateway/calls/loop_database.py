@@ -47,7 +47,7 @@ class _Connection:
         self.closed = False
 
 
-_local = threading.local()  # .connection: this thread's _Connection; .unsuitable: the database cannot be used so
+_local = threading.local()  # .connection: this thread's _Connection; .unsuitable: not an SQLite file in WAL mode
 _all: list[_Connection] = []
 _all_lock = threading.Lock()
 
@@ -59,7 +59,12 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     if own is None or own.closed:
         if getattr(_local, "unsuitable", False):
             return await dbthreads.run(func, *args, **kwargs)
-        own = await _open()
+        try:
+            own = await _open()
+        except Exception:  # noqa: BLE001 - the database is down, say: the task on a thread meets it and says so
+            log.warning("the event loop's SQLite connection could not be opened; using a database thread",
+                        exc_info=True)
+            own = None
         if own is None:
             return await dbthreads.run(func, *args, **kwargs)
     try:

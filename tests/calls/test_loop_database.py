@@ -194,3 +194,29 @@ def test_the_loop_connection_never_checkpoints_and_a_database_thread_does_every_
     autocheckpoint, busy_timeout = asyncio.run(scenario())
     assert autocheckpoint == 0 and busy_timeout == 0
     assert len(checkpoints) >= 3 and all(name.startswith("portcullis-db") for name in checkpoints)
+
+
+def test_when_the_loop_connection_cannot_be_opened_the_task_runs_on_a_thread_and_opening_is_tried_again(
+        echo, monkeypatch):
+    from django.db import OperationalError
+
+    server, token = echo
+    real = loop_database._new_wrapper
+    attempts = []
+
+    def failing():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OperationalError("unable to open database file")
+        return real()
+
+    monkeypatch.setattr(loop_database, "_new_wrapper", failing)
+
+    async def scenario():
+        where = await loop_database.run(lambda: threading.current_thread().name)
+        await admit_and_settle(server, token)()
+        return where
+
+    assert asyncio.run(scenario()).startswith("portcullis-db")
+    assert len(attempts) == 2 and loop_database._local.connection is not None
+    assert Call.objects.filter(outcome="ok").count() == 1
