@@ -61,7 +61,7 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
             return await dbthreads.run(func, *args, **kwargs)
         try:
             own = await _open()
-        except Exception:  # noqa: BLE001 - the database is down, say: the task on a thread meets it and says so
+        except Exception:  # noqa: BLE001 - the database may be down: on a thread the task meets that and refuses
             log.warning("the event loop's SQLite connection could not be opened; using a database thread",
                         exc_info=True)
             own = None
@@ -81,7 +81,7 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return result
     finally:
         if own.wrapper.errors_occurred:
-            _drop(own)
+            _close(own)
     return await dbthreads.run(func, *args, **kwargs)
 
 
@@ -94,7 +94,7 @@ async def _open() -> _Connection | None:
         return None
     own = getattr(_local, "connection", None)
     if own is not None and not own.closed:  # another task of this thread opened one meanwhile
-        await dbthreads.run(_close_wrapper, wrapper)
+        _close(_Connection(wrapper))
         return own
     own = _local.connection = _Connection(wrapper)
     with _all_lock:
@@ -120,13 +120,9 @@ def _new_wrapper():
     return wrapper
 
 
-def _close_wrapper(wrapper) -> None:
-    wrapper.close()
-
-
-def _drop(own: _Connection) -> None:
-    """A database error on the loop's connection: it is closed, and the next call opens a new one (a broken
-    handle must not fail every call after it)."""
+def _close(own: _Connection) -> None:
+    """Close a loop connection; the thread's next call opens a new one. After a database error on it too: a
+    broken handle must not fail every call after it."""
     own.closed = True
     with _all_lock:
         if own in _all:
@@ -163,10 +159,7 @@ def close_all() -> None:
     """Close every thread's loop connection (the test run removes its database after this). Not while a task of
     theirs runs: called at shutdown, with the loops stopped."""
     with _all_lock:
-        closing, _all[:] = list(_all), []
+        closing = list(_all)
     for own in closing:
-        own.closed = True
-        raw, own.wrapper.connection = own.wrapper.connection, None
-        if raw is not None:
-            raw.close()
+        _close(own)
     _local.__dict__.clear()

@@ -109,10 +109,7 @@ def _qmark(sql: str) -> str:
 
 
 def _connection():
-    loop_db = getattr(_LOOP, "db", None)
-    if loop_db is not None:
-        return loop_db
-    db = connections[DEFAULT_DB_ALIAS]
+    db = database()
     if db.connection is None:
         db.ensure_connection()
     return db
@@ -121,7 +118,7 @@ def _connection():
 def _sqlite_execute(raw, sql: str, params=()) -> sqlite3.Cursor:
     """On the loop's connection a statement that finds the write lock taken raises NeedsThread (its busy timeout
     is 0, so it never waits); a write that ran is remembered (wrote())."""
-    if getattr(_LOOP, "db", None) is None:
+    if not on_loop():
         return raw.execute(sql, params)
     try:
         cursor = raw.execute(sql, params)
@@ -171,11 +168,11 @@ def after_commit(callback: Callable[[], None]) -> None:
 @contextmanager
 def transaction() -> Iterator[None]:
     """One transaction on the driver connection: committed when the block ends, rolled back when it raises."""
-    db = _connection()
-    if on_loop() and getattr(db, _OPEN, None) is not None:  # inside the loop's own transaction: part of it
+    db, loop = _connection(), on_loop()
+    if loop and getattr(db, _OPEN, None) is not None:  # inside the loop's own transaction: part of it
         yield
         return
-    if not on_loop() and (db.in_atomic_block or getattr(db, _OPEN, None) is not None or not db.get_autocommit()):
+    if not loop and (db.in_atomic_block or getattr(db, _OPEN, None) is not None or not db.get_autocommit()):
         with django_transaction.atomic():
             yield
         return
@@ -191,7 +188,7 @@ def transaction() -> Iterator[None]:
         yield
         setattr(db, _OPEN, None)
         _end(db, "COMMIT")
-        if on_loop():
+        if loop:
             _LOOP.wrote = True
     except BaseException:
         setattr(db, _OPEN, None)
