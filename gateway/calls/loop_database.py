@@ -117,6 +117,9 @@ def _new_wrapper():
         return None
     raw.execute("PRAGMA busy_timeout = 0")  # never wait on the loop: NeedsThread instead
     raw.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run on a database thread (_checkpoint)
+    # Its statements' scratch space (the statement journal of a transaction's second write) stays in memory: on
+    # disk it was a temporary file created and deleted on about every fourth call (ten system calls each).
+    raw.execute("PRAGMA temp_store = MEMORY")
     return wrapper
 
 

@@ -188,11 +188,13 @@ def test_the_loop_connection_never_checkpoints_and_a_database_thread_does_every_
             own = loop_database._local.connection
             if own.checkpointing is not None:  # one at a time; calls go on meanwhile
                 await own.checkpointing
-        return own.wrapper.connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0], \
-            own.wrapper.connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        raw = own.wrapper.connection
+        return [raw.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("wal_autocheckpoint", "busy_timeout", "temp_store")]
 
-    autocheckpoint, busy_timeout = asyncio.run(scenario())
+    autocheckpoint, busy_timeout, temp_store = asyncio.run(scenario())
     assert autocheckpoint == 0 and busy_timeout == 0
+    assert temp_store == 2  # MEMORY: no temporary file is created and deleted on the loop
     assert len(checkpoints) >= 3 and all(name.startswith("portcullis-db") for name in checkpoints)
 
 
