@@ -18,8 +18,32 @@ from django.utils import timezone
 
 from gateway.grants import create_grant, revoke
 from gateway.models import Server
+from tests.password_hashing import use_quick_hashing
 
 pytest_plugins = ("tests.dashboard.fixtures", "tests.dashboard.approval_fixtures")
+
+
+def _own_redis_database() -> None:
+    """Under pytest-xdist (`-n`) each worker uses a Redis database of its own: REDIS_URL's number plus the worker's
+    plus one. One worker's live events and messages between gateway processes then never reach the other's
+    gateways, which share the server. Its gateway subprocesses inherit it from the environment. (Each worker has its
+    own test database already: pytest-django names it after the worker.)"""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.conf import settings
+
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("REDIS_URL")
+    if not worker or not url:
+        return
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0) + 1 + int(worker.removeprefix("gw"))
+    own = urlunsplit(parts._replace(path=f"/{number}"))
+    os.environ["REDIS_URL"] = settings.REDIS_URL = own
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = own
+
+
+_own_redis_database()
+use_quick_hashing()
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):
