@@ -100,7 +100,9 @@ def approved_text(approval_id: int) -> str:
 
 
 def pending_for(b: Binding, now: datetime) -> Approval:
-    """The pending approval for exactly this call: the existing one (identical calls wait together) or new.
+    """The pending approval for exactly this call: the existing one (identical calls wait together) or new. The
+    caller announces it (`publish`) once the held call's audit row is written: the dashboards render the queue on
+    that event, and before the row they would show nobody waiting on it.
 
     Raises TooManyPending when a new one would put more than PORTCULLIS_PENDING_APPROVALS_PER_GRANT approvals of
     the grant in the queue. One transaction holding the grant's row (SQLite: the write lock taken at BEGIN), so
@@ -122,7 +124,6 @@ def pending_for(b: Binding, now: datetime) -> Approval:
             approvers_needed=max(1, b.approvers),
             expires_at=now + timedelta(seconds=settings.PORTCULLIS_APPROVAL_TTL_S))
         outbox.after_commit(outbox.approval_pending, approval)  # people who are not looking are told
-    publish(approval)
     return approval
 
 

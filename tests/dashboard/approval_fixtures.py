@@ -42,6 +42,7 @@ def hold_call(server: Server, tool: Tool, grant, arguments: dict) -> Approval:
     Call.objects.create(server=server, server_slug=server.slug, grant=grant, grant_name=grant.name,
                         tool_name=tool.name, arguments=arguments, argument_hash=digest, decision="approve",
                         outcome="pending", approval=approval)
+    approvals.publish(approval)  # after the row, as the gateway does
     return approval
 
 
