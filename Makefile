@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The suite runs in two pytest-xdist workers, a test module each at a time (module-scoped gateways and browsers
+# stay shared within a module): most end-to-end time is spent waiting on other processes. PYTEST_WORKERS=0 runs it
+# in one process.
+PYTEST_WORKERS ?= 2
 # The HTTP server: daphne (default) or uvicorn (`make run SERVER=uvicorn`; PORTCULLIS_SERVER, config/serve_uvicorn.py).
 SERVER ?=
 # The address the demo prints and the server accepts (config/settings.py derives hosts and origins from it).
@@ -67,7 +71,7 @@ system-deps:
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a green run.
 test: install-test
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; exit $$rc
 
 lint: install-test
