@@ -47,6 +47,7 @@ class StdioPipe:
     def __init__(self, process, limit: int) -> None:
         self._process = process
         self._limit = limit
+        self._writer = _asyncio_writer(process.stdin)
         self._pending: dict[str, asyncio.Future] = {}
         self.closed = False
 
@@ -61,7 +62,7 @@ class StdioPipe:
         answer = self._pending[request_id] = asyncio.get_running_loop().create_future()
         try:
             try:
-                await self._process.stdin.send(line)
+                await self._send(line)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                 raise MCPError(code=CONNECTION_CLOSED, message="connection closed") from None
             try:
@@ -76,6 +77,22 @@ class StdioPipe:
         finally:
             self._pending.pop(request_id, None)
         return result_of(message)
+
+    async def _send(self, line: bytes) -> None:
+        """The line on the server's stdin, whole (a write is never split between writers). On asyncio's own writer:
+        anyio's send() also yields to the event loop after every write, one more loop iteration per call; drain()
+        waits only while the pipe is full."""
+        writer = self._writer
+        if writer is None:
+            await self._process.stdin.send(line)
+            return
+        if writer.is_closing():
+            raise anyio.ClosedResourceError
+        try:
+            writer.write(line)
+        except RuntimeError as exc:  # uvloop: the pipe's handle is closed
+            raise anyio.BrokenResourceError from exc
+        await writer.drain()
 
     def take(self, line: bytes) -> SessionMessage | Exception | None:
         """One line from stdout: None when it answered a direct request (handed over here), else what the SDK
@@ -146,6 +163,13 @@ class StdioPipe:
         else:
             log.warning("upstream wrote a message of %d bytes, over the %d-byte limit; it was discarded", size,
                         self._limit)
+
+
+def _asyncio_writer(stdin) -> asyncio.StreamWriter | None:
+    """asyncio's StreamWriter under anyio's stdin stream of the process (anyio 4 keeps it as `_stream`); None when
+    it is not there, and requests go through anyio's send()."""
+    writer = getattr(stdin, "_stream", None)
+    return writer if isinstance(writer, asyncio.StreamWriter) else None
 
 
 class AnswerTooLarge(MCPError):

@@ -119,6 +119,25 @@ async def test_a_server_that_dies_mid_call_fails_the_calls_at_once_and_the_link_
     assert text(await link.request("tools/call", {"name": "ok", "arguments": {}}, timeout=30)) == "ok: fine"
 
 
+async def test_a_call_is_written_on_asyncios_own_writer_not_anyios_send(link, monkeypatch):
+    """anyio's send() yields to the event loop after every write: one more loop iteration per call (measured in
+    docs/ARCHITECTURE.md, "Performance")."""
+    stdin = link._pipe._process.stdin
+
+    async def anyio_send(data: bytes) -> None:
+        raise AssertionError("the direct request went through anyio's send()")
+
+    monkeypatch.setattr(stdin, "send", anyio_send)
+    assert text(await call(link, "ok", {})) == "ok: fine"
+
+
+async def test_a_call_on_a_closed_stdin_is_a_lost_connection_at_once(link):
+    link._pipe._process.stdin._stream.close()
+    with pytest.raises(MCPError) as caught:
+        await call(link, "ok", {})
+    assert caught.value.error.code == CONNECTION_CLOSED
+
+
 async def test_a_line_that_is_not_json_rpc_does_not_break_the_link(link):
     assert text(await call(link, "garbage", {})) == "after garbage"
     assert text(await call(link, "ok", {})) == "ok: fine"
