@@ -45,6 +45,7 @@ def _own_redis_database() -> None:
 _own_redis_database()
 use_quick_hashing()
 
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):
     """pytest-django's test database; before it is dropped, the connections other threads opened are closed (on

@@ -265,9 +265,9 @@ def _approval_needed(base: dict, decision: Decision, version, grant: Grant, tool
                                  policy_version_id=version, outcome=Call.Outcome.PENDING, approval=pending,
                                  reason=f"waiting for approval {pending.public_id}")
     except audit.AuditUnavailable as exc:
-        approvals.publish(pending)  # nobody waits on it, but it is in the queue and can be decided
         return Admission(None, False, str(exc), grant_id=grant.pk)
-    approvals.publish(pending)  # now that the row says the agent waits on it (its card, the badge)
+    finally:  # after the row, which says the agent waits on it (its card, the badge); without the row it can
+        approvals.publish(pending)  # still be decided in the queue
     return Admission(call_id, False, "", decision.reservations, grant.pk, held=pending)
 
 
