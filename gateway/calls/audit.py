@@ -133,6 +133,8 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
         with tracing.span("portcullis.audit_write", **{"portcullis.counter": "reserved in the same statement"}):
             row = prepared.fetchone(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
                                     [*reserve_params, *values])
+    except prepared.NeedsThread:
+        raise
     except Exception as exc:
         metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc

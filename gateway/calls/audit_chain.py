@@ -1,9 +1,10 @@
 """The audit log's hash chains: what makes an altered, deleted, inserted or reordered row detectable.
 
-Every audit row is a link of one chain. A chain belongs to one writer — a database thread of one gateway process —
-so links are made without any lock or read shared between writers: each writer keeps its head (last sequence
-number and digest) in memory and advances it only when the row's transaction committed, so a rolled-back row
-leaves no gap. Several processes and threads write several chains side by side; each verifies on its own.
+Every audit row is a link of one chain. A chain belongs to one writer — a database thread of one gateway process,
+or one of an event loop's own PostgreSQL connections (loop_postgres.py) — so links are made without any lock or
+read shared between writers: each writer keeps its head (last sequence number and digest) in memory and advances
+it only when the row's transaction committed, so a rolled-back row leaves no gap. Several processes, threads and
+connections write several chains side by side; each verifies on its own.
 
 A row carries:
 - `chain`, `seq`: the chain and the row's place in it (1, 2, 3, … without gaps);
@@ -120,11 +121,14 @@ _heads_lock = threading.Lock()
 
 
 def _head() -> Head:
-    head = getattr(_local, "head", None)
+    """The writer's chain: this thread's, or that of the event loop's PostgreSQL connection the task runs on
+    (gateway/calls/loop_postgres.py: tasks interleave on the loop's thread, each on its own connection)."""
+    owner = prepared.loop_connection() or _local
+    head = getattr(owner, "head", None)
     if head is None:
         name = uuid.uuid4().hex[:16]
         head = Head(name, 0, genesis(name))
-        _local.head = head
+        owner.head = head
         with _heads_lock:
             _heads[name] = head
     return head

@@ -16,7 +16,8 @@ such a task directly, as long as it never has to wait:
 - Its commits never checkpoint the write-ahead log (a checkpoint writes the database file and syncs it): every
   CHECKPOINT_EVERY commits one passive checkpoint runs on a database thread instead.
 
-PostgreSQL (round trips over a socket) and an in-memory or non-WAL SQLite database keep using the threads.
+On PostgreSQL, run() hands the task to loop_postgres.py (the loop's own asynchronous connections). An in-memory
+or non-WAL SQLite database keeps using the threads.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 from django.core.exceptions import SynchronousOnlyOperation
 
-from gateway.calls import dbthreads, prepared
+from gateway.calls import dbthreads, loop_postgres, prepared
 
 log = logging.getLogger("portcullis.db")
 
@@ -55,6 +56,8 @@ _all_lock = threading.Lock()
 async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """func(*args, **kwargs) on this loop's own connection when it can finish there without waiting, else on a
     database thread (dbthreads.run). Exceptions of func are raised as they are."""
+    if _postgres():
+        return await loop_postgres.run(func, *args, **kwargs)
     own = getattr(_local, "connection", None)
     if own is None or own.closed:
         if getattr(_local, "unsuitable", False):
@@ -67,22 +70,34 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
             own = None
         if own is None:
             return await dbthreads.run(func, *args, **kwargs)
+    task = prepared.LoopTask(own.wrapper)
     try:
-        with prepared.use(own.wrapper):
+        with prepared.use(task):
             result = func(*args, **kwargs)
     except (prepared.NeedsThread, SynchronousOnlyOperation) as exc:
-        if prepared.wrote():
+        if task.wrote:
             log.error("a hot-path task needed a database thread after it had committed on the event loop's "
                       "connection; it was not run again: %s", func.__qualname__)
             raise RuntimeError("the gateway could not finish this call's database work; see its log") from exc
     else:
-        if prepared.wrote():
+        if task.wrote:
             _committed(own)
         return result
     finally:
         if own.wrapper.errors_occurred:
             _close(own)
     return await dbthreads.run(func, *args, **kwargs)
+
+
+_VENDOR: list[str] = []
+
+
+def _postgres() -> bool:
+    if not _VENDOR:
+        from django.db import DEFAULT_DB_ALIAS, connections
+
+        _VENDOR.append(connections[DEFAULT_DB_ALIAS].vendor)
+    return _VENDOR[0] == "postgresql"
 
 
 async def _open() -> _Connection | None:
@@ -166,3 +181,4 @@ def close_all() -> None:
     for own in closing:
         _close(own)
     _local.__dict__.clear()
+    loop_postgres.close_all()

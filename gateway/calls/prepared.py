@@ -18,18 +18,20 @@ for the health check in dbthreads.py, as before):
 one commit): BEGIN and COMMIT on the driver connection, without Django's atomic() bookkeeping. Statements inside
 it must come from this module; inside a Django atomic() block it is that block.
 
-On an SQLite file the hot path's tasks run on the event loop's own connection (gateway/calls/loop_database.py):
-`use()` makes it this thread's connection for the task. There a statement that would wait for the write lock
-raises NeedsThread instead of waiting, and so does `needs_thread()`, which every step that needs the ORM calls
-first: the task then runs again on a database thread. `wrote()` tells whether it had written anything first.
+The hot path's tasks run on the event loop's own connections (gateway/calls/loop_database.py for an SQLite file,
+loop_postgres.py for PostgreSQL): `use()` makes one the task's connection (a context variable, so tasks
+interleaved on one loop each have their own). There a statement that would wait for SQLite's write lock, or that
+found its PostgreSQL connection lost, raises NeedsThread, and so does `needs_thread()`, which every step that needs
+the ORM calls first: the task then runs again on a database thread. `wrote()` tells whether it had committed
+anything first.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -38,7 +40,6 @@ from django.db import transaction as django_transaction
 
 _QMARK: dict[str, str] = {}
 _OPEN = "portcullis_transaction"  # attribute on Django's connection wrapper: the callbacks of the open transaction
-_LOOP = threading.local()  # .db: the event loop's connection while a task runs on it; .wrote: it wrote something
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
 
@@ -47,24 +48,46 @@ class NeedsThread(Exception):  # noqa: N818 - an instruction to the caller, not 
     is another connection's, or the next step needs the ORM. The task runs again on a database thread."""
 
 
+class LoopTask:
+    """A task running on one of the event loop's own connections."""
+
+    __slots__ = ("db", "postgres", "wrote")
+
+    def __init__(self, db, postgres=None) -> None:
+        self.db = db  # the connection's Django wrapper
+        self.postgres = postgres  # loop_postgres' connection (which owns an audit chain), on PostgreSQL
+        self.wrote = False  # it committed a write (a statement on its own, or a transaction)
+
+
+_LOOP: ContextVar[LoopTask | None] = ContextVar("portcullis_loop_task", default=None)
+
+
 @contextmanager
-def use(loop_db) -> Iterator[None]:
-    """Within the block, this thread's hot-path statements run on `loop_db` (the event loop's own connection)."""
-    _LOOP.db, _LOOP.wrote = loop_db, False
+def use(task: LoopTask) -> Iterator[LoopTask]:
+    """Within the block, the hot-path statements of this context run on the task's connection (one of the event
+    loop's own)."""
+    token = _LOOP.set(task)
     try:
-        yield
+        yield task
     finally:
-        _LOOP.db = None
+        _LOOP.reset(token)
 
 
 def on_loop() -> bool:
-    return getattr(_LOOP, "db", None) is not None
+    return _LOOP.get() is not None
 
 
 def wrote() -> bool:
     """Whether the task that ran on the loop's connection committed a write (a statement on its own, or a
     transaction; a rolled-back transaction wrote nothing)."""
-    return bool(getattr(_LOOP, "wrote", False))
+    task = _LOOP.get()
+    return task is not None and task.wrote
+
+
+def loop_connection():
+    """The loop connection the current task runs on (it owns an audit chain: audit_chain.py), or None."""
+    task = _LOOP.get()
+    return task.postgres if task is not None else None
 
 
 def needs_thread() -> None:
@@ -76,7 +99,8 @@ def needs_thread() -> None:
 
 def database():
     """The Django connection wrapper this thread's hot-path statements use (not connected yet, perhaps)."""
-    return getattr(_LOOP, "db", None) or connections[DEFAULT_DB_ALIAS]
+    task = _LOOP.get()
+    return task.db if task is not None else connections[DEFAULT_DB_ALIAS]
 
 
 def vendor() -> str:
@@ -118,7 +142,8 @@ def _connection():
 def _sqlite_execute(raw, sql: str, params=()) -> sqlite3.Cursor:
     """On the loop's connection a statement that finds the write lock taken raises NeedsThread (its busy timeout
     is 0, so it never waits); a write that ran is remembered (wrote())."""
-    if not on_loop():
+    task = _LOOP.get()
+    if task is None:
         return raw.execute(sql, params)
     try:
         cursor = raw.execute(sql, params)
@@ -126,26 +151,50 @@ def _sqlite_execute(raw, sql: str, params=()) -> sqlite3.Cursor:
         if exc.sqlite_errorcode & 0xFF in _BUSY:
             raise NeedsThread() from exc
         raise
-    if not sql.startswith(("SELECT", "BEGIN")) and getattr(_LOOP.db, _OPEN, None) is None:
-        _LOOP.wrote = True  # committed by itself (in a transaction: when it commits)
+    _written(task, sql)
     return cursor
+
+
+def _written(task: LoopTask, sql: str) -> None:
+    if not sql.startswith(("SELECT", "BEGIN", "ROLLBACK")) and getattr(task.db, _OPEN, None) is None:
+        task.wrote = True  # committed by itself (in a transaction: when it commits)
 
 
 def fetchone(sql: str, params: list) -> tuple | None:
     """Run one statement and return its first row (None when it returns none)."""
     db = _connection()
+    if db.vendor == "postgresql":
+        return _postgres_fetchone(db, sql, params)
     with db.wrap_database_errors:
-        if db.vendor == "postgresql":
-            import psycopg
-
-            with psycopg.Cursor(db.connection) as cursor:
-                cursor.execute(sql, params, prepare=True)
-                return cursor.fetchone() if cursor.description else None
         cursor = _sqlite_execute(db.connection, _qmark(sql), params)
         try:
             return cursor.fetchone() if cursor.description else None
         finally:
             cursor.close()
+
+
+def _postgres_fetchone(db, sql: str, params: list) -> tuple | None:
+    import psycopg
+
+    try:
+        with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            row = cursor.fetchone() if cursor.description else None
+    except Exception as exc:
+        _lost(exc)
+        raise
+    task = _LOOP.get()
+    if task is not None:
+        _written(task, sql)
+    return row
+
+
+def _lost(exc: Exception) -> None:
+    """On the loop's PostgreSQL connection, a statement that failed because the connection is lost, nothing of the
+    task having been committed: NeedsThread (the task runs again on a thread, which connects anew)."""
+    task = _LOOP.get()
+    if task is not None and task.postgres is not None and task.postgres.lost and not task.wrote:
+        raise NeedsThread() from exc
 
 
 def in_transaction() -> bool:
@@ -168,7 +217,8 @@ def after_commit(callback: Callable[[], None]) -> None:
 @contextmanager
 def transaction() -> Iterator[None]:
     """One transaction on the driver connection: committed when the block ends, rolled back when it raises."""
-    db, loop = _connection(), on_loop()
+    task = _LOOP.get()
+    db, loop = _connection(), task is not None
     if loop and getattr(db, _OPEN, None) is not None:  # inside the loop's own transaction: part of it
         yield
         return
@@ -176,32 +226,47 @@ def transaction() -> Iterator[None]:
         with django_transaction.atomic():
             yield
         return
-    raw = db.connection
     callbacks: list[Callable[[], None]] = []
-    with db.wrap_database_errors:
-        if db.vendor == "sqlite":
-            _sqlite_execute(raw, "BEGIN IMMEDIATE")
-        else:
-            raw.execute("BEGIN")
+    _begin(db)
     setattr(db, _OPEN, callbacks)
     try:
         yield
         setattr(db, _OPEN, None)
-        _end(db, "COMMIT")
+        _end(db, "COMMIT", task)
         if loop:
-            _LOOP.wrote = True
+            task.wrote = True
     except BaseException:
         setattr(db, _OPEN, None)
-        _end(db, "ROLLBACK")  # the block failed, or its commit did
+        _end(db, "ROLLBACK", task)  # the block failed, or its commit did
         raise
     for callback in callbacks:
         callback()
 
 
-def _end(db, statement: str) -> None:
+def _begin(db) -> None:
+    try:
+        with db.wrap_database_errors:
+            if db.vendor == "sqlite":
+                _sqlite_execute(db.connection, "BEGIN IMMEDIATE")
+            else:
+                db.connection.execute("BEGIN")
+    except NeedsThread:
+        raise
+    except Exception as exc:
+        _lost(exc)
+        raise
+
+
+def _end(db, statement: str, task: LoopTask | None) -> None:
     raw = db.connection
-    with db.wrap_database_errors:
-        if db.vendor == "sqlite":  # the sqlite3 module keeps its own view of the transaction
-            raw.commit() if statement == "COMMIT" else raw.rollback()
-        else:
-            raw.execute(statement)
+    if task is not None and task.postgres is not None and task.postgres.lost and statement == "ROLLBACK":
+        return  # its transaction is gone with it
+    try:
+        with db.wrap_database_errors:
+            if db.vendor == "sqlite":  # the sqlite3 module keeps its own view of the transaction
+                raw.commit() if statement == "COMMIT" else raw.rollback()
+            else:
+                raw.execute(statement)
+    except Exception as exc:
+        _lost(exc)
+        raise

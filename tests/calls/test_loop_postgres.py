@@ -1,0 +1,265 @@
+"""gateway/calls/loop_postgres.py: on PostgreSQL the hot path's admission and settlement run on the event loop's own
+connections (the task's synchronous code in a greenlet, its waits for the socket served by the loop); calls
+interleave, each connection writes its own audit chain, and a lost connection, a step that needs the ORM or a
+cancelled caller never loses or doubles a write.
+
+In-process on the test database, so these run where it is PostgreSQL (CI: `.ci/run`); on SQLite
+tests/calls/test_loop_database.py covers the loop's own SQLite connection."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from gateway import calls, policies
+from gateway.calls import admission, audit_chain, dbthreads, loop_database, loop_postgres, prepared
+from gateway.catalogue.sync import sync_tools
+from gateway.grants import create_grant
+from gateway.models import Call, Counter, Server
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+ARGUMENTS = {"text": "hello"}
+
+
+@pytest.fixture(autouse=True)
+def postgres_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("the event loop's own PostgreSQL connections need PostgreSQL (CI runs the suite on it: "
+                    ".ci/run); on SQLite tests/calls/test_loop_database.py covers the loop's own connection")
+    dbthreads.close_connections()  # a new pool: its threads start new audit chains, as the table is empty
+    audit_chain._heads.clear()
+    yield
+    loop_postgres.close_all()
+    dbthreads.close_connections()
+    audit_chain._heads.clear()
+
+
+@pytest.fixture
+def echo(db):
+    server = Server.objects.create(slug="echo", name="Echo", transport=Server.Transport.STDIO, command=["echo"])
+    sync_tools(server, [{"name": "echo", "inputSchema": {"type": "object"}}], timezone.now())
+    policies.apply(server, {"version": "1", "default": "deny", "tools": {"echo": {"limits": [
+        {"counter": "echo", "window": "day", "max": 1000, "scope": "grant"}]}}}, actor="test")
+    return server, create_grant("loop-agent", [server], None).token
+
+
+class Hops:
+    """Counts the tasks sent to a database thread (and, with `refuse`, fails the test if one is not the opening of
+    a connection, which is always done on a thread)."""
+
+    def __init__(self, monkeypatch, refuse: bool = False) -> None:
+        self.tasks: list[str] = []
+        real = dbthreads.run
+
+        async def counted(func, /, *args, **kwargs):
+            self.tasks.append(getattr(func, "__qualname__", repr(func)))
+            assert not refuse or func is loop_postgres._connect, f"{func} was sent to a database thread"
+            return await real(func, *args, **kwargs)
+
+        monkeypatch.setattr(dbthreads, "run", counted)
+
+
+async def admit_and_settle(server, token) -> int:
+    now = timezone.now()
+    granted = await loop_database.run(calls.admit, token, server, "echo", ARGUMENTS, now)
+    assert granted.forward, granted.message
+    await loop_database.run(calls.settle, granted, outcome="ok", latency_ms=1.0, result_size=2, error="", now=now)
+    return granted.call_id
+
+
+def verify() -> tuple[int, str]:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("verify_audit", "--no-archive", stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code), err.getvalue()
+    return 0, out.getvalue()
+
+
+def test_once_open_a_call_is_admitted_and_settled_on_the_loop_thread_without_a_hop(echo, monkeypatch):
+    server, token = echo
+
+    async def scenario():
+        await admit_and_settle(server, token)  # opens a connection and fills the caches
+        Hops(monkeypatch, refuse=True)
+        loop_thread = threading.get_ident()
+        ran_on = []
+        real_admit = calls.admit
+
+        def admit(*args, **kwargs):
+            ran_on.append(threading.get_ident())
+            return real_admit(*args, **kwargs)
+
+        monkeypatch.setattr(calls, "admit", admit)
+        call_ids = [await admit_and_settle(server, token) for _ in range(5)]
+        assert ran_on == [loop_thread] * 5
+        return call_ids
+
+    call_ids = asyncio.run(scenario())
+    assert sorted(Call.objects.filter(pk__in=call_ids).values_list("outcome", flat=True)) == ["ok"] * 5
+    assert Counter.objects.get().n == 6
+
+
+def test_calls_interleave_on_several_connections_each_writing_its_own_chain_and_the_log_verifies(echo, monkeypatch):
+    server, token = echo
+    waits = []
+    real_ready = loop_postgres._ready
+
+    async def counted(loop, own, events):
+        waits.append(id(own))
+        return await real_ready(loop, own, events)
+
+    monkeypatch.setattr(loop_postgres, "_ready", counted)
+
+    async def scenario():
+        await admit_and_settle(server, token)
+        Hops(monkeypatch, refuse=True)
+        ticks = 0
+
+        async def ticker() -> None:  # the loop goes on while the calls wait for the database
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        running = asyncio.create_task(ticker())
+        call_ids = await asyncio.gather(*(admit_and_settle(server, token) for _ in range(24)))
+        running.cancel()
+        return call_ids, ticks
+
+    call_ids, ticks = asyncio.run(scenario())
+    assert len(set(call_ids)) == 24 and ticks > 24
+    assert 1 < len(set(waits)) <= loop_postgres.POOL_SIZE  # several connections, at most the pool's size
+    chains = set(Call.objects.filter(pk__in=call_ids).values_list("chain", flat=True))
+    assert 1 < len(chains) <= loop_postgres.POOL_SIZE
+    for chain in set(Call.objects.values_list("chain", flat=True)):  # rows numbered 1, 2, 3 … no gap, no repeat
+        seqs = sorted(Call.objects.filter(chain=chain).values_list("seq", flat=True))
+        assert seqs == list(range(1, len(seqs) + 1))
+    code, text = verify()
+    assert code == 0, text
+    assert Counter.objects.get().n == 25 and Call.objects.filter(outcome="ok").count() == 25
+
+
+def test_a_step_that_needs_the_orm_goes_to_a_thread_before_anything_is_written(echo, monkeypatch):
+    server, token = echo
+
+    async def scenario():
+        await admit_and_settle(server, token)
+        admission._PARSED.clear()  # the policy must be read through the ORM again: that step needs a thread
+        hops = Hops(monkeypatch)
+        await admit_and_settle(server, token)
+        first = list(hops.tasks)
+        await admit_and_settle(server, token)  # the cache is filled again: back on the loop
+        return first, hops.tasks
+
+    first, tasks = asyncio.run(scenario())
+    assert first == ["admit"] and tasks == first
+    assert Call.objects.count() == 3 and Counter.objects.get().n == 3  # nothing written twice
+    assert verify()[0] == 0
+
+
+def test_a_task_that_committed_on_the_loop_and_then_needs_a_thread_is_refused_not_run_twice(echo):
+    server, _ = echo
+    runs = []
+
+    def write_then_need_the_orm() -> None:
+        runs.append(1)
+        prepared.fetchone(f"UPDATE {Server._meta.db_table} SET name = name || %s WHERE id = %s",  # noqa: S608
+                          ["!", server.pk])
+        prepared.needs_thread()
+
+    async def scenario():
+        await loop_database.run(lambda: None)  # opens the connection
+        with pytest.raises(RuntimeError, match="could not finish"):
+            await loop_database.run(write_then_need_the_orm)
+
+    asyncio.run(scenario())
+    assert runs == [1]
+    assert Server.objects.get(pk=server.pk).name == "Echo!"
+
+
+def test_a_lost_connection_sends_the_call_to_a_thread_and_a_new_one_is_opened(echo, monkeypatch):
+    server, token = echo
+
+    async def scenario():
+        await admit_and_settle(server, token)
+        await dbthreads.run(lambda: None)  # the thread's connection exists before the loop's is killed
+        killed = await dbthreads.run(_terminate_loop_connection)
+        hops = Hops(monkeypatch)
+        lost_call = await admit_and_settle(server, token)  # its first statement finds the connection gone
+        first = list(hops.tasks)
+        again = await admit_and_settle(server, token)  # on a new connection of the loop
+        return killed, first, hops.tasks, lost_call, again
+
+    killed, first, tasks, lost_call, again = asyncio.run(scenario())
+    assert killed == 1
+    # The admission ran again on a thread; the settlement opened a new connection (on a thread) and ran on it.
+    assert first == ["admit", "_connect"] and tasks == first
+    assert Call.objects.filter(pk__in=[lost_call, again], outcome="ok").count() == 2
+    assert Call.objects.count() == 3 and Counter.objects.get().n == 3  # nothing refused, nothing doubled
+    assert verify()[0] == 0
+
+
+def _terminate_loop_connection() -> int:
+    """pg_terminate_backend on the loop's connection (the one this thread does not hold)."""
+    from django.db import connection as thread_connection
+
+    with thread_connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        mine = cursor.fetchone()[0]
+    pools = list(loop_postgres._pools)
+    pids = [own.wrapper.connection.info.backend_pid for pool in pools for own in pool.idle]
+    assert pids and mine not in pids
+    with thread_connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid) t",
+                       [pids])
+        return cursor.fetchone()[0]
+
+
+def test_a_cancelled_call_still_finishes_its_database_work_and_its_connection_goes_back_clean(echo):
+    server, token = echo
+    started = []
+    real_admit = calls.admit
+
+    def admit(*args, **kwargs):
+        started.append(1)
+        return real_admit(*args, **kwargs)
+
+    async def scenario():
+        await admit_and_settle(server, token)
+        pool = loop_postgres._pool()
+        waiting = asyncio.Event()
+        real_ready = loop_postgres._ready
+
+        async def announced(loop, own, events):
+            waiting.set()  # the admission is waiting for the database's answer
+            return await real_ready(loop, own, events)
+
+        loop_postgres._ready = announced
+        try:
+            call = asyncio.create_task(loop_database.run(admit, token, server, "echo", ARGUMENTS, timezone.now()))
+            await waiting.wait()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        finally:
+            loop_postgres._ready = real_ready
+        states = [own.wrapper.connection.info.transaction_status for own in pool.idle]
+        await admit_and_settle(server, token)  # the pool still serves
+        return states, len(pool.open)
+
+    states, connections = asyncio.run(scenario())
+    assert started == [1]
+    assert states and all(state == 0 for state in states)  # idle, not inside a transaction
+    assert connections == 1
+    # The cancelled admission was written whole: its row (pending: nobody forwarded it) and its count.
+    assert Call.objects.filter(outcome="pending").count() == 1
+    assert Counter.objects.get().n == 3
+    assert verify()[0] == 0
