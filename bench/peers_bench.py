@@ -53,6 +53,7 @@ from bench.gateway_bench import (
     Endpoint,
     McpConnection,
     SideResult,
+    call_echo,
     measure_side,
     start_gateway,
     start_upstream,
@@ -161,9 +162,21 @@ def prepare_portcullis(env: dict, upstream_url: str, stdio_echo: list[str]) -> t
 async def measure(target: Target, plan, era: str = "session", database: bool = False) -> SideResult:
     pids = {"proxy": target.pid}
     if database:  # read around the same window: PostgreSQL's own CPU, apart from the gateway's
+        await open_database_connections(target, era)  # their server processes exist when they are listed
         pids |= {f"postgres-{pid}": pid for pid in postgres_pids()}
     say(f"  {target.label} ({era} era): {target.url}")
     return await measure_side(Endpoint(target.url, target.token, pids, era), plan)
+
+
+async def open_database_connections(target: Target, era: str) -> None:
+    """A burst of concurrent calls before PostgreSQL's processes are listed: the gateway opens its database
+    connections when calls first need them, and a server process started after the listing would go uncounted."""
+    conns = [McpConnection(target.url, target.token, era) for _ in range(CONCURRENCIES[-1])]
+    await asyncio.gather(*(c.open() for c in conns))
+    for _ in range(3):
+        await asyncio.gather(*(call_echo(c) for c in conns))
+    for conn in conns:
+        await conn.close()
 
 
 async def open_idle_sessions(targets: list[Target], count: int) -> int:
