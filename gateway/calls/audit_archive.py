@@ -69,14 +69,15 @@ def archive_before(cutoff: datetime, directory: Path, now: datetime) -> int:
                 after = (known.archived_seq, known.archived_digest) if known and known.archived_seq else (
                     0, audit_chain.genesis(chain))
                 header[chain] = {"after_seq": after[0], "after_digest": after[1]}
-            ends[chain] = (row["seq"], row["digest"])
+            ends[chain] = (row["seq"], row["digest"], row["worker"])
         _write(directory / f"calls-{now:%Y%m%dT%H%M%S%f}-{rows[0]['id']}.jsonl.gz",
                {"portcullis_audit_archive": FORMAT, "written_at": now, "cutoff": cutoff, "key_id": audit_chain.key_id(),
                 "chains": header, "rows": len(rows)}, rows)
-        for chain, (seq, digest) in ends.items():
+        for chain, (seq, digest, worker) in ends.items():
             if not AuditChain.objects.filter(id=chain).update(archived_seq=seq, archived_digest=digest):
+                # A chain no heartbeat has anchored yet: its writer is the process its rows name.
                 AuditChain.objects.create(id=chain, key_id=audit_chain.key_id(), head_seq=seq, head_digest=digest,
-                                          head_at=now, archived_seq=seq, archived_digest=digest)
+                                          head_at=now, archived_seq=seq, archived_digest=digest, worker=worker)
         ids = [r["id"] for r in rows]
         for start in range(0, len(ids), 1000):
             Call.objects.filter(id__in=ids[start:start + 1000]).delete()

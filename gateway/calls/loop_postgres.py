@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import select
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -39,7 +40,8 @@ log = logging.getLogger("portcullis.db")
 
 T = TypeVar("T")
 POOL_SIZE = 4  # as many as the database threads (dbthreads.DB_THREADS): a call's round trips never queue the others
-_READ, _WRITE = 1, 2  # psycopg.waiting's Wait.R / Wait.W and READY_R / READY_W
+_NONE, _READ, _WRITE = 0, 1, 2  # psycopg.waiting's READY_NONE, and Wait.R / Wait.W and READY_R / READY_W
+CHECK_EVERY_S = 1.0
 
 
 class LoopConnection(psycopg.Connection):
@@ -48,6 +50,8 @@ class LoopConnection(psycopg.Connection):
     Set up (and closed) on an ordinary thread, where it waits as psycopg's own does (`cooperative` False)."""
 
     cooperative = False
+    poller: select.poll | None = None
+    polled = -1  # the descriptor `poller` watches
 
     def wait(self, gen, interval=0.1, timeout=None):
         if not self.cooperative:
@@ -56,9 +60,26 @@ class LoopConnection(psycopg.Connection):
         try:
             events = next(gen)
             while True:
-                events = gen.send(loop_side.switch(events))
+                # libpq closes the socket of a connection it found lost: PQsocket says -1 then, and this raises
+                # "the connection is lost" (a closed descriptor would leave the loop's watch without a word).
+                fileno = self.pgconn.socket
+                if events == _READ and (ready := self._ready_now(fileno)):
+                    events = gen.send(ready)
+                else:
+                    events = gen.send(loop_side.switch(events))
         except StopIteration as done:
             return done.value
+
+    def _ready_now(self, fileno: int) -> int:
+        """READY_R when the socket can be read at once (the answer is there, or the server has closed or reset the
+        connection), else 0, without waiting. The answer that is already there needs no trip through the loop;
+        and an error on a watched socket the event loop (uvloop) takes for its own, never calling the reader
+        back, so a server that ended the session (an administrator's command, a restart) must be seen here, or
+        the task would wait for ever."""
+        if self.polled != fileno:
+            self.poller, self.polled = select.poll(), fileno
+            self.poller.register(fileno, select.POLLIN)
+        return _READ if self.poller.poll(0) else 0
 
 
 class _Done:
@@ -100,6 +121,15 @@ class _Connection:
     def lost(self) -> bool:
         raw = self.wrapper.connection
         return raw is None or raw.broken or raw.closed
+
+    def lost_by(self, exc: BaseException) -> bool:
+        """Whether the statement that raised `exc` failed because the connection is gone: psycopg found it broken,
+        or the server ended the session (SQLSTATE class 08, or 57P: an administrator's command, a shutdown, a
+        crash, an idle timeout), which it says just before it closes the socket."""
+        if self.lost:
+            return True
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        return (getattr(cause, "sqlstate", None) or "").startswith(("08", "57P"))
 
     def readable(self) -> None:
         waiting = self.waiting
@@ -262,17 +292,20 @@ async def _drive(pool: _Pool, own: _Connection, job: tuple) -> _Done:
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, own: _Connection, events: int) -> int:
-    """Wait until the socket is ready as asked; what it is ready for (psycopg's READY_R / READY_W bits). The
+    """Wait until the socket is ready as asked; what it is ready for (psycopg's READY_R / READY_W bits), or
+    nothing after CHECK_EVERY_S, as psycopg's own wait does, so that the task looks at its connection again. The
     reader stays registered for the whole task (one registration, not one per statement)."""
     ready = own.waiting = loop.create_future()
-    if not events & _WRITE:
-        return await ready
-    fileno = own.wrapper.connection.pgconn.socket
-    loop.add_writer(fileno, _set, ready, _WRITE)
+    check = loop.call_later(CHECK_EVERY_S, _set, ready, _NONE)
+    fileno = own.wrapper.connection.pgconn.socket if events & _WRITE else None
+    if fileno is not None:
+        loop.add_writer(fileno, _set, ready, _WRITE)
     try:
         return await ready
     finally:
-        loop.remove_writer(fileno)
+        check.cancel()
+        if fileno is not None:
+            loop.remove_writer(fileno)
 
 
 def _set(ready: asyncio.Future, event: int) -> None:

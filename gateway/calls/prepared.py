@@ -180,11 +180,12 @@ def _postgres_fetchone(db, sql: str, params: list) -> tuple | None:
         with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
             cursor.execute(sql, params, prepare=True)
             row = cursor.fetchone() if cursor.description else None
+            changed = cursor.rowcount != 0
     except Exception as exc:
         _lost(exc)
         raise
     task = _LOOP.get()
-    if task is not None:
+    if task is not None and changed:  # a counter found full and no row written (audit.open_row_reserving): none
         _written(task, sql)
     return row
 
@@ -193,7 +194,7 @@ def _lost(exc: Exception) -> None:
     """On the loop's PostgreSQL connection, a statement that failed because the connection is lost, nothing of the
     task having been committed: NeedsThread (the task runs again on a thread, which connects anew)."""
     task = _LOOP.get()
-    if task is not None and task.postgres is not None and task.postgres.lost and not task.wrote:
+    if task is not None and task.postgres is not None and not task.wrote and task.postgres.lost_by(exc):
         raise NeedsThread() from exc
 
 

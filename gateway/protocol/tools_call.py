@@ -35,11 +35,19 @@ from gateway.upstream.link import UpstreamLink
 log = logging.getLogger("portcullis.relay")
 
 
-def admit(token: str, server: Server, name: str, arguments: object, request_state: object,
-          session: str = "", current_server: bool = False) -> calls.Admission:
-    """The policy's decision and the call's audit row, in one hop; without the database, nothing is forwarded."""
+def _decide(token: str, server: Server, name: str, arguments: object, request_state: object,
+            session: str = "", current_server: bool = False) -> calls.Admission:
+    return calls.admit(token, server, name, arguments, timezone.now(), request_state, session, current_server)
+
+
+async def admit(token: str, server: Server, name: str, arguments: object, request_state: object,
+                session: str = "", current_server: bool = False) -> calls.Admission:
+    """The policy's decision and the call's audit row, as one database task; without the database, nothing is
+    forwarded. A task that found its connection lost runs again, whole, on a fresh one first (loop_postgres.py,
+    dbthreads.py): so the database error is turned into a refusal here, outside the task."""
     try:
-        return calls.admit(token, server, name, arguments, timezone.now(), request_state, session, current_server)
+        return await loop_database.run(_decide, token, server, name, arguments, request_state, session,
+                                       current_server)
     except DatabaseError as exc:  # the database is the audit log: nothing is forwarded without it
         log.error("tools/call refused, database unavailable: %s", redact_text(str(exc))[:500])
         return calls.Admission(None, False, f"audit log unavailable ({type(exc).__name__}): the gateway cannot "
@@ -88,8 +96,8 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     # continuation of the call it was given for (gateway/calls/continuations.py), admitted without a second
     # reservation.
     request_state = msg.params.get("requestState") if era is Era.STATELESS else None
-    admission = await loop_database.run(admit, req.token, server, name, arguments, request_state,
-                                        session_key(session, era), req.recent_server)
+    admission = await admit(req.token, server, name, arguments, request_state, session_key(session, era),
+                            req.recent_server)
     events.call_changed(admission.call_id, server.slug, "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None and era is Era.STATELESS and held_tasks.declared(msg.params):
         # The agent follows the held call as a task: it gets the handle now; the gateway waits and runs it.

@@ -3,6 +3,8 @@ forwarded."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 
@@ -14,7 +16,7 @@ def test_a_call_while_the_database_fails_is_refused_with_a_reason_and_not_forwar
     from tests.conftest import unreachable_table
 
     with unreachable_table(Grant):
-        admission = tools_call.admit(grant_that_may.token, server, "read_file", {}, None)
+        admission = asyncio.run(tools_call.admit(grant_that_may.token, server, "read_file", {}, None))
     assert not admission.forward and admission.call_id is None
     assert admission.message.startswith("audit log unavailable (")
     assert "not forwarded; try again shortly" in admission.message
