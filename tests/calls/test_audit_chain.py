@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from gateway import calls, policies
-from gateway.calls import audit_archive, audit_chain
+from gateway.calls import audit, audit_archive, audit_chain
 from gateway.catalogue.sync import sync_tools
 from gateway.models import AuditChain, Call
 
@@ -217,6 +217,18 @@ def test_archiving_keeps_the_chain_verifiable(server, grant_that_may, tmp_path, 
     with pytest.raises(SystemExit):
         call_command("verify_audit", "--archive", str(tmp_path), stdout=StringIO(), stderr=err)
     assert "the archives end at position 0 but the table continues after position 20" in err.getvalue()
+
+
+def test_a_chain_archived_before_any_heartbeat_anchored_it_keeps_its_writers_name(server, grant_that_may, tmp_path):
+    sync_tools(server, [{"name": "write_file", "inputSchema": {"type": "object"}}], timezone.now())
+    policies.apply(server, {"version": "1", "default": "deny", "tools": {"write_file": {}}}, actor="test")
+    old = timezone.now() - timedelta(days=40)
+    for n in range(3):
+        admission = calls.admit(grant_that_may.token, server, "write_file", {"n": n}, old)
+        calls.settle(admission, outcome="ok", latency_ms=1.0, result_size=1, error="", now=old)
+    assert not AuditChain.objects.exists()  # no heartbeat yet
+    assert audit_archive.archive_before(old + timedelta(days=1), tmp_path, timezone.now()) == 3
+    assert list(AuditChain.objects.values_list("worker", flat=True)) == [audit.WORKER_ID]
 
 
 def test_a_pending_row_holds_back_archiving_of_its_chain(server, grant_that_may, tmp_path, settings):

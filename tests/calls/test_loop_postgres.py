@@ -165,6 +165,25 @@ def test_a_step_that_needs_the_orm_goes_to_a_thread_before_anything_is_written(e
     assert verify()[0] == 0
 
 
+def test_a_full_counter_that_escalates_to_a_person_is_held_not_refused_as_a_failed_task(echo):
+    """On PostgreSQL a single counter and the row are one statement; a full counter writes nothing, so the task may
+    still go to a thread to hold the call for a person."""
+    server, token = echo
+    policies.apply(server, {"version": "1", "default": "deny", "tools": {"echo": {"limits": [
+        {"counter": "echo", "window": "day", "max": 1, "scope": "grant", "on_exceed": "approve"}]}}}, actor="test")
+
+    async def scenario():
+        first = await loop_database.run(calls.admit, token, server, "echo", ARGUMENTS, timezone.now())
+        second = await loop_database.run(calls.admit, token, server, "echo", ARGUMENTS, timezone.now())
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.forward and not second.forward and second.held is not None
+    assert list(Call.objects.order_by("id").values_list("decision", "outcome")) == [
+        ("allow", "pending"), ("approve", "pending")]
+    assert Counter.objects.get().n == 1
+
+
 def test_a_task_that_committed_on_the_loop_and_then_needs_a_thread_is_refused_not_run_twice(echo):
     server, _ = echo
     runs = []
