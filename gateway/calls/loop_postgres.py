@@ -165,11 +165,15 @@ class _Pool:
         return own
 
     def give_back(self, own: _Connection) -> None:
-        if own.lost or own.wrapper.errors_occurred or own.wrapper.connection.info.transaction_status != _IDLE:
-            self.close(own)
-        else:
-            self.idle.append(own)
-        self.free.release()
+        """Back to the pool when it is fit for the next task (connected, no error met, no transaction left open),
+        else closed."""
+        try:
+            if own.lost or own.wrapper.errors_occurred or own.wrapper.connection.info.transaction_status != _IDLE:
+                self.close(own)
+            else:
+                self.idle.append(own)
+        finally:
+            self.free.release()
 
     def close(self, own: _Connection) -> None:
         if own in self.open:
@@ -269,10 +273,10 @@ async def _drive(pool: _Pool, own: _Connection, job: tuple) -> _Done:
     try:
         asked = own.start(job)
         while not isinstance(asked, _Done):
-            if reading is None and asked & _READ:
-                reading = own.wrapper.connection.pgconn.socket
-                loop.add_reader(reading, own.readable)
             try:
+                if reading is None and asked & _READ:
+                    loop.add_reader(fileno := own.wrapper.connection.pgconn.socket, own.readable)
+                    reading = fileno
                 ready = await _ready(loop, own, asked)
             except asyncio.CancelledError as exc:  # finish first (see the module's docstring), then be cancelled
                 cancelled = exc
