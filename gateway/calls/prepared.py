@@ -41,6 +41,7 @@ from django.db import transaction as django_transaction
 _QMARK: dict[str, str] = {}
 _OPEN = "portcullis_transaction"  # attribute on Django's connection wrapper: the callbacks of the open transaction
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_TUPLES_OK = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows (perhaps none)
 
 
 class NeedsThread(Exception):  # noqa: N818 - an instruction to the caller, not an error
@@ -179,7 +180,9 @@ def _postgres_fetchone(db, sql: str, params: list) -> tuple | None:
     try:
         with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
             cursor.execute(sql, params, prepare=True)
-            row = cursor.fetchone() if cursor.description else None
+            # Whether it returns rows, from the result's status: `description` would build a Column per column.
+            result = cursor.pgresult
+            row = cursor.fetchone() if result is not None and result.status == _TUPLES_OK else None
             changed = cursor.rowcount != 0
     except Exception as exc:
         _lost(exc)
