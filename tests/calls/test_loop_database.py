@@ -2,8 +2,9 @@
 loop's own connection, never waiting there; a locked database or a step that needs the ORM sends the task, whole,
 to a database thread, and nothing is written twice.
 
-In-process on the test database, so these run where it is SQLite (`make test`); on PostgreSQL the threads are used
-by design, and tests/e2e/test_sqlite_loop_connection.py runs a served gateway on an SQLite file on every database."""
+In-process on the test database, so these run where it is SQLite (`make test`); on PostgreSQL test_loop_postgres.py
+covers the loop's own PostgreSQL connections, and tests/e2e/test_sqlite_loop_connection.py runs a served gateway on
+an SQLite file on every database."""
 
 from __future__ import annotations
 
@@ -13,86 +14,27 @@ import threading
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
-from gateway import calls, policies
-from gateway.calls import admission, dbthreads, loop_database, prepared
-from gateway.catalogue.sync import sync_tools
-from gateway.grants import create_grant
-from gateway.models import Call, Counter, Server
+from gateway.calls import loop_database
+from gateway.models import Call, Counter
+from tests.calls.loop_tasks import Hops, admit_and_settle, echo_server
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-ARGUMENTS = {"text": "hello"}
 
 
 @pytest.fixture(autouse=True)
 def sqlite_file_only():
     if connection.vendor != "sqlite":
-        pytest.skip("the event loop's own connection is for SQLite files; on PostgreSQL the database threads run "
-                    "every task (tests/e2e/test_sqlite_loop_connection.py covers the served path there)")
+        pytest.skip("the event loop's own SQLite connection needs an SQLite file; on PostgreSQL "
+                    "tests/calls/test_loop_postgres.py covers the loop's own connections, and "
+                    "tests/e2e/test_sqlite_loop_connection.py the served SQLite path")
     yield
     loop_database.close_all()
 
 
 @pytest.fixture
 def echo(db):
-    server = Server.objects.create(slug="echo", name="Echo", transport=Server.Transport.STDIO, command=["echo"])
-    sync_tools(server, [{"name": "echo", "inputSchema": {"type": "object"}}], timezone.now())
-    policies.apply(server, {"version": "1", "default": "deny", "tools": {"echo": {"limits": [
-        {"counter": "echo", "window": "day", "max": 1000, "scope": "grant"}]}}}, actor="test")
-    return server, create_grant("loop-agent", [server], None).token
-
-
-class Hops:
-    """Counts the tasks sent to a database thread (and, with `refuse`, fails the test if there is one)."""
-
-    def __init__(self, monkeypatch, refuse: bool = False) -> None:
-        self.tasks: list[str] = []
-        real = dbthreads.run
-
-        async def counted(func, /, *args, **kwargs):
-            self.tasks.append(getattr(func, "__qualname__", repr(func)))
-            assert not refuse, f"{func} was sent to a database thread"
-            return await real(func, *args, **kwargs)
-
-        monkeypatch.setattr(dbthreads, "run", counted)
-
-
-def admit_and_settle(server, token) -> int:
-    async def one() -> int:
-        now = timezone.now()
-        granted = await loop_database.run(calls.admit, token, server, "echo", ARGUMENTS, now)
-        assert granted.forward, granted.message
-        await loop_database.run(calls.settle, granted, outcome="ok", latency_ms=1.0, result_size=2, error="", now=now)
-        return granted.call_id
-
-    return one
-
-
-def test_once_open_a_call_is_admitted_and_settled_on_the_loop_thread_without_a_hop(echo, monkeypatch):
-    server, token = echo
-
-    async def scenario():
-        await admit_and_settle(server, token)()  # opens the loop's connection and fills the caches
-        Hops(monkeypatch, refuse=True)
-        loop_thread = threading.get_ident()
-        ran_on = []
-        real_admit = calls.admit
-
-        def admit(*args, **kwargs):
-            ran_on.append(threading.get_ident())
-            return real_admit(*args, **kwargs)
-
-        monkeypatch.setattr(calls, "admit", admit)
-        call_ids = [await admit_and_settle(server, token)() for _ in range(5)]
-        assert ran_on == [loop_thread] * 5
-        return call_ids
-
-    call_ids = asyncio.run(scenario())
-    rows = Call.objects.filter(pk__in=call_ids)
-    assert sorted(rows.values_list("outcome", flat=True)) == ["ok"] * 5
-    assert Counter.objects.get().n == 6
+    return echo_server()
 
 
 def test_a_locked_database_sends_the_task_to_a_thread_which_waits_and_the_loop_never_stops(echo, monkeypatch):
@@ -109,7 +51,7 @@ def test_a_locked_database_sends_the_task_to_a_thread_which_waits_and_the_loop_n
         other.close()
 
     async def scenario():
-        await admit_and_settle(server, token)()
+        await admit_and_settle(server, token)
         hops = Hops(monkeypatch)
         holder = threading.Thread(target=hold_the_write_lock)
         holder.start()
@@ -125,7 +67,7 @@ def test_a_locked_database_sends_the_task_to_a_thread_which_waits_and_the_loop_n
                     release.set()
 
         beat = asyncio.create_task(ticker())
-        call_id = await admit_and_settle(server, token)()
+        call_id = await admit_and_settle(server, token)
         beat.cancel()
         holder.join(10)
         return call_id, ticks, hops.tasks
@@ -135,43 +77,6 @@ def test_a_locked_database_sends_the_task_to_a_thread_which_waits_and_the_loop_n
     assert "admit" in tasks[0]  # the admission went to a thread; written there once
     assert Call.objects.filter(pk=call_id, outcome="ok").count() == 1
     assert Call.objects.count() == 2 and Counter.objects.get().n == 2
-
-
-def test_a_step_that_needs_the_orm_goes_to_a_thread_before_anything_is_written(echo, monkeypatch):
-    server, token = echo
-
-    async def scenario():
-        await admit_and_settle(server, token)()
-        admission._PARSED.clear()  # the policy must be read through the ORM again: that step needs a thread
-        hops = Hops(monkeypatch)
-        await admit_and_settle(server, token)()
-        first = list(hops.tasks)
-        await admit_and_settle(server, token)()  # the cache is filled again: back on the loop
-        return first, hops.tasks
-
-    first, tasks = asyncio.run(scenario())
-    assert [t for t in first if "admit" in t] == ["admit"] and tasks == first
-    assert Call.objects.count() == 3 and Counter.objects.get().n == 3  # nothing written twice
-
-
-def test_a_task_that_committed_on_the_loop_and_then_needs_a_thread_is_refused_not_run_twice(echo, monkeypatch):
-    server, _ = echo
-    runs = []
-
-    def write_then_need_the_orm() -> None:
-        runs.append(1)
-        prepared.fetchone(f"UPDATE {Server._meta.db_table} SET name = name || %s WHERE id = %s",  # noqa: S608
-                          ["!", server.pk])
-        prepared.needs_thread()
-
-    async def scenario():
-        await loop_database.run(lambda: None)  # opens the connection
-        with pytest.raises(RuntimeError, match="could not finish"):
-            await loop_database.run(write_then_need_the_orm)
-
-    asyncio.run(scenario())
-    assert runs == [1]
-    assert Server.objects.get(pk=server.pk).name == "Echo!"
 
 
 def test_the_loop_connection_never_checkpoints_and_a_database_thread_does_every_few_commits(echo, monkeypatch):
@@ -184,7 +89,7 @@ def test_the_loop_connection_never_checkpoints_and_a_database_thread_does_every_
 
     async def scenario():
         for _ in range(12):  # about 24 commits: an admission and a settlement each
-            await admit_and_settle(server, token)()
+            await admit_and_settle(server, token)
             own = loop_database._local.connection
             if own.checkpointing is not None:  # one at a time; calls go on meanwhile
                 await own.checkpointing
@@ -216,7 +121,7 @@ def test_when_the_loop_connection_cannot_be_opened_the_task_runs_on_a_thread_and
 
     async def scenario():
         where = await loop_database.run(lambda: threading.current_thread().name)
-        await admit_and_settle(server, token)()
+        await admit_and_settle(server, token)
         return where
 
     assert asyncio.run(scenario()).startswith("portcullis-db")

@@ -9,7 +9,6 @@ tests/calls/test_loop_database.py covers the loop's own SQLite connection."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from io import StringIO
 
 import pytest
@@ -18,14 +17,11 @@ from django.db import connection
 from django.utils import timezone
 
 from gateway import calls, policies
-from gateway.calls import admission, audit_chain, dbthreads, loop_database, loop_postgres, prepared
-from gateway.catalogue.sync import sync_tools
-from gateway.grants import create_grant
-from gateway.models import Call, Counter, Server
+from gateway.calls import audit_chain, dbthreads, loop_database, loop_postgres
+from gateway.models import Call, Counter
+from tests.calls.loop_tasks import ARGUMENTS, Hops, admit_and_settle, echo_server
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-ARGUMENTS = {"text": "hello"}
 
 
 @pytest.fixture(autouse=True)
@@ -43,35 +39,7 @@ def postgres_only():
 
 @pytest.fixture
 def echo(db):
-    server = Server.objects.create(slug="echo", name="Echo", transport=Server.Transport.STDIO, command=["echo"])
-    sync_tools(server, [{"name": "echo", "inputSchema": {"type": "object"}}], timezone.now())
-    policies.apply(server, {"version": "1", "default": "deny", "tools": {"echo": {"limits": [
-        {"counter": "echo", "window": "day", "max": 1000, "scope": "grant"}]}}}, actor="test")
-    return server, create_grant("loop-agent", [server], None).token
-
-
-class Hops:
-    """Counts the tasks sent to a database thread (and, with `refuse`, fails the test if one is not the opening of
-    a connection, which is always done on a thread)."""
-
-    def __init__(self, monkeypatch, refuse: bool = False) -> None:
-        self.tasks: list[str] = []
-        real = dbthreads.run
-
-        async def counted(func, /, *args, **kwargs):
-            self.tasks.append(getattr(func, "__qualname__", repr(func)))
-            assert not refuse or func is loop_postgres._connect, f"{func} was sent to a database thread"
-            return await real(func, *args, **kwargs)
-
-        monkeypatch.setattr(dbthreads, "run", counted)
-
-
-async def admit_and_settle(server, token) -> int:
-    now = timezone.now()
-    granted = await loop_database.run(calls.admit, token, server, "echo", ARGUMENTS, now)
-    assert granted.forward, granted.message
-    await loop_database.run(calls.settle, granted, outcome="ok", latency_ms=1.0, result_size=2, error="", now=now)
-    return granted.call_id
+    return echo_server()
 
 
 def verify() -> tuple[int, str]:
@@ -81,30 +49,6 @@ def verify() -> tuple[int, str]:
     except SystemExit as exc:
         return int(exc.code), err.getvalue()
     return 0, out.getvalue()
-
-
-def test_once_open_a_call_is_admitted_and_settled_on_the_loop_thread_without_a_hop(echo, monkeypatch):
-    server, token = echo
-
-    async def scenario():
-        await admit_and_settle(server, token)  # opens a connection and fills the caches
-        Hops(monkeypatch, refuse=True)
-        loop_thread = threading.get_ident()
-        ran_on = []
-        real_admit = calls.admit
-
-        def admit(*args, **kwargs):
-            ran_on.append(threading.get_ident())
-            return real_admit(*args, **kwargs)
-
-        monkeypatch.setattr(calls, "admit", admit)
-        call_ids = [await admit_and_settle(server, token) for _ in range(5)]
-        assert ran_on == [loop_thread] * 5
-        return call_ids
-
-    call_ids = asyncio.run(scenario())
-    assert sorted(Call.objects.filter(pk__in=call_ids).values_list("outcome", flat=True)) == ["ok"] * 5
-    assert Counter.objects.get().n == 6
 
 
 def test_calls_interleave_on_several_connections_each_writing_its_own_chain_and_the_log_verifies(echo, monkeypatch):
@@ -147,24 +91,6 @@ def test_calls_interleave_on_several_connections_each_writing_its_own_chain_and_
     assert Counter.objects.get().n == 25 and Call.objects.filter(outcome="ok").count() == 25
 
 
-def test_a_step_that_needs_the_orm_goes_to_a_thread_before_anything_is_written(echo, monkeypatch):
-    server, token = echo
-
-    async def scenario():
-        await admit_and_settle(server, token)
-        admission._PARSED.clear()  # the policy must be read through the ORM again: that step needs a thread
-        hops = Hops(monkeypatch)
-        await admit_and_settle(server, token)
-        first = list(hops.tasks)
-        await admit_and_settle(server, token)  # the cache is filled again: back on the loop
-        return first, hops.tasks
-
-    first, tasks = asyncio.run(scenario())
-    assert first == ["admit"] and tasks == first
-    assert Call.objects.count() == 3 and Counter.objects.get().n == 3  # nothing written twice
-    assert verify()[0] == 0
-
-
 def test_a_full_counter_that_escalates_to_a_person_is_held_not_refused_as_a_failed_task(echo):
     """On PostgreSQL a single counter and the row are one statement; a full counter writes nothing, so the task may
     still go to a thread to hold the call for a person."""
@@ -182,26 +108,6 @@ def test_a_full_counter_that_escalates_to_a_person_is_held_not_refused_as_a_fail
     assert list(Call.objects.order_by("id").values_list("decision", "outcome")) == [
         ("allow", "pending"), ("approve", "pending")]
     assert Counter.objects.get().n == 1
-
-
-def test_a_task_that_committed_on_the_loop_and_then_needs_a_thread_is_refused_not_run_twice(echo):
-    server, _ = echo
-    runs = []
-
-    def write_then_need_the_orm() -> None:
-        runs.append(1)
-        prepared.fetchone(f"UPDATE {Server._meta.db_table} SET name = name || %s WHERE id = %s",  # noqa: S608
-                          ["!", server.pk])
-        prepared.needs_thread()
-
-    async def scenario():
-        await loop_database.run(lambda: None)  # opens the connection
-        with pytest.raises(RuntimeError, match="could not finish"):
-            await loop_database.run(write_then_need_the_orm)
-
-    asyncio.run(scenario())
-    assert runs == [1]
-    assert Server.objects.get(pk=server.pk).name == "Echo!"
 
 
 def test_a_lost_connection_sends_the_call_to_a_thread_and_a_new_one_is_opened(echo, monkeypatch):
