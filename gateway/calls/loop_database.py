@@ -16,7 +16,7 @@ such a task directly, as long as it never has to wait:
 - Its commits never checkpoint the write-ahead log (a checkpoint writes the database file and syncs it): every
   CHECKPOINT_EVERY commits one passive checkpoint runs on a database thread instead.
 
-On PostgreSQL, run() hands the task to loop_postgres.py (the loop's own asynchronous connections). An in-memory
+On PostgreSQL, run() hands the task to loop_postgres.py (the loop's own PostgreSQL connections). An in-memory
 or non-WAL SQLite database keeps using the threads.
 """
 
