@@ -10,7 +10,7 @@ such a task directly, as long as it never has to wait:
   raises prepared.NeedsThread at once instead of sleeping in SQLite's busy handler with the loop stopped.
 - A step that needs the ORM (a cache to fill, an approval, a dispatcher, a draft in shadow, the rare
   last-used refresh) calls prepared.needs_thread() first.
-- Either way nothing was committed yet (prepared.wrote()), and the task runs again, whole, on a database thread,
+- Either way nothing was committed yet (prepared.LoopTask.wrote), and the task runs again, whole, on a database thread,
   where it may wait. A task that had committed something and then needed a thread is a bug; it is logged and
   raised, never run twice.
 - Its commits never checkpoint the write-ahead log (a checkpoint writes the database file and syncs it): every
@@ -23,6 +23,7 @@ or non-WAL SQLite database keeps using the threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -89,15 +90,11 @@ async def run(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return await dbthreads.run(func, *args, **kwargs)
 
 
-_VENDOR: list[str] = []
-
-
+@functools.cache
 def _postgres() -> bool:
-    if not _VENDOR:
-        from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db import DEFAULT_DB_ALIAS, connections
 
-        _VENDOR.append(connections[DEFAULT_DB_ALIAS].vendor)
-    return _VENDOR[0] == "postgresql"
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
 async def _open() -> _Connection | None:

@@ -22,8 +22,8 @@ The hot path's tasks run on the event loop's own connections (gateway/calls/loop
 loop_postgres.py for PostgreSQL): `use()` makes one the task's connection (a context variable, so tasks
 interleaved on one loop each have their own). There a statement that would wait for SQLite's write lock, or that
 found its PostgreSQL connection lost, raises NeedsThread, and so does `needs_thread()`, which every step that needs
-the ORM calls first: the task then runs again on a database thread. `wrote()` tells whether it had committed
-anything first.
+the ORM calls first: the task then runs again on a database thread. `LoopTask.wrote` tells whether it had
+committed anything first.
 """
 
 from __future__ import annotations
@@ -76,13 +76,6 @@ def use(task: LoopTask) -> Iterator[LoopTask]:
 
 def on_loop() -> bool:
     return _LOOP.get() is not None
-
-
-def wrote() -> bool:
-    """Whether the task that ran on the loop's connection committed a write (a statement on its own, or a
-    transaction; a rolled-back transaction wrote nothing)."""
-    task = _LOOP.get()
-    return task is not None and task.wrote
 
 
 def loop_connection():
@@ -142,7 +135,7 @@ def _connection():
 
 def _sqlite_execute(raw, sql: str, params=()) -> sqlite3.Cursor:
     """On the loop's connection a statement that finds the write lock taken raises NeedsThread (its busy timeout
-    is 0, so it never waits); a write that ran is remembered (wrote())."""
+    is 0, so it never waits); a write that ran is remembered (LoopTask.wrote)."""
     task = _LOOP.get()
     if task is None:
         return raw.execute(sql, params)
@@ -254,8 +247,6 @@ def _begin(db) -> None:
                 _sqlite_execute(db.connection, "BEGIN IMMEDIATE")
             else:
                 db.connection.execute("BEGIN")
-    except NeedsThread:
-        raise
     except Exception as exc:
         _lost(exc)
         raise
