@@ -10,8 +10,8 @@ for the health check in dbthreads.py, as before):
 - SQLite: the `%s` placeholders are turned into `?` once per statement text.
 - PostgreSQL: Django binds parameters on the client and prepares nothing (for transaction-mode poolers), so the
   server would parse and plan every statement again; for the call's one read query planning cost six times its
-  execution (pg_stat_statements). These go through a server-binding psycopg cursor and are prepared on first use;
-  psycopg keeps them per connection. Behind PgBouncer in transaction mode that needs PgBouncer ≥ 1.21 with
+  execution (pg_stat_statements). These are prepared on first use and kept per connection, and run without a
+  psycopg cursor (postgres_statements.py). Behind PgBouncer in transaction mode that needs PgBouncer ≥ 1.21 with
   `max_prepared_statements` set (docs/ARCHITECTURE.md).
 
 `transaction()` is the hot path's transaction (counters and audit row in one commit; a batch of settlements in
@@ -38,10 +38,11 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import transaction as django_transaction
 
+from gateway.calls import postgres_statements
+
 _QMARK: dict[str, str] = {}
 _OPEN = "portcullis_transaction"  # attribute on Django's connection wrapper: the callbacks of the open transaction
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
-_TUPLES_OK = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows (perhaps none)
 
 
 class NeedsThread(Exception):  # noqa: N818 - an instruction to the caller, not an error
@@ -168,22 +169,16 @@ def fetchone(sql: str, params: list) -> tuple | None:
 
 
 def _postgres_fetchone(db, sql: str, params: list) -> tuple | None:
-    import psycopg
-
     try:
-        with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
-            cursor.execute(sql, params, prepare=True)
-            # Whether it returns rows, from the result's status: `description` would build a Column per column.
-            result = cursor.pgresult
-            row = cursor.fetchone() if result is not None and result.status == _TUPLES_OK else None
-            changed = cursor.rowcount != 0
+        with db.wrap_database_errors:
+            result = postgres_statements.run(db.connection, sql, params)
     except Exception as exc:
         _lost(exc)
         raise
     task = _LOOP.get()
-    if task is not None and changed:  # a counter found full and no row written (audit.open_row_reserving): none
+    if task is not None and result.rowcount != 0:  # a counter found full and no row written (open_row_reserving)
         _written(task, sql)
-    return row
+    return result.row
 
 
 def _lost(exc: Exception) -> None:
@@ -246,7 +241,7 @@ def _begin(db) -> None:
             if db.vendor == "sqlite":
                 _sqlite_execute(db.connection, "BEGIN IMMEDIATE")
             else:
-                db.connection.execute("BEGIN")
+                postgres_statements.command(db.connection, b"BEGIN")
     except Exception as exc:
         _lost(exc)
         raise
@@ -261,7 +256,7 @@ def _end(db, statement: str, task: LoopTask | None) -> None:
             if db.vendor == "sqlite":  # the sqlite3 module keeps its own view of the transaction
                 raw.commit() if statement == "COMMIT" else raw.rollback()
             else:
-                raw.execute(statement)
+                postgres_statements.command(raw, statement.encode())
     except Exception as exc:
         _lost(exc)
         raise
