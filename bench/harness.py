@@ -120,7 +120,16 @@ def scratch_postgres(base_url: str, name: str):
     maintenance = with_database(base_url, "postgres")
 
     def drop(conn) -> None:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # FORCE ends the sessions still on it; an autovacuum worker, which is the superuser's, it may not end
+        # (InsufficientPrivilege): that one finishes within moments, so try again.
+        for attempt in range(20):
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
 
     try:
         with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:

@@ -251,3 +251,40 @@ def test_long_chains_are_checked_in_chunks_across_their_boundaries(log, monkeypa
     sql("DELETE FROM gateway_call WHERE id = %s", [log[5]])  # the first row of the second chunk
     code, text = verify()
     assert code == 1 and "position 6 of chain" in text and "rows were deleted" in text
+
+
+def test_outcomes_settled_together_are_each_rows_own_sealed_and_counted(server, grant_that_may):
+    """Calls that ended together are settled together (dbthreads.Batch → settle_many, one commit): each row gets its
+    own outcome, error, size, time and outcome digest, and each is counted once."""
+    from gateway.telemetry import metrics
+
+    sync_tools(server, [{"name": "write_file", "inputSchema": {"type": "object"}}], timezone.now())
+    policies.apply(server, {"version": "1", "default": "allow"}, actor="test")
+    now = timezone.now()
+    admissions = [calls.admit(grant_that_may.token, server, "write_file", {"n": n}, now) for n in range(4)]
+    assert all(a.forward for a in admissions)
+    later = now + timedelta(seconds=2)
+    outcomes = [("ok", 1.5, 10, ""), ("tool_error", 2.5, None, "disk full sk-live-0123456789abcdef"),
+                ("timeout", 30000.0, None, "no answer\x00"), ("ok", 0.25, 2**31 - 1, "")]
+    counted = metrics.CALLS.labels(server.slug, "write_file", "allow", "ok")._value.get()
+    calls.admission.settle_many([(a, {"outcome": o, "latency_ms": ms, "result_size": size, "error": error,
+                                      "now": later + timedelta(milliseconds=n)})
+                                 for n, (a, (o, ms, size, error)) in enumerate(zip(admissions, outcomes, strict=True))])
+    rows = {r.pk: r for r in Call.objects.filter(pk__in=[a.call_id for a in admissions])}
+    for n, (admission, (outcome, ms, size, _)) in enumerate(zip(admissions, outcomes, strict=True)):
+        row = rows[admission.call_id]
+        assert (row.outcome, row.latency_ms, row.result_size) == (outcome, ms, size)
+        assert row.finished_at == later + timedelta(milliseconds=n)
+        assert row.outcome_digest
+    assert rows[admissions[1].call_id].error == "disk full [REDACTED]"
+    assert rows[admissions[2].call_id].error == "no answer\\u0000"
+    assert metrics.CALLS.labels(server.slug, "write_file", "allow", "ok")._value.get() == counted + 2
+    code, text = verify()
+    assert code == 0, text
+    # all of one batch without a size: the array of sizes is all NULL
+    more = [calls.admit(grant_that_may.token, server, "write_file", {"n": n}, now) for n in range(2)]
+    calls.admission.settle_many([(a, {"outcome": "timeout", "latency_ms": 1.0, "result_size": None, "error": "late",
+                                      "now": later}) for a in more])
+    assert list(Call.objects.filter(pk__in=[a.call_id for a in more]).values_list("outcome", "result_size")) == [
+        ("timeout", None), ("timeout", None)]
+    assert verify()[0] == 0
