@@ -16,14 +16,11 @@ from django.db import IntegrityError, connection, transaction
 from gateway.calls import postgres_statements, prepared
 from gateway.models import Call, Counter
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def postgres_only():
-    if connection.vendor != "postgresql":
-        pytest.skip("statements without a psycopg cursor are PostgreSQL's (CI runs the suite on it: .ci/run); on "
-                    "SQLite the hot path's statements are tested through tests/calls/test_prepared.py")
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.skipif(connection.vendor != "postgresql",
+                                 reason="statements without a psycopg cursor are PostgreSQL's (CI runs the suite on "
+                                        "it: .ci/run); on SQLite the hot path's statements are tested through "
+                                        "tests/calls/test_prepared.py")]
 
 
 @pytest.fixture
