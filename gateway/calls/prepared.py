@@ -169,24 +169,27 @@ def fetchone(sql: str, params: list) -> tuple | None:
 
 
 def _postgres_fetchone(db, sql: str, params: list) -> tuple | None:
-    try:
-        with db.wrap_database_errors:
-            result = postgres_statements.run(db.connection, sql, params)
-    except Exception as exc:
-        _lost(exc)
-        raise
+    with _statement(db):
+        result = postgres_statements.run(db.connection, sql, params)
     task = _LOOP.get()
     if task is not None and result.rowcount != 0:  # a counter found full and no row written (open_row_reserving)
         _written(task, sql)
     return result.row
 
 
-def _lost(exc: Exception) -> None:
-    """On the loop's PostgreSQL connection, a statement that failed because the connection is lost, nothing of the
-    task having been committed: NeedsThread (the task runs again on a thread, which connects anew)."""
-    task = _LOOP.get()
-    if task is not None and task.postgres is not None and not task.wrote and task.postgres.lost_by(exc):
-        raise NeedsThread() from exc
+@contextmanager
+def _statement(db) -> Iterator[None]:
+    """Around one statement on the driver connection: its error is Django's (wrap_database_errors). On the loop's
+    PostgreSQL connection, a statement that failed because the connection is lost, nothing of the task having been
+    committed, raises NeedsThread instead (the task runs again on a thread, which connects anew)."""
+    try:
+        with db.wrap_database_errors:
+            yield
+    except Exception as exc:
+        task = _LOOP.get()
+        if task is not None and task.postgres is not None and not task.wrote and task.postgres.lost_by(exc):
+            raise NeedsThread() from exc
+        raise
 
 
 def in_transaction() -> bool:
@@ -236,27 +239,19 @@ def transaction() -> Iterator[None]:
 
 
 def _begin(db) -> None:
-    try:
-        with db.wrap_database_errors:
-            if db.vendor == "sqlite":
-                _sqlite_execute(db.connection, "BEGIN IMMEDIATE")
-            else:
-                postgres_statements.command(db.connection, b"BEGIN")
-    except Exception as exc:
-        _lost(exc)
-        raise
+    with _statement(db):
+        if db.vendor == "sqlite":
+            _sqlite_execute(db.connection, "BEGIN IMMEDIATE")
+        else:
+            postgres_statements.command(db.connection, b"BEGIN")
 
 
 def _end(db, statement: str, task: LoopTask | None) -> None:
     raw = db.connection
     if task is not None and task.postgres is not None and task.postgres.lost and statement == "ROLLBACK":
         return  # its transaction is gone with it
-    try:
-        with db.wrap_database_errors:
-            if db.vendor == "sqlite":  # the sqlite3 module keeps its own view of the transaction
-                raw.commit() if statement == "COMMIT" else raw.rollback()
-            else:
-                postgres_statements.command(raw, statement.encode())
-    except Exception as exc:
-        _lost(exc)
-        raise
+    with _statement(db):
+        if db.vendor == "sqlite":  # the sqlite3 module keeps its own view of the transaction
+            raw.commit() if statement == "COMMIT" else raw.rollback()
+        else:
+            postgres_statements.command(raw, statement.encode())
