@@ -14,7 +14,7 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from gateway import grants, policies, tokens
-from gateway.calls import approvals, audit, continuations, dispatched, prepared, ratelimit, shadowing
+from gateway.calls import approvals, audit, continuations, dispatched, prepared, ratelimit, repeat_calls, shadowing
 from gateway.models import Approval, Call, Grant, PolicyVersion, Server, ShadowPolicy, Tool
 from gateway.policy import Decision, Facts, Policy, Reservation, escalated, evaluate, limit_message, parse_policy
 from gateway.policy.dispatch import Shape
@@ -113,21 +113,24 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
     see _continue(). `session` names the agent session for `scope: "session"` limits. A call of a dispatcher
     (gateway/policy/dispatch.py) is decided as a call of the action it names (gateway/calls/dispatched.py)."""
     grants.check_token_shape(token)
-    row = prepared.fetchone(_admit_sql(), [*grants.call_auth_params(server, now, prepared.adapt_time), server.pk,
-                                           True, server.pk, True, server.pk, True, server.pk,
-                                           prepared.adapt_time(server.updated_at), server.pk,
-                                           audit.stored_text(tool_name),  # no tool has a NUL
-                                           tokens.prefix_of(token)])
+    prefix, params = tokens.prefix_of(token), _admit_params(token, server, tool_name, now)
+    postgres = prepared.vendor() == "postgresql"
+    if postgres and request_state is None and (known := repeat_calls.known(prefix, server.pk, tool_name)):
+        admission = _admit_repeat(known, params, token, server, tool_name, arguments, now, session)
+        if admission is not None:
+            return admission
+    if postgres:
+        row = prepared.fetchone(repeat_calls.read_sql(_admit_sql()), params)
+        row = row if row is None else repeat_calls.remember(prefix, server.pk, tool_name, row)
+    else:
+        row = prepared.fetchone(_admit_sql(), params)
     if current_server and row is not None and not row[-1]:
         raise StaleServer(server.slug)
     grant = grants.check_call_auth(row, token, server, now, before_refresh=prepared.needs_thread)
-    base = {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
-            "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
-            "argument_hash": audit.argument_hash(arguments), "created_at": now}
     tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, _ = row[grants.CALL_AUTH_COLUMNS:]
     if shadow is not None or dispatch is not None or request_state is not None:
         prepared.needs_thread()  # decided through the ORM; on the loop, before anything is written
-    base["secret_paths"] = audit.secret_paths(tool_id, tool_hash, tool_name)
+    base = _base(grant, server, tool_name, arguments, now, tool_id, tool_hash)
     if tool_id is None:
         return _refuse(base, Call.Decision.DENY, "unknown_tool", _unknown_tool(server, tool_name), "", None, grant)
     policy = _parsed(version, created) if version is not None else None
@@ -142,10 +145,7 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         via = tool_name
     facts = Facts(grant=str(grant.pk), server=server.slug, tool=base["tool_name"], risk_category=category,
                   risk_level=level, arguments=facts_arguments, via=via, session=session)
-    with tracing.span("portcullis.policy", **{"portcullis.server": server.slug}):
-        decision = evaluate(facts, policy, {}, now.timestamp())
-        tracing.note(**{"portcullis.decision": decision.action, "portcullis.rule": decision.rule,
-                        "portcullis.refusal": decision.refusal})
+    decision = _evaluate(facts, policy, server, now)
     if request_state is not None:
         return _continue(base, decision, version, grant, request_state, now)
     def held_for(held: Decision) -> Admission:
@@ -169,6 +169,64 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
                                                                 admission.refusal), admission.call_id, grant.name,
                           now)
     return admission
+
+
+def _admit_params(token: str, server: Server, tool_name: str, now: datetime) -> list:
+    return [*grants.call_auth_params(server, now, prepared.adapt_time), server.pk, True, server.pk, True, server.pk,
+            True, server.pk, prepared.adapt_time(server.updated_at), server.pk,
+            audit.stored_text(tool_name),  # no tool has a NUL
+            tokens.prefix_of(token)]
+
+
+def _base(grant: grants.CallGrant, server: Server, tool_name: str, arguments: object, now: datetime,
+          tool_id: int | None, tool_hash: str | None) -> dict:
+    """What every audit row of this call says of it."""
+    return {"grant": grant, "grant_name": grant.name, "server": server, "server_slug": server.slug,
+            "tool_name": tool_name[:255], "arguments": arguments if isinstance(arguments, dict) else {},
+            "argument_hash": audit.argument_hash(arguments), "created_at": now,
+            "secret_paths": audit.secret_paths(tool_id, tool_hash, tool_name)}
+
+
+def _evaluate(facts: Facts, policy: Policy | None, server: Server, now: datetime) -> Decision:
+    with tracing.span("portcullis.policy", **{"portcullis.server": server.slug}):
+        decision = evaluate(facts, policy, {}, now.timestamp())
+        tracing.note(**{"portcullis.decision": decision.action, "portcullis.rule": decision.rule,
+                        "portcullis.refusal": decision.refusal})
+    return decision
+
+
+def _admit_repeat(known: repeat_calls.Known, params: list, token: str, server: Server, tool_name: str,
+                  arguments: object, now: datetime, session: str) -> Admission | None:
+    """A call decided on the facts last read for this token and tool, written only if the database still holds
+    them (calls/repeat_calls.py). None when it was not: nothing was written or counted, and the caller decides the
+    call again from a fresh read. Only a call forwarded at once with at most one counter goes this way; a refusal,
+    a held call, a dispatcher's action, a draft in shadow or a grant whose `last_used_at` is due is decided from a
+    fresh read."""
+    row = known.row
+    _, _, _, _, _, _, last_used_due, _ = row[:grants.CALL_AUTH_COLUMNS]
+    tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, current = \
+        row[grants.CALL_AUTH_COLUMNS:]
+    if tool_id is None or held or dispatch is not None or shadow is not None or not current or last_used_due:
+        return None
+    try:
+        grant = grants.check_call_auth(row, token, server, now)
+    except grants.AuthFailure:
+        return None  # the fresh read says why, or finds what changed
+    base = _base(grant, server, tool_name, arguments, now, tool_id, tool_hash)
+    policy = _parsed(version, created) if version is not None else None
+    decision = _evaluate(Facts(grant=str(grant.pk), server=server.slug, tool=base["tool_name"],
+                               risk_category=category, risk_level=level, arguments=arguments, session=session),
+                         policy, server, now)
+    if not decision.allowed or len(decision.reservations) > 1:
+        return None
+    reservation = decision.reservations[0] if decision.reservations else None
+    try:
+        call_id = audit.open_row_from(*repeat_calls.statement(_admit_sql(), params, known.text, reservation),
+                                      counted=reservation is not None,
+                                      **_allowed_row(base, decision, decision.reservations, version, None, ""))
+    except audit.AuditUnavailable as exc:
+        return Admission(None, False, str(exc), grant_id=grant.pk)
+    return None if call_id is None else Admission(call_id, True, "", decision.reservations, grant.pk)
 
 
 def held_message(name: str, held: str) -> str:
@@ -329,11 +387,16 @@ def _reserve_and_open(base: dict, decision: Decision, version, grant: grants.Cal
             return Admission(None, False, str(exc), grant_id=grant.pk)
 
 
+def _allowed_row(base: dict, decision: Decision, reservations: tuple, version, approval: Approval | None,
+                 reason: str) -> dict:
+    return dict(base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW, rule=decision.rule,
+                policy_version_id=version, approval=approval, counters=[r.key for r in reservations],
+                outcome=Call.Outcome.PENDING, reason=reason)
+
+
 def _open_reserving(base: dict, decision: Decision, reservations: tuple, version, grant, approval,
                     reason: str = "") -> Admission:
-    row = dict(base, decision=Call.Decision.APPROVE if approval else Call.Decision.ALLOW, rule=decision.rule,
-               policy_version_id=version, approval=approval, counters=[r.key for r in reservations],
-               outcome=Call.Outcome.PENDING, reason=reason)
+    row = _allowed_row(base, decision, reservations, version, approval, reason)
     if not reservations:
         call_id = audit.open_row(**row)
     elif len(reservations) == 1 and prepared.vendor() == "postgresql":

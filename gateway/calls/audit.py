@@ -128,11 +128,20 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
     own): `reserve_sql` is an upsert that returns a row only when it counted. Returns the row id, or None
     when the counter is full (then nothing was written or counted). The counter's row lock is held only
     inside the database, never across a round trip to this process."""
+    return open_row_from(f"taken AS ({reserve_sql})", reserve_params, "taken", [], counted=True, **fields)
+
+
+def open_row_from(ctes: str, cte_params: list, source: str, source_params: list, *, counted: bool,
+                  **fields) -> int | None:
+    """PostgreSQL: `WITH <ctes> INSERT … SELECT <the row> FROM <source>` in one statement, committed on its own:
+    the row is written only if `source` yields a row (open_row_reserving(); calls/repeat_calls.py). `counted`:
+    the statement also takes the call's counter. Returns the row id, or None when nothing was written."""
     values, linked = _values(fields)
+    traced = {"portcullis.counter": "reserved in the same statement"} if counted else {}
     try:
-        with tracing.span("portcullis.audit_write", **{"portcullis.counter": "reserved in the same statement"}):
-            row = prepared.fetchone(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
-                                    [*reserve_params, *values])
+        with tracing.span("portcullis.audit_write", **traced):
+            row = prepared.fetchone(f"WITH {ctes} {_insert_from_sql()} FROM {source} RETURNING id",
+                                    [*cte_params, *values, *source_params])
     except prepared.NeedsThread:
         raise
     except Exception as exc:

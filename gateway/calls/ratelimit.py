@@ -8,6 +8,7 @@ gateway gives the reservation back (release). Why a table and not Redis: see doc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -18,11 +19,18 @@ from gateway.models import Counter
 
 # The same statement works on SQLite (>= 3.35) and PostgreSQL: insert the first use of a window, or add one
 # only while the count is below the limit. RETURNING yields no row when the WHERE refuses.
-RESERVE_SQL = (
-    f"INSERT INTO {Counter._meta.db_table} (key, n, window_end) VALUES (%s, 1, %s) "
-    f"ON CONFLICT (key) DO UPDATE SET n = {Counter._meta.db_table}.n + 1 "
-    f"WHERE {Counter._meta.db_table}.n < %s RETURNING n"
-)
+_TAKE_ONE = (f"ON CONFLICT (key) DO UPDATE SET n = {Counter._meta.db_table}.n + 1 "
+             f"WHERE {Counter._meta.db_table}.n < %s RETURNING n")
+RESERVE_SQL = f"INSERT INTO {Counter._meta.db_table} (key, n, window_end) VALUES (%s, 1, %s) {_TAKE_ONE}"
+
+
+@functools.cache
+def reserve_from_sql(source: str) -> str:
+    """RESERVE_SQL counting only where `source` (a FROM clause, which may have parameters of its own) yields a
+    row: parameters key, window end, `source`'s, max. PostgreSQL (a parameter in a SELECT list is typed)."""
+    key, window_end = (Counter._meta.get_field(f).db_type(connection) for f in ("key", "window_end"))
+    return (f"INSERT INTO {Counter._meta.db_table} (key, n, window_end) SELECT %s::{key}, 1, %s::{window_end} "
+            f"FROM {source} {_TAKE_ONE}")
 _RELEASE_SQL = f"UPDATE {Counter._meta.db_table} SET n = n - 1 WHERE key = %s AND n > 0"
 
 

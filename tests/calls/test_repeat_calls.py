@@ -1,0 +1,253 @@
+"""A repeat call (gateway/calls/repeat_calls.py): on PostgreSQL a call by the same token to the same tool is decided
+on the facts last read for it, and its counter and audit row are written only if the database still holds exactly
+those facts, in the same statement. Whatever an operator changed in between takes effect on the very next call.
+
+The changes are cases as data and run on both databases (on SQLite every call reads its facts; the outcome must be
+the same); the count of statements is PostgreSQL's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from gateway import calls, grants, policies, shadows
+from gateway.calls import audit_chain, postgres_statements, repeat_calls
+from gateway.catalogue.sync import sync_tools
+from gateway.grants import create_grant
+from gateway.models import Call, Counter, Grant, Server, ShadowDivergence, Tool
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+ECHO = {"name": "echo", "inputSchema": {"type": "object"}}
+COUNTED = {"version": "1", "default": "deny", "tools": {"echo": {"limits": [
+    {"counter": "echo", "window": "day", "max": 4, "scope": "grant"}]}}}
+UNCOUNTED = {"version": "1", "default": "deny", "tools": {"echo": {}}}
+
+
+@dataclass
+class Live:
+    server: Server
+    grant: Grant
+    token: str
+
+
+def live_with(document: dict) -> Live:
+    server = Server.objects.create(slug="echo", name="Echo", transport=Server.Transport.STDIO, command=["echo"])
+    sync_tools(server, [ECHO], timezone.now())
+    policies.apply(server, document, actor="test")
+    new = create_grant("repeat-agent", [server], None)
+    return Live(server, Grant.objects.get(pk=new.grant.pk), new.token)
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    """No facts kept from another test, and this thread's audit chain starts with the table (it is emptied
+    between tests)."""
+    repeat_calls.forget_all()
+    audit_chain._local.head = None
+    audit_chain._heads.clear()
+    yield
+    repeat_calls.forget_all()
+    audit_chain._local.head = None
+    audit_chain._heads.clear()
+
+
+def call(live: Live, server: Server | None = None, current_server: bool = False, arguments: dict | None = None):
+    """One call admitted and, when forwarded, settled ok, as the endpoint runs them."""
+    now = timezone.now()
+    admitted = calls.admit(live.token, server or live.server, "echo", arguments or {"text": "hi"}, now,
+                           current_server=current_server)
+    if admitted.forward:
+        calls.settle(admitted, outcome="ok", latency_ms=1.0, result_size=2, error="", now=now)
+    return admitted
+
+
+def warmed(live: Live) -> None:
+    """Three calls: the first refreshes the grant's last_used_at, the second reads facts that need nothing done,
+    the third is decided on them. On PostgreSQL the next call is a repeat call."""
+    assert all(call(live).forward for _ in range(3))
+    if connection.vendor == "postgresql":
+        known = repeat_calls.known(live.token[:12], live.server.pk, "echo")
+        assert known is not None and known.row[6] == 0  # last_used_at not due
+
+
+def verified() -> str:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("verify_audit", "--no-archive", stdout=out, stderr=err)
+    except SystemExit as exc:
+        raise AssertionError(err.getvalue()) from exc
+    return out.getvalue()
+
+
+class Statements:
+    """Counts the statements the hot path sends PostgreSQL (gateway/calls/postgres_statements.py)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.sent: list[str] = []
+        real = postgres_statements.run
+
+        def counted(conn, sql, params):
+            self.sent.append(sql)
+            return real(conn, sql, params)
+
+        monkeypatch.setattr(postgres_statements, "run", counted)
+
+    def during(self, action):
+        self.sent.clear()
+        result = action()
+        return result, list(self.sent)
+
+
+def test_a_repeat_call_is_decided_counted_and_audited_in_one_statement(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("round trips to the database are PostgreSQL's; on SQLite the facts are read in-process "
+                    "(CI runs the suite on PostgreSQL: .ci/run)")
+    live = live_with(COUNTED)
+    statements = Statements(monkeypatch)
+    first, sent = statements.during(lambda: call(live))
+    assert first.forward and len(sent) == 3, sent  # the facts read, the counter and the row, the settlement
+    # The first call refreshed the grant's last_used_at (its facts said it was due): the next reads again.
+    second, sent = statements.during(lambda: call(live))
+    assert second.forward and len(sent) == 3, sent
+    repeat, sent = statements.during(lambda: calls.admit(live.token, live.server, "echo", {"text": "again"},
+                                                         timezone.now()))
+    assert repeat.forward and len(sent) == 1, sent
+    row = Call.objects.get(pk=repeat.call_id)
+    assert (row.decision, row.outcome, len(row.counters), row.arguments, row.grant_name) == (
+        "allow", "pending", 1, {"text": "again"}, "repeat-agent")
+    assert Counter.objects.get().n == 3
+    # Without a counter it is one statement as well.
+    policies.apply(live.server, UNCOUNTED, actor="test")
+    call(live)
+    uncounted, sent = statements.during(lambda: calls.admit(live.token, live.server, "echo", {}, timezone.now()))
+    assert uncounted.forward and len(sent) == 1 and Call.objects.get(pk=uncounted.call_id).counters == []
+    verified()
+
+
+def _revoke(live: Live) -> None:
+    grants.revoke(live.grant, timezone.now())
+
+
+def _expire(live: Live) -> None:
+    Grant.objects.filter(pk=live.grant.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def _uncover(live: Live) -> None:
+    live.grant.servers.remove(live.server)
+
+
+def _disable(live: Live) -> None:
+    Server.objects.filter(pk=live.server.pk).update(enabled=False)
+
+
+def _deny(live: Live) -> None:
+    policies.apply(live.server, {"version": "1", "default": "deny", "tools": {}}, actor="test")
+
+
+def _grant_rules(live: Live) -> None:
+    policies.apply(live.server, {"version": "1", "default": "deny", "tools": {"echo": {"action": "deny"}}},
+                   grant=live.grant, actor="test")
+
+
+def _change_definition(live: Live) -> None:
+    sync_tools(live.server, [{**ECHO, "description": "now it deletes things"}], timezone.now())
+
+
+def _remove_tool(live: Live) -> None:
+    sync_tools(live.server, [], timezone.now())
+
+
+def _new_token_same_prefix(live: Live) -> None:
+    # The grant's token replaced under the same prefix: the old token no longer matches the stored digest.
+    other = create_grant("other", [live.server], None)
+    digest = Grant.objects.get(pk=other.grant.pk).token_digest
+    Grant.objects.filter(pk=other.grant.pk).delete()
+    Grant.objects.filter(pk=live.grant.pk).update(token_digest=digest)
+
+
+def _fill_counter(live: Live) -> None:
+    Counter.objects.update(n=4)
+
+
+def _shadow(live: Live) -> None:
+    shadows.start(live.server, {"version": "1", "default": "deny", "tools": {}})
+
+
+def _stale_last_used(live: Live) -> None:
+    Grant.objects.filter(pk=live.grant.pk).update(last_used_at=timezone.now() - timedelta(days=2))
+
+
+# (what an operator (or time) changed, what the very next call must get)
+CHANGES = [
+    (_revoke, ("auth", 401, "this grant has been revoked")),
+    (_expire, ("auth", 401, "this grant has expired")),
+    (_uncover, ("auth", 403, "this grant does not cover server 'echo'")),
+    (_disable, ("auth", 403, "server 'echo' is disabled by an operator")),
+    (_new_token_same_prefix, ("auth", 401, "unknown token")),
+    (_deny, ("refused", "policy")),
+    (_grant_rules, ("refused", "policy")),
+    (_change_definition, ("refused", "review")),
+    (_remove_tool, ("refused", "unknown_tool")),
+    (_fill_counter, ("refused", "limit")),
+    (_shadow, ("forwarded", "shadow")),
+    (_stale_last_used, ("forwarded", "last used")),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), CHANGES, ids=[c.__name__.strip("_") for c, _ in CHANGES])
+def test_a_change_between_two_calls_takes_effect_on_the_very_next_call(change, expected):
+    live = live_with(COUNTED)
+    warmed(live)
+    before = Call.objects.count()
+    change(live)
+    kind = expected[0]
+    if kind == "auth":
+        with pytest.raises(grants.AuthFailure) as failure:
+            call(live)
+        assert (failure.value.status, str(failure.value)) == expected[1:]
+        assert Call.objects.count() == before  # no grant is known: nothing audited, nothing counted
+        return
+    admitted = call(live)
+    row = Call.objects.get(pk=admitted.call_id)
+    if kind == "refused":
+        assert not admitted.forward and (admitted.refusal, row.refusal, row.outcome) == (expected[1],) * 2 + (
+            "refused",)
+        assert Counter.objects.get().n == (4 if change is _fill_counter else 3)  # nothing counted for it
+    else:
+        assert admitted.forward and row.outcome == "ok" and Counter.objects.get().n == 4
+        if change is _shadow:
+            assert ShadowDivergence.objects.filter(call_id=admitted.call_id).exists()
+        else:
+            last_used = Grant.objects.get(pk=live.grant.pk).last_used_at
+            assert last_used > timezone.now() - timedelta(minutes=1)
+    verified()
+
+
+def test_a_stale_copy_of_the_server_is_never_decided_on():
+    live = live_with(COUNTED)
+    old = Server.objects.get(pk=live.server.pk)
+    assert all(call(live, old, current_server=True).forward for _ in range(3))
+    Server.objects.get(pk=live.server.pk).save()  # changed: a new updated_at
+    with pytest.raises(calls.StaleServer):
+        call(live, old, current_server=True)
+    assert call(live, Server.objects.get(pk=live.server.pk), current_server=True).forward
+    assert Counter.objects.get().n == 4
+
+
+def test_another_token_with_the_same_prefix_is_refused_and_the_grants_calls_go_on():
+    live = live_with(COUNTED)
+    warmed(live)
+    forged = live.token[:-4] + ("AAAA" if not live.token.endswith("AAAA") else "BBBB")
+    with pytest.raises(grants.AuthFailure) as failure:
+        calls.admit(forged, live.server, "echo", {}, timezone.now())
+    assert failure.value.status == 401
+    assert call(live).forward and Counter.objects.get().n == 4
+    assert Tool.objects.get().name == "echo"
+    verified()
