@@ -251,3 +251,14 @@ def test_another_token_with_the_same_prefix_is_refused_and_the_grants_calls_go_o
     assert call(live).forward and Counter.objects.get().n == 4
     assert Tool.objects.get().name == "echo"
     verified()
+
+
+def test_a_full_counter_that_escalates_holds_the_repeat_call_for_a_person():
+    live = live_with({"version": "1", "default": "deny", "tools": {"echo": {"limits": [
+        {"counter": "echo", "window": "day", "max": 3, "scope": "grant", "on_exceed": "approve"}]}}})
+    warmed(live)  # the counter is now full
+    held = call(live)
+    row = Call.objects.get(pk=held.call_id)
+    assert not held.forward and held.held is not None
+    assert (row.decision, row.outcome) == ("approve", "pending") and Counter.objects.get().n == 3
+    verified()
