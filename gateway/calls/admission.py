@@ -128,7 +128,7 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         raise StaleServer(server.slug)
     grant = grants.check_call_auth(row, token, server, now, before_refresh=prepared.needs_thread)
     tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, _ = row[grants.CALL_AUTH_COLUMNS:]
-    if shadow is not None or dispatch is not None or request_state is not None:
+    if shadow is not None or request_state is not None:
         prepared.needs_thread()  # decided through the ORM; on the loop, before anything is written
     base = _base(grant, server, tool_name, arguments, now, tool_id, tool_hash)
     if tool_id is None:

@@ -51,7 +51,8 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
     name = resolved.action
     base.update(tool_name=name, via=via)
     row = prepared.fetchone(_ACTION_SQL, [base["server"].pk, audit.stored_text(name), dispatcher_id])  # no NUL
-    if row is None:
+    if row is None:  # queued for review or added through the ORM; on the loop, before anything is written
+        prepared.needs_thread()
         malformed = not_an_action_name(shape, via, name)
         if malformed is not None:
             return Refused("dispatch", malformed)

@@ -9,10 +9,13 @@ import asyncio
 import threading
 
 import pytest
+from django.utils import timezone
 
-from gateway import calls
+from gateway import calls, policies
 from gateway.calls import admission, loop_database, prepared
-from gateway.models import Call, Counter, Server
+from gateway.catalogue import actions
+from gateway.models import Call, Counter, Server, Tool
+from gateway.policy.dispatch import Shape
 from tests.calls.loop_tasks import Hops, admit_and_settle, echo_server
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -82,3 +85,39 @@ def test_a_step_that_needs_the_orm_goes_to_a_thread_before_anything_is_written(e
     first, tasks = asyncio.run(scenario())
     assert [t for t in first if "admit" in t] == ["admit"] and tasks == first
     assert Call.objects.count() == 3 and Counter.objects.get().n == 3  # nothing written twice
+
+
+def test_a_dispatchers_call_of_a_known_action_stays_on_the_loop_and_an_unknown_one_is_queued_from_a_thread(
+        echo, monkeypatch):
+    server, token = echo
+    echo_tool = Tool.objects.get(server=server, name="echo")
+    actions.declare(echo_tool, Shape(action="/text"), actor="test")
+    echo_tool.refresh_from_db()
+    actions.import_actions(echo_tool, [{"name": "hello", "inputSchema": {"type": "object"}}])
+    policies.apply(server, {"version": "1", "default": "deny", "tools": {"hello": {"limits": [
+        {"counter": "hello", "window": "day", "max": 1000, "scope": "grant"}]}}}, actor="test")
+
+    async def call(text: str):
+        now = timezone.now()
+        admitted = await loop_database.run(calls.admit, token, server, "echo", {"text": text}, now)
+        if admitted.forward:
+            await loop_database.run(calls.settle, admitted, outcome="ok", latency_ms=1.0, result_size=2, error="",
+                                    now=now)
+        return admitted
+
+    async def scenario():
+        assert (await call("hello")).forward  # opens the connection and fills the caches
+        hops = Hops(monkeypatch)
+        known = [await call("hello") for _ in range(3)]
+        on_the_loop = list(hops.tasks)
+        unknown = await call("goodbye")
+        return known, on_the_loop, unknown, hops.tasks
+
+    known, on_the_loop, unknown, tasks = asyncio.run(scenario())
+    assert all(a.forward for a in known) and on_the_loop == []
+    assert [Call.objects.get(pk=a.call_id).tool_name for a in known] == ["hello"] * 3
+    assert not unknown.forward and unknown.refusal == "unknown_tool" and "queued" in unknown.message
+    assert [t for t in tasks if "admit" in t] == ["admit"]  # the queueing went to a thread, before any write
+    assert Tool.objects.filter(via=echo_tool, name="goodbye").exclude(held_reason="").exists()
+    assert Call.objects.filter(tool_name="goodbye", refusal="unknown_tool").count() == 1  # written once
+    assert Counter.objects.get().n == 4
