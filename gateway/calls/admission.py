@@ -197,32 +197,39 @@ def _evaluate(facts: Facts, policy: Policy | None, server: Server, now: datetime
 
 def _admit_repeat(known: repeat_calls.Known, params: list, token: str, server: Server, tool_name: str,
                   arguments: object, now: datetime, session: str) -> Admission | None:
-    """A call decided on the facts last read for this token and tool, written only if the database still holds
-    them (calls/repeat_calls.py). None when it was not: nothing was written or counted, and the caller decides the
-    call again from a fresh read. Only a call forwarded at once with at most one counter goes this way; a refusal,
-    a held call, a dispatcher's action, a draft in shadow or a grant whose `last_used_at` is due is decided from a
-    fresh read."""
+    """A call decided on the facts last read for this token and tool (and, for a dispatcher, on its action's row as
+    last read), written only if the database still holds them (calls/repeat_calls.py). None when it was not:
+    nothing was written or counted, and the caller decides the call again from a fresh read. Only a call forwarded
+    at once with at most one counter goes this way; a refusal, a held call, a draft in shadow or a grant whose
+    `last_used_at` is due is decided from a fresh read."""
     row = known.row
     _, _, _, _, _, _, last_used_due, _ = row[:grants.CALL_AUTH_COLUMNS]
     tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, current = \
         row[grants.CALL_AUTH_COLUMNS:]
-    if tool_id is None or held or dispatch is not None or shadow is not None or not current or last_used_due:
+    if tool_id is None or held or shadow is not None or not current or last_used_due:
         return None
     try:
         grant = grants.check_call_auth(row, token, server, now)
     except grants.AuthFailure:
         return None  # the fresh read says why, or finds what changed
     base = _base(grant, server, tool_name, arguments, now, tool_id, tool_hash)
+    confirms = (repeat_calls.Confirm(_admit_sql(), params, known.text),)
+    facts_arguments, via = arguments, ""
+    if dispatch is not None:
+        action = dispatched.known_action(base, tool_id, dispatch, arguments)
+        if action is None:
+            return None
+        (_, category, level, _, facts_arguments), confirm = action
+        confirms, via = (*confirms, confirm), tool_name
     policy = _parsed(version, created) if version is not None else None
     decision = _evaluate(Facts(grant=str(grant.pk), server=server.slug, tool=base["tool_name"],
-                               risk_category=category, risk_level=level, arguments=arguments, session=session),
-                         policy, server, now)
+                               risk_category=category, risk_level=level, arguments=facts_arguments, via=via,
+                               session=session), policy, server, now)
     if not decision.allowed or len(decision.reservations) > 1:
         return None
     reservation = decision.reservations[0] if decision.reservations else None
     try:
-        call_id = audit.open_row_from(*repeat_calls.statement(_admit_sql(), params, known.text, reservation),
-                                      counted=reservation is not None,
+        call_id = audit.open_row_from(*repeat_calls.statement(confirms, reservation), counted=reservation is not None,
                                       **_allowed_row(base, decision, decision.reservations, version, None, ""))
     except audit.AuditUnavailable as exc:
         return Admission(None, False, str(exc), grant_id=grant.pk)

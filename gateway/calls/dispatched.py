@@ -13,7 +13,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 
 from gateway import events
-from gateway.calls import audit, prepared
+from gateway.calls import audit, prepared, repeat_calls
 from gateway.models import Tool
 from gateway.policy import Policy
 from gateway.policy.dispatch import Shape, mismatch, not_an_action_name, parse_pointer, resolve
@@ -23,7 +23,7 @@ from gateway.tool_definitions import action_definition, fill_action
 # without being queued (an agent cannot flood the review queue).
 MAX_HELD = 100
 HELD_UNKNOWN = "first seen in a call: runs only once a person accepts it"
-_ACTION_SQL = (f"SELECT id, risk_category, risk_level, definition_hash, match, held_reason, gone_at "  # noqa: S608
+ACTION_SQL = (f"SELECT id, risk_category, risk_level, definition_hash, match, held_reason, gone_at "  # noqa: S608
                f"FROM {Tool._meta.db_table} WHERE server_id = %s AND name = %s AND via_id = %s")
 
 
@@ -50,7 +50,12 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
         return Refused("dispatch", resolved)
     name = resolved.action
     base.update(tool_name=name, via=via)
-    row = prepared.fetchone(_ACTION_SQL, [base["server"].pk, audit.stored_text(name), dispatcher_id])  # no NUL
+    params = action_params(base["server"].pk, name, dispatcher_id)
+    if prepared.vendor() == "postgresql":  # kept for the next call of this action (calls/repeat_calls.py)
+        row = prepared.fetchone(repeat_calls.read_sql(ACTION_SQL), params)
+        row = row if row is None else repeat_calls.remember_action(params, row)
+    else:
+        row = prepared.fetchone(ACTION_SQL, params)
     if row is None:  # queued for review or added through the ORM; on the loop, before anything is written
         prepared.needs_thread()
         malformed = not_an_action_name(shape, via, name)
@@ -66,6 +71,35 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
                 f"action {name!r} of {via!r} is not in the gateway's catalogue, so it was refused; an operator "
                 "must add it before it can run"))
         row = (added.pk, added.risk_category, added.risk_level, added.definition_hash, added.match, "", None)
+    return _judged(base, shape, resolved, row)
+
+
+def known_action(base: dict, dispatcher_id: int, raw_shape: object,
+                 arguments: object) -> tuple[tuple, repeat_calls.Confirm] | None:
+    """A repeat call's action (calls/repeat_calls.py): judged as action_of() judges it, on the action's row as
+    last read, with what the writing statement must find again. None when that row is not
+    known here or the call would be refused: the call is then decided from a fresh read. Updates `base` as
+    action_of() does."""
+    via = base["tool_name"]
+    shape = Shape.from_json(_json(raw_shape))
+    resolved = resolve(shape, via, arguments)
+    if isinstance(resolved, str):
+        return None
+    params = action_params(base["server"].pk, resolved.action, dispatcher_id)
+    known = repeat_calls.known_action(params)
+    if known is None:
+        return None
+    base.update(tool_name=resolved.action, via=via)
+    judged = _judged(base, shape, resolved, known.row)
+    return None if isinstance(judged, Refused) else (judged, repeat_calls.Confirm(ACTION_SQL, params, known.text))
+
+
+def action_params(server_id: int, name: str, dispatcher_id: int) -> list:
+    return [server_id, audit.stored_text(name), dispatcher_id]  # no action name has a NUL
+
+
+def _judged(base: dict, shape: Shape, resolved, row: tuple) -> tuple | Refused:
+    name, via = resolved.action, base["via"]
     action_id, category, level, digest, match, held, gone = row
     if gone is not None:
         return Refused("unknown_tool", f"action {name!r} of {via!r} is no longer in the gateway's catalogue "

@@ -16,6 +16,10 @@ instead of in the round trip before it. Nothing here is trusted: a row kept here
 for. The text comparison is exact (a record's text output quotes and escapes every field, NULL apart from ''), and
 it runs in the statement's own snapshot, as a separate read would.
 
+A dispatcher's call (calls/dispatched.py) is decided on its action's row as last read as well, kept per (server,
+action name, dispatcher); the statement reads that row again beside the facts, and writes only if both texts are
+those decided on.
+
 SQLite reads its facts in-process (calls/loop_database.py), with no round trip to save: it does not use this.
 """
 
@@ -36,47 +40,72 @@ class Known(NamedTuple):
 
 
 _KNOWN: dict[tuple[str, int, str], Known] = {}
+_ACTIONS: dict[tuple, Known] = {}  # a dispatcher's actions (calls/dispatched.py), by their query's parameters
 
 
 @functools.cache
-def read_sql(admit_sql: str) -> str:
-    """The facts and, as the last column, their text."""
-    return f"SELECT facts.*, facts::text FROM ({admit_sql}) facts"  # noqa: S608 - the code's own SQL only
+def read_sql(sql: str) -> str:
+    """The row `sql` selects and, as the last column, its text."""
+    return f"SELECT facts.*, facts::text FROM ({sql}) facts"  # noqa: S608 - the code's own SQL only
 
 
 def remember(prefix: str, server_id: int, tool_name: str, row: tuple) -> tuple:
-    """Keep a row read by read_sql() for the next call by this token to this tool; returns the facts without the
-    text."""
-    facts = row[:-1]
-    if len(_KNOWN) >= _KNOWN_MAX:
-        _KNOWN.clear()
-    _KNOWN[(prefix, server_id, tool_name)] = Known(facts, row[-1])
-    return facts
+    """Keep a row read by read_sql(admission's SQL) for the next call by this token to this tool; returns the
+    facts without the text."""
+    return _kept(_KNOWN, (prefix, server_id, tool_name), row)
 
 
 def known(prefix: str, server_id: int, tool_name: str) -> Known | None:
     return _KNOWN.get((prefix, server_id, tool_name))
 
 
+def remember_action(params: list, row: tuple) -> tuple:
+    """Keep a dispatcher's action as read by read_sql(dispatched.ACTION_SQL) with `params`."""
+    return _kept(_ACTIONS, tuple(params), row)
+
+
+def known_action(params: list) -> Known | None:
+    return _ACTIONS.get(tuple(params))
+
+
+def _kept(kept: dict, key: tuple, row: tuple) -> tuple:
+    if len(kept) >= _KNOWN_MAX:
+        kept.clear()
+    kept[key] = Known(row[:-1], row[-1])
+    return row[:-1]
+
+
 def forget_all() -> None:
     _KNOWN.clear()
+    _ACTIONS.clear()
 
 
-def statement(admit_sql: str, admit_params: list, text: str,
-              reservation: Reservation | None) -> tuple[str, list, str, list]:
+class Confirm(NamedTuple):
+    """Rows the writing statement reads again: `sql` with `params` must select exactly one row, of text `text`."""
+
+    sql: str
+    params: list
+    text: str
+
+
+def statement(confirms: tuple[Confirm, ...], reservation: Reservation | None) -> tuple[str, list, str, list]:
     """The parts of the audit row's INSERT (audit.open_row_from()): WITH clauses and their parameters, and the
-    source of the row and its parameters. The facts are read again; the counter (when the call has one) is taken
-    and the row written only from a row of facts whose text is `text`."""
+    source of the row and its parameters. The rows are read again; the counter (when the call has one) is taken
+    and the row written only where every one of them has the text the call was decided on."""
+    ctes, source = _sql(tuple(c.sql for c in confirms), reservation is not None)
+    params = [p for c in confirms for p in c.params]
+    texts = [c.text for c in confirms]
     if reservation is None:
-        return _ctes(admit_sql, False), admit_params, _CONFIRMED, [text]
-    return (_ctes(admit_sql, True), [*admit_params, reservation.key, reservation.window_end, text, reservation.max],
-            "taken", [])
-
-
-_CONFIRMED = "facts WHERE facts::text = %s"  # the facts read now, if they are those the call was decided on
+        return ctes, params, source, texts
+    return ctes, [*params, reservation.key, reservation.window_end, *texts, reservation.max], source, []
 
 
 @functools.cache
-def _ctes(admit_sql: str, counted: bool) -> str:
-    facts = f"facts AS ({admit_sql})"
-    return f"{facts}, taken AS ({ratelimit.reserve_from_sql(_CONFIRMED)})" if counted else facts
+def _sql(sqls: tuple[str, ...], counted: bool) -> tuple[str, str]:
+    names = [f"facts{i}" for i in range(len(sqls))]
+    ctes = ", ".join(f"{name} AS ({sql})" for name, sql in zip(names, sqls, strict=True))
+    # the facts read now, if they are those the call was decided on
+    confirmed = f"{', '.join(names)} WHERE " + " AND ".join(f"{name}::text = %s" for name in names)
+    if not counted:
+        return ctes, confirmed
+    return f"{ctes}, taken AS ({ratelimit.reserve_from_sql(confirmed)})", "taken"

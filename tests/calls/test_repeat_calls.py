@@ -18,9 +18,11 @@ from django.utils import timezone
 
 from gateway import calls, grants, policies, shadows
 from gateway.calls import audit_chain, postgres_statements, repeat_calls
+from gateway.catalogue import actions
 from gateway.catalogue.sync import sync_tools
 from gateway.grants import create_grant
 from gateway.models import Call, Counter, Grant, Server, ShadowDivergence, Tool
+from gateway.policy.dispatch import Shape
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -35,14 +37,29 @@ class Live:
     server: Server
     grant: Grant
     token: str
+    name: str  # the tool the policy decides: echo, or the action hi of echo declared a dispatcher
 
 
-def live_with(document: dict) -> Live:
+def live_with(document: dict, dispatcher: bool = False) -> Live:
+    """The echo server; with `dispatcher`, echo is a dispatcher whose action is named by its text ({"text": "hi"}
+    is a call of the action hi), and the policy's rules for echo are the action's."""
     server = Server.objects.create(slug="echo", name="Echo", transport=Server.Transport.STDIO, command=["echo"])
     sync_tools(server, [ECHO], timezone.now())
-    policies.apply(server, document, actor="test")
+    name = "echo"
+    if dispatcher:
+        tool = Tool.objects.get(server=server, name="echo")
+        actions.declare(tool, Shape(action="/text"), actor="test")
+        tool.refresh_from_db()
+        actions.import_actions(tool, [{"name": "hi", "inputSchema": {"type": "object"}}])
+        name = "hi"
+    policies.apply(server, named(document, name), actor="test")
     new = create_grant("repeat-agent", [server], None)
-    return Live(server, Grant.objects.get(pk=new.grant.pk), new.token)
+    return Live(server, Grant.objects.get(pk=new.grant.pk), new.token, name)
+
+
+def named(document: dict, name: str) -> dict:
+    tools = document.get("tools", {})
+    return {**document, "tools": {name if tool == "echo" else tool: rule for tool, rule in tools.items()}}
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +92,9 @@ def warmed(live: Live) -> None:
     if connection.vendor == "postgresql":
         known = repeat_calls.known(live.token[:12], live.server.pk, "echo")
         assert known is not None and known.row[6] == 0  # last_used_at not due
+        if live.name != "echo":
+            dispatcher = Tool.objects.get(server=live.server, name="echo")
+            assert repeat_calls.known_action([live.server.pk, live.name, dispatcher.pk]) is not None
 
 
 def verified() -> str:
@@ -131,6 +151,21 @@ def test_a_repeat_call_is_decided_counted_and_audited_in_one_statement(monkeypat
     verified()
 
 
+def test_a_dispatchers_repeat_call_reads_its_action_again_in_the_same_statement(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("round trips to the database are PostgreSQL's (CI runs the suite on it: .ci/run)")
+    live = live_with(COUNTED, dispatcher=True)
+    warmed(live)
+    statements = Statements(monkeypatch)
+    repeat, sent = statements.during(lambda: calls.admit(live.token, live.server, "echo", {"text": "hi"},
+                                                         timezone.now()))
+    assert repeat.forward and len(sent) == 1, sent
+    row = Call.objects.get(pk=repeat.call_id)
+    assert (row.tool_name, row.via, row.decision, len(row.counters)) == ("hi", "echo", "allow", 1)
+    assert Counter.objects.get().n == 4
+    verified()
+
+
 def _revoke(live: Live) -> None:
     grants.revoke(live.grant, timezone.now())
 
@@ -152,8 +187,21 @@ def _deny(live: Live) -> None:
 
 
 def _grant_rules(live: Live) -> None:
-    policies.apply(live.server, {"version": "1", "default": "deny", "tools": {"echo": {"action": "deny"}}},
+    policies.apply(live.server, {"version": "1", "default": "deny", "tools": {live.name: {"action": "deny"}}},
                    grant=live.grant, actor="test")
+
+
+def _hold_action(live: Live) -> None:
+    Tool.objects.filter(server=live.server, via__isnull=False).update(held_reason="waits for a person")
+
+
+def _remove_action(live: Live) -> None:
+    Tool.objects.filter(server=live.server, via__isnull=False).update(gone_at=timezone.now())
+
+
+def _change_shape(live: Live) -> None:
+    tool = Tool.objects.get(server=live.server, name="echo")
+    actions.declare(tool, Shape(action="/action"), actor="test")
 
 
 def _change_definition(live: Live) -> None:
@@ -199,11 +247,20 @@ CHANGES = [
     (_shadow, ("forwarded", "shadow")),
     (_stale_last_used, ("forwarded", "last used")),
 ]
+# And where the tool is a dispatcher: its action's row is read again as well.
+ACTION_CHANGES = [
+    (_hold_action, ("refused", "unknown_tool")),
+    (_remove_action, ("refused", "unknown_tool")),
+    (_change_shape, ("refused", "dispatch")),
+]
+CASES = [(change, expected, False) for change, expected in CHANGES] + [
+    (change, expected, True) for change, expected in CHANGES + ACTION_CHANGES]
 
 
-@pytest.mark.parametrize(("change", "expected"), CHANGES, ids=[c.__name__.strip("_") for c, _ in CHANGES])
-def test_a_change_between_two_calls_takes_effect_on_the_very_next_call(change, expected):
-    live = live_with(COUNTED)
+@pytest.mark.parametrize(("change", "expected", "dispatcher"), CASES,
+                         ids=[c.__name__.strip("_") + (" (dispatcher)" if d else "") for c, _, d in CASES])
+def test_a_change_between_two_calls_takes_effect_on_the_very_next_call(change, expected, dispatcher):
+    live = live_with(COUNTED, dispatcher)
     warmed(live)
     before = Call.objects.count()
     change(live)
