@@ -119,15 +119,15 @@ def admit(token: str, server: Server, tool_name: str, arguments: object, now: da
         admission = _admit_repeat(known, params, token, server, tool_name, arguments, now, session)
         if admission is not None:
             return admission
-    if postgres:
-        row = prepared.fetchone(repeat_calls.read_sql(_admit_sql()), params)
-        row = row if row is None else repeat_calls.remember(prefix, server.pk, tool_name, row)
-    else:
-        row = prepared.fetchone(_admit_sql(), params)
+    row, text = prepared.fetchone(repeat_calls.read_sql(_admit_sql()) if postgres else _admit_sql(), params), None
+    if postgres and row is not None:
+        row, text = repeat_calls.split(row)
     if current_server and row is not None and not row[-1]:
         raise StaleServer(server.slug)
     grant = grants.check_call_auth(row, token, server, now, before_refresh=prepared.needs_thread)
     tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, _ = row[grants.CALL_AUTH_COLUMNS:]
+    if text is not None and tool_id is not None:  # kept only for an authenticated call of a tool it has
+        repeat_calls.remember(prefix, server.pk, tool_name, row, text)
     if shadow is not None or request_state is not None:
         prepared.needs_thread()  # decided through the ORM; on the loop, before anything is written
     base = _base(grant, server, tool_name, arguments, now, tool_id, tool_hash)

@@ -53,7 +53,9 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
     params = action_params(base["server"].pk, name, dispatcher_id)
     if prepared.vendor() == "postgresql":  # kept for the next call of this action (calls/repeat_calls.py)
         row = prepared.fetchone(repeat_calls.read_sql(ACTION_SQL), params)
-        row = row if row is None else repeat_calls.remember_action(params, row)
+        if row is not None:
+            row, text = repeat_calls.split(row)
+            repeat_calls.remember_action(params, row, text)
     else:
         row = prepared.fetchone(ACTION_SQL, params)
     if row is None:  # queued for review or added through the ORM; on the loop, before anything is written

@@ -49,30 +49,33 @@ def read_sql(sql: str) -> str:
     return f"SELECT facts.*, facts::text FROM ({sql}) facts"  # noqa: S608 - the code's own SQL only
 
 
-def remember(prefix: str, server_id: int, tool_name: str, row: tuple) -> tuple:
-    """Keep a row read by read_sql(admission's SQL) for the next call by this token to this tool; returns the
-    facts without the text."""
-    return _kept(_KNOWN, (prefix, server_id, tool_name), row)
+def split(row: tuple) -> tuple[tuple, str]:
+    """A row read by read_sql(): (the row as its query selects it, its text)."""
+    return row[:-1], row[-1]
+
+
+def remember(prefix: str, server_id: int, tool_name: str, facts: tuple, text: str) -> None:
+    """Keep the facts of an authenticated call of a tool the server has, for the next call by this token to it."""
+    _kept(_KNOWN, (prefix, server_id, tool_name), Known(facts, text))
 
 
 def known(prefix: str, server_id: int, tool_name: str) -> Known | None:
     return _KNOWN.get((prefix, server_id, tool_name))
 
 
-def remember_action(params: list, row: tuple) -> tuple:
-    """Keep a dispatcher's action as read by read_sql(dispatched.ACTION_SQL) with `params`."""
-    return _kept(_ACTIONS, tuple(params), row)
+def remember_action(params: list, row: tuple, text: str) -> None:
+    """Keep a dispatcher's action as read by dispatched.ACTION_SQL with `params`."""
+    _kept(_ACTIONS, tuple(params), Known(row, text))
 
 
 def known_action(params: list) -> Known | None:
     return _ACTIONS.get(tuple(params))
 
 
-def _kept(kept: dict, key: tuple, row: tuple) -> tuple:
+def _kept(kept: dict, key: tuple, known_row: Known) -> None:
     if len(kept) >= _KNOWN_MAX:
         kept.clear()
-    kept[key] = Known(row[:-1], row[-1])
-    return row[:-1]
+    kept[key] = known_row
 
 
 def forget_all() -> None:

@@ -319,3 +319,15 @@ def test_a_full_counter_that_escalates_holds_the_repeat_call_for_a_person():
     assert not held.forward and held.held is not None
     assert (row.decision, row.outcome) == ("approve", "pending") and Counter.objects.get().n == 3
     verified()
+
+
+def test_only_an_authenticated_call_of_a_tool_the_server_has_is_kept():
+    live = live_with(COUNTED)
+    warmed(live)
+    refused = calls.admit(live.token, live.server, "no-such-tool", {}, timezone.now())
+    assert not refused.forward and refused.refusal == "unknown_tool"
+    forged = live.token[:-4] + ("AAAA" if not live.token.endswith("AAAA") else "BBBB")
+    with pytest.raises(grants.AuthFailure):
+        calls.admit(forged, live.server, "other-tool", {}, timezone.now())
+    assert repeat_calls.known(live.token[:12], live.server.pk, "no-such-tool") is None
+    assert repeat_calls.known(live.token[:12], live.server.pk, "other-tool") is None
