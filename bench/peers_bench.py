@@ -17,8 +17,13 @@ At scale: `--tools 279` lists 279 tools upstream (the TrueNAS catalogue's size),
 settled audit rows in the table before the run, `--sessions 100` keeps that many agent sessions open on each
 Portcullis server during it; run it with and without them: the cost per call should not change.
 
+`--dispatcher` declares Portcullis's echo tool a dispatcher (TrueNAS-style: `set_dispatcher echo --action /text`,
+one imported action named after the bench's echo text), so each call through it is decided, counted and audited
+as a call of that action; the transparent peers call echo as always.
+
 Run: .venv/bin/python -m bench.peers_bench [--quick] [--db sqlite|postgres] [--era session|stateless|both]
-         [--server daphne|uvicorn|both] [--tools N] [--rows N] [--sessions N] [--postgres-url URL]
+         [--server daphne|uvicorn|both] [--tools N] [--rows N] [--sessions N] [--dispatcher]
+         [--postgres-url URL]
 
 The peers are pinned and installed on first use, outside the project's environment: supergateway from npm into
 var/bench-peers/node (npm), mcp-proxy from PyPI into its own virtual environment var/bench-peers/mcp-proxy (so its
@@ -46,6 +51,7 @@ from bench.gateway_bench import (
     BENCH_POSTGRES_DB,
     CONCURRENCIES,
     DEFAULT_POSTGRES_URL,
+    ECHO_TEXT,
     FULL_PLAN,
     POLICY,
     QUICK_PLAN,
@@ -159,6 +165,18 @@ def prepare_portcullis(env: dict, upstream_url: str, stdio_echo: list[str]) -> t
     return token, match.group(1)
 
 
+def declare_dispatchers(env: dict, tmp: Path) -> None:
+    """Both servers' echo a dispatcher whose action is named by its text, with the one action the bench calls, and
+    the bench's policy for that action (as an operator would: set_dispatcher, apply_policy)."""
+    action_list = tmp / "echo-actions.json"
+    action_list.write_text(json.dumps([{"name": ECHO_TEXT, "description": "the bench's echo, as an action",
+                                        "inputSchema": {"type": "object"}}]))
+    policy = {**POLICY, "tools": {ECHO_TEXT: POLICY["tools"][TOOL]}}
+    for slug in ("bench", "bench-stdio"):
+        manage(env, "set_dispatcher", slug, TOOL, "--action", "/text", "--import", str(action_list))
+        manage(env, "apply_policy", slug, "-", stdin=json.dumps(policy))
+
+
 async def measure(target: Target, plan, era: str = "session", database: bool = False) -> SideResult:
     pids = {"proxy": target.pid}
     if database:  # read around the same window: PostgreSQL's own CPU, apart from the gateway's
@@ -221,6 +239,8 @@ async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstrea
     env = gateway_env(database_url, tmp / "state")
     say(f"Portcullis database: {opts.db}; preparing both servers ({opts.tools} tools upstream)")
     http_token, stdio_token = prepare_portcullis(env, upstream_url, stdio_echo)
+    if opts.dispatcher:
+        declare_dispatchers(env, tmp)
     if opts.rows:
         say(f"putting {opts.rows} audit rows in the table")
         manage(env, "shell", "-c", PREFILL.format(rows=opts.rows))
@@ -272,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", type=int, default=1, help="tools the upstream lists (279: TrueNAS's catalogue)")
     parser.add_argument("--rows", type=int, default=0, help="audit rows already in the table")
     parser.add_argument("--sessions", type=int, default=0, help="idle agent sessions open on each server")
+    parser.add_argument("--dispatcher", action="store_true",
+                        help="echo declared a dispatcher: each call decided as a call of its action")
     opts = parser.parse_args(argv)
     opts.plan = QUICK_PLAN if opts.quick else FULL_PLAN
     procs = Processes()
@@ -286,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
     load = os.getloadavg()
-    print(f"Portcullis beside the transparent proxies ({opts.db}; tool {TOOL} of {opts.tools}; {opts.rows} audit rows "
+    tool = f"tool {TOOL} declared a dispatcher, action {ECHO_TEXT}" if opts.dispatcher else f"tool {TOOL}"
+    print(f"Portcullis beside the transparent proxies ({opts.db}; {tool} of {opts.tools}; {opts.rows} audit rows "
           f"before; {opts.sessions} idle sessions per server; {time.time() - started:.0f} s; "
           f"load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f})")
     print("\n".join(lines))
