@@ -24,7 +24,7 @@ from gateway.tool_definitions import action_definition, fill_action
 MAX_HELD = 100
 HELD_UNKNOWN = "first seen in a call: runs only once a person accepts it"
 ACTION_SQL = (f"SELECT id, risk_category, risk_level, definition_hash, match, held_reason, gone_at "  # noqa: S608
-               f"FROM {Tool._meta.db_table} WHERE server_id = %s AND name = %s AND via_id = %s")
+              f"FROM {Tool._meta.db_table} WHERE server_id = %s AND name = %s AND via_id = %s")
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,8 @@ def action_of(base: dict, dispatcher_id: int, raw_shape: object, arguments: obje
 def known_action(base: dict, dispatcher_id: int, raw_shape: object,
                  arguments: object) -> tuple[tuple, repeat_calls.Confirm] | None:
     """A repeat call's action (calls/repeat_calls.py): judged as action_of() judges it, on the action's row as
-    last read, with what the writing statement must find again. None when that row is not
-    known here or the call would be refused: the call is then decided from a fresh read. Updates `base` as
-    action_of() does."""
+    last read, with what the writing statement must find again. None when that row is not known here or the call
+    would be refused: the call is then decided from a fresh read. Updates `base` as action_of() does."""
     via = base["tool_name"]
     shape = Shape.from_json(_json(raw_shape))
     resolved = resolve(shape, via, arguments)

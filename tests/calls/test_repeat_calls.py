@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from gateway import calls, grants, policies, shadows
+from gateway import calls, grants, policies, shadows, tokens
 from gateway.calls import audit_chain, postgres_statements, repeat_calls
 from gateway.catalogue import actions
 from gateway.catalogue.sync import sync_tools
@@ -90,7 +90,7 @@ def warmed(live: Live) -> None:
     the third is decided on them. On PostgreSQL the next call is a repeat call."""
     assert all(call(live).forward for _ in range(3))
     if connection.vendor == "postgresql":
-        known = repeat_calls.known(live.token[:12], live.server.pk, "echo")
+        known = repeat_calls.known(tokens.prefix_of(live.token), live.server.pk, "echo")
         assert known is not None and known.row[6] == 0  # last_used_at not due
         if live.name != "echo":
             dispatcher = Tool.objects.get(server=live.server, name="echo")
@@ -329,5 +329,5 @@ def test_only_an_authenticated_call_of_a_tool_the_server_has_is_kept():
     forged = live.token[:-4] + ("AAAA" if not live.token.endswith("AAAA") else "BBBB")
     with pytest.raises(grants.AuthFailure):
         calls.admit(forged, live.server, "other-tool", {}, timezone.now())
-    assert repeat_calls.known(live.token[:12], live.server.pk, "no-such-tool") is None
-    assert repeat_calls.known(live.token[:12], live.server.pk, "other-tool") is None
+    assert repeat_calls.known(tokens.prefix_of(live.token), live.server.pk, "no-such-tool") is None
+    assert repeat_calls.known(tokens.prefix_of(live.token), live.server.pk, "other-tool") is None
