@@ -199,9 +199,10 @@ def _admit_repeat(known: repeat_calls.Known, params: list, token: str, server: S
                   arguments: object, now: datetime, session: str) -> Admission | None:
     """A call decided on the facts last read for this token and tool (and, for a dispatcher, on its action's row as
     last read), written only if the database still holds them (calls/repeat_calls.py). None when it was not:
-    nothing was written or counted, and the caller decides the call again from a fresh read. Only a call forwarded
-    at once with at most one counter goes this way; a refusal, a held call, a draft in shadow or a grant whose
-    `last_used_at` is due is decided from a fresh read."""
+    nothing was written or counted, and the caller decides the call again from a fresh read. A call the policy
+    allows at once with at most one counter goes this way (refused here when the facts held but that counter is
+    full), and so does a call the policy refuses; a held call, a draft in shadow or a grant whose `last_used_at`
+    is due is decided from a fresh read."""
     row = known.row
     _, _, _, _, _, _, last_used_due, _ = row[:grants.CALL_AUTH_COLUMNS]
     tool_id, category, level, tool_hash, dispatch, held, version, created, shadow, current = \
@@ -225,15 +226,44 @@ def _admit_repeat(known: repeat_calls.Known, params: list, token: str, server: S
     decision = _evaluate(Facts(grant=str(grant.pk), server=server.slug, tool=base["tool_name"],
                                risk_category=category, risk_level=level, arguments=facts_arguments, via=via,
                                session=session), policy, server, now)
-    if not decision.allowed or len(decision.reservations) > 1:
+    if decision.action == "approve" and decision.refusal is None:
+        return None  # held for a person: through the ORM, from a fresh read
+    if not decision.allowed:
+        return _refuse_repeat(confirms, base, decision, version, grant)
+    if len(decision.reservations) > 1:
         return None
     reservation = decision.reservations[0] if decision.reservations else None
     try:
-        call_id = audit.open_row_from(*repeat_calls.statement(confirms, reservation), counted=reservation is not None,
-                                      **_allowed_row(base, decision, decision.reservations, version, None, ""))
+        call_id, confirmed = audit.open_row_checked(
+            *repeat_calls.statement(confirms, reservation), check=repeat_calls.CONFIRMED,
+            counted=reservation is not None, **_allowed_row(base, decision, decision.reservations, version, None, ""))
     except audit.AuditUnavailable as exc:
         return Admission(None, False, str(exc), grant_id=grant.pk)
-    return None if call_id is None else Admission(call_id, True, "", decision.reservations, grant.pk)
+    if call_id is not None:
+        return Admission(call_id, True, "", decision.reservations, grant.pk)
+    if not confirmed or reservation is None or reservation.on_exceed == "approve":
+        return None  # the facts changed (or a person is to be asked): decided again from a fresh read
+    # The facts were confirmed and the counter is full: refused as _reserve_and_open() refuses it.
+    return _refuse(base, Call.Decision.DENY, "limit", limit_message(reservation, now.timestamp()), reservation.rule,
+                   version, grant, counters=[reservation.key])
+
+
+def _refuse_repeat(confirms: tuple[repeat_calls.Confirm, ...], base: dict, decision: Decision, version,
+                   grant: grants.CallGrant) -> Admission | None:
+    """A repeat call the policy refuses: its refusal row is written by the statement that reads the facts again,
+    only if they are those it was decided on (else None: nothing was written, and it is decided again from a
+    fresh read). As admit() refuses it, in one round trip instead of two."""
+    refusal, message = decision.refusal or "policy", decision.message
+    ctes, params, _ = repeat_calls.statement(confirms, None)
+    try:
+        call_id, _ = audit.open_row_checked(ctes, params, repeat_calls.CONFIRMED, check=repeat_calls.CONFIRMED,
+                                            counted=False, **_refused_row(base, decision.action, refusal, message,
+                                                                          decision.rule, version, []))
+    except audit.AuditUnavailable as exc:
+        return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk, refusal=refusal)
+    if call_id is None:
+        return None
+    return Admission(call_id, False, message, (), grant.pk, refusal=refusal)
 
 
 def held_message(name: str, held: str) -> str:
@@ -422,11 +452,16 @@ def _open_reserving(base: dict, decision: Decision, reservations: tuple, version
 def _refuse(base: dict, decision: str, refusal: str, message: str, rule: str, version,
             grant: grants.CallGrant | Grant, counters: list[str] | None = None) -> Admission:
     try:
-        call_id = audit.open_row(**base, decision=decision, refusal=refusal, reason=message, rule=rule,
-                                 policy_version_id=version, counters=counters or [], outcome=Call.Outcome.REFUSED)
+        call_id = audit.open_row(**_refused_row(base, decision, refusal, message, rule, version, counters or []))
     except audit.AuditUnavailable as exc:
         return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk, refusal=refusal)
     return Admission(call_id, False, message, (), grant.pk, refusal=refusal)
+
+
+def _refused_row(base: dict, decision: str, refusal: str, message: str, rule: str, version,
+                 counters: list[str]) -> dict:
+    return dict(base, decision=decision, refusal=refusal, reason=message, rule=rule, policy_version_id=version,
+                counters=counters, outcome=Call.Outcome.REFUSED)
 
 
 def settle(admission: Admission, *, outcome: str, latency_ms: float, result_size: int | None, error: str,

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -128,29 +129,42 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
     own): `reserve_sql` is an upsert that returns a row only when it counted. Returns the row id, or None
     when the counter is full (then nothing was written or counted). The counter's row lock is held only
     inside the database, never across a round trip to this process."""
-    return open_row_from(f"taken AS ({reserve_sql})", reserve_params, "taken", [], counted=True, **fields)
-
-
-def open_row_from(ctes: str, cte_params: list, source: str, source_params: list, *, counted: bool,
-                  **fields) -> int | None:
-    """PostgreSQL: `WITH <ctes> INSERT … SELECT <the row> FROM <source>` in one statement, committed on its own:
-    the row is written only if `source` yields a row (open_row_reserving(); calls/repeat_calls.py). `counted`:
-    the statement also takes the call's counter. Returns the row id, or None when nothing was written."""
     values, linked = _values(fields)
+    row = _write(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
+                 [*reserve_params, *values], counted=True)
+    if row is None:
+        return None
+    _linked(row[0], linked)
+    return row[0]
+
+
+def open_row_checked(ctes: str, cte_params: list, source: str, *, check: str, counted: bool,
+                     **fields) -> tuple[int | None, bool]:
+    """PostgreSQL: `WITH <ctes> INSERT … SELECT <the row> FROM <source>` in one statement, committed on its own:
+    the row is written only if `source` yields a row; `counted`: the statement also takes the call's counter. The
+    statement also answers whether the WITH clause `check` yielded a row (calls/repeat_calls.py: the facts were
+    those the call was decided on, so a row not written means a full counter). Returns (the row id or None, that
+    answer)."""
+    values, linked = _values(fields)
+    row = _write(f"WITH {ctes}, written AS ({_insert_from_sql()} FROM {source} RETURNING id) "
+                 f"SELECT (SELECT id FROM written), EXISTS (SELECT 1 FROM {check})", [*cte_params, *values], counted,
+                 wrote=lambda answer: answer[0] is not None)
+    call_id, checked = row
+    if call_id is not None:
+        _linked(call_id, linked)
+    return call_id, bool(checked)
+
+
+def _write(sql: str, params: list, counted: bool, wrote: Callable[[tuple | None], bool] | None = None) -> tuple | None:
     traced = {"portcullis.counter": "reserved in the same statement"} if counted else {}
     try:
         with tracing.span("portcullis.audit_write", **traced):
-            row = prepared.fetchone(f"WITH {ctes} {_insert_from_sql()} FROM {source} RETURNING id",
-                                    [*cte_params, *values, *source_params])
+            return prepared.fetchone(sql, params, wrote)
     except prepared.NeedsThread:
         raise
     except Exception as exc:
         metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
-    if row is None:
-        return None
-    _linked(row[0], linked)
-    return row[0]
 
 
 # Rows this process opened and has not settled yet: what sealing their settlement needs (the row's digest, and the

@@ -155,11 +155,12 @@ def _written(task: LoopTask, sql: str) -> None:
         task.wrote = True  # committed by itself (in a transaction: when it commits)
 
 
-def fetchone(sql: str, params: list) -> tuple | None:
-    """Run one statement and return its first row (None when it returns none)."""
+def fetchone(sql: str, params: list, wrote: Callable[[tuple | None], bool] | None = None) -> tuple | None:
+    """Run one statement and return its first row (None when it returns none). `wrote`, for a PostgreSQL statement
+    that always returns a row: whether that row says it wrote (else: whether it returned a row)."""
     db = _connection()
     if db.vendor == "postgresql":
-        return _postgres_fetchone(db, sql, params)
+        return _postgres_fetchone(db, sql, params, wrote)
     with db.wrap_database_errors:
         cursor = _sqlite_execute(db.connection, _qmark(sql), params)
         try:
@@ -168,11 +169,12 @@ def fetchone(sql: str, params: list) -> tuple | None:
             cursor.close()
 
 
-def _postgres_fetchone(db, sql: str, params: list) -> tuple | None:
+def _postgres_fetchone(db, sql: str, params: list, wrote: Callable[[tuple | None], bool] | None) -> tuple | None:
     with _statement(db):
         result = postgres_statements.run(db.connection, sql, params)
     task = _LOOP.get()
-    if task is not None and result.rowcount != 0:  # a counter found full and no row written (open_row_reserving)
+    # no row: a counter found full and nothing written (open_row_reserving); `wrote` (audit.open_row_checked)
+    if task is not None and (wrote(result.row) if wrote is not None else result.rowcount != 0):
         _written(task, sql)
     return result.row
 

@@ -7,9 +7,10 @@ it is held, the policy versions in force, a draft in shadow). An agent calls the
 those facts seldom change. This process keeps the last row read per (token prefix, server, tool name), with
 PostgreSQL's own text of it. A repeat call is decided on that row in Python exactly as any call is; its counter and
 audit row are then written by one statement that reads the facts again and writes only where their text equals
-the text decided on. If anything differs (a grant revoked or expired, a policy applied, a tool changed, the time
-past which `last_used_at` is refreshed) or the counter is full, nothing is written or counted and the call is
-decided again from a fresh read, as a first call is.
+the text decided on, and says whether they were. If anything differs (a grant revoked or expired, a policy
+applied, a tool changed, the time past which `last_used_at` is refreshed), nothing is written or counted and the
+call is decided again from a fresh read, as a first call is. If the facts held and the counter is full, the call
+is refused by its limit (admission._admit_repeat()).
 
 So a call is never decided on facts older than the statement that writes its row: the read is in that statement
 instead of in the round trip before it. Nothing here is trusted: a row kept here only says which facts to check
@@ -91,24 +92,26 @@ class Confirm(NamedTuple):
     text: str
 
 
-def statement(confirms: tuple[Confirm, ...], reservation: Reservation | None) -> tuple[str, list, str, list]:
-    """The parts of the audit row's INSERT (audit.open_row_from()): WITH clauses and their parameters, and the
-    source of the row and its parameters. The rows are read again; the counter (when the call has one) is taken
-    and the row written only where every one of them has the text the call was decided on."""
+CONFIRMED = "confirmed"  # the WITH clause that yields a row only if every row read again is as decided on
+
+
+def statement(confirms: tuple[Confirm, ...], reservation: Reservation | None) -> tuple[str, list, str]:
+    """The parts of the audit row's INSERT (audit.open_row_checked()): WITH clauses and their parameters, and the
+    source of the row. The rows are read again; the counter (when the call has one) is taken and the row written
+    only where every one of them has the text the call was decided on (CONFIRMED)."""
     ctes, source = _sql(tuple(c.sql for c in confirms), reservation is not None)
-    params = [p for c in confirms for p in c.params]
-    texts = [c.text for c in confirms]
+    params = [*(p for c in confirms for p in c.params), *(c.text for c in confirms)]
     if reservation is None:
-        return ctes, params, source, texts
-    return ctes, [*params, reservation.key, reservation.window_end, *texts, reservation.max], source, []
+        return ctes, params, source
+    return ctes, [*params, reservation.key, reservation.window_end, reservation.max], source
 
 
 @functools.cache
 def _sql(sqls: tuple[str, ...], counted: bool) -> tuple[str, str]:
     names = [f"facts{i}" for i in range(len(sqls))]
     ctes = ", ".join(f"{name} AS ({sql})" for name, sql in zip(names, sqls, strict=True))
-    # the facts read now, if they are those the call was decided on
-    confirmed = f"{', '.join(names)} WHERE " + " AND ".join(f"{name}::text = %s" for name in names)
+    ctes += (f", {CONFIRMED} AS (SELECT 1 FROM {', '.join(names)} WHERE "  # noqa: S608 - the code's own SQL only
+             + " AND ".join(f"{name}::text = %s" for name in names) + ")")
     if not counted:
-        return ctes, confirmed
-    return f"{ctes}, taken AS ({ratelimit.reserve_from_sql(confirmed)})", "taken"
+        return ctes, CONFIRMED
+    return f"{ctes}, taken AS ({ratelimit.reserve_from_sql(CONFIRMED)})", "taken"

@@ -121,3 +121,23 @@ def test_a_dispatchers_call_of_a_known_action_stays_on_the_loop_and_an_unknown_o
     assert Tool.objects.filter(via=echo_tool, name="goodbye").exclude(held_reason="").exists()
     assert Call.objects.filter(tool_name="goodbye", refusal="unknown_tool").count() == 1  # written once
     assert Counter.objects.get().n == 4
+
+
+def test_a_repeat_call_whose_facts_changed_is_decided_again_even_when_that_needs_a_thread(echo, monkeypatch):
+    """PostgreSQL's repeat calls (calls/repeat_calls.py): the statement that found the facts changed wrote nothing,
+    so the call decided again may still go to a thread (here: the new policy is read through the ORM)."""
+    server, token = echo
+
+    async def scenario():
+        await admit_and_settle(server, token)
+        await admit_and_settle(server, token)  # decided on the facts kept from the first call (PostgreSQL)
+        await asyncio.to_thread(policies.apply, server, {"version": "1", "default": "deny", "tools": {"echo": {
+            "limits": [{"counter": "echo", "window": "day", "max": 999, "scope": "grant"}]}}}, actor="test")
+        hops = Hops(monkeypatch)
+        third = await admit_and_settle(server, token)
+        return third, hops.tasks
+
+    third, tasks = asyncio.run(scenario())
+    assert [t for t in tasks if "admit" in t] == ["admit"]  # the new policy was read on a thread
+    assert Call.objects.get(pk=third).policy_version.number == 2 and Counter.objects.get().n == 3
+    assert Call.objects.count() == 3  # nothing written twice

@@ -166,6 +166,51 @@ def test_a_dispatchers_repeat_call_reads_its_action_again_in_the_same_statement(
     verified()
 
 
+def test_a_repeat_call_past_its_limit_is_refused_after_one_statement_that_confirmed_its_facts(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("round trips to the database are PostgreSQL's (CI runs the suite on it: .ci/run)")
+    live = live_with(COUNTED)
+    warmed(live)
+    assert call(live).forward  # the fourth of four
+    statements = Statements(monkeypatch)
+    refused, sent = statements.during(lambda: calls.admit(live.token, live.server, "echo", {"text": "hi"},
+                                                          timezone.now()))
+    assert not refused.forward and refused.refusal == "limit" and len(sent) == 2, sent  # and the refusal's row
+    row = Call.objects.get(pk=refused.call_id)
+    assert (row.decision, row.refusal, row.outcome, row.rule) == ("deny", "limit", "refused", "/tools/echo/limits/0")
+    assert row.counters == [Counter.objects.get().key] and "limit" in row.reason and Counter.objects.get().n == 4
+    verified()
+
+
+ONLY_HI = {"version": "1", "default": "deny", "tools": {"echo": {
+    "arguments": {"properties": {"text": {"pattern": "^hi$"}}},
+    "limits": [{"counter": "echo", "window": "day", "max": 4, "scope": "grant"}]}}}
+
+
+@pytest.mark.parametrize("dispatcher", [False, True], ids=["tool", "dispatcher"])
+def test_a_repeat_call_the_policy_refuses_is_audited_in_one_statement_and_a_new_policy_is_read(
+        monkeypatch, dispatcher):
+    live = live_with(ONLY_HI, dispatcher)
+    warmed(live)
+    statements = Statements(monkeypatch)
+    # a dispatcher's action is named by the text: {"text": "hi", "extra": …} is the action hi, refused by its rule
+    arguments = {"text": "hi", "mode": "x"} if dispatcher else {"text": "bye"}
+    policies.apply(live.server, named({**ONLY_HI, "tools": {"echo": {**ONLY_HI["tools"]["echo"], "arguments": {
+        "forbidden": ["mode"], "properties": {"text": {"pattern": "^hi$"}}}}}}, live.name), actor="test")
+    call(live)  # read afresh: the new policy's facts are kept
+    refused, sent = statements.during(lambda: call(live, arguments=arguments))
+    assert not refused.forward and refused.refusal == "arguments" and "argument '" in refused.message
+    if connection.vendor == "postgresql":
+        assert len(sent) == 1, sent  # the refusal's row, written only where the facts are those decided on
+    row = Call.objects.get(pk=refused.call_id)
+    assert (row.decision, row.refusal, row.outcome, row.reason) == ("deny", "arguments", "refused", refused.message)
+    assert row.arguments == arguments and row.counters == [] and Counter.objects.get().n == 4
+    # The policy changed since: the same call is decided on the new one, not refused on the facts kept.
+    policies.apply(live.server, named(UNCOUNTED, live.name), actor="test")
+    assert call(live, arguments=arguments).forward
+    verified()
+
+
 def _revoke(live: Live) -> None:
     grants.revoke(live.grant, timezone.now())
 
