@@ -21,8 +21,11 @@ Portcullis server during it; run it with and without them: the cost per call sho
 one imported action named after the bench's echo text), so each call through it is decided, counted and audited
 as a call of that action; the transparent peers call echo as always.
 
+`--counters N` counts each call on N counters (the tool's own and N-1 for every tool, `all_tools.limits`), all of
+which are reserved, all or none, on every call.
+
 Run: .venv/bin/python -m bench.peers_bench [--quick] [--db sqlite|postgres] [--era session|stateless|both]
-         [--server daphne|uvicorn|both] [--tools N] [--rows N] [--sessions N] [--dispatcher]
+         [--server daphne|uvicorn|both] [--tools N] [--rows N] [--sessions N] [--dispatcher] [--counters N]
          [--postgres-url URL]
 
 The peers are pinned and installed on first use, outside the project's environment: supergateway from npm into
@@ -165,16 +168,25 @@ def prepare_portcullis(env: dict, upstream_url: str, stdio_echo: list[str]) -> t
     return token, match.group(1)
 
 
-def declare_dispatchers(env: dict, tmp: Path) -> None:
+def declare_dispatchers(env: dict, tmp: Path, counters: int) -> None:
     """Both servers' echo a dispatcher whose action is named by its text, with the one action the bench calls, and
     the bench's policy for that action (as an operator would: set_dispatcher, apply_policy)."""
     action_list = tmp / "echo-actions.json"
     action_list.write_text(json.dumps([{"name": ECHO_TEXT, "description": "the bench's echo, as an action",
                                         "inputSchema": {"type": "object"}}]))
-    policy = {**POLICY, "tools": {ECHO_TEXT: POLICY["tools"][TOOL]}}
+    policy = bench_policy(ECHO_TEXT, counters)
     for slug in ("bench", "bench-stdio"):
         manage(env, "set_dispatcher", slug, TOOL, "--action", "/text", "--import", str(action_list))
         manage(env, "apply_policy", slug, "-", stdin=json.dumps(policy))
+
+
+def bench_policy(tool: str, counters: int) -> dict:
+    """The bench's policy for `tool`, with `counters` - 1 more counters for every tool (limits no run reaches)."""
+    policy = {**POLICY, "tools": {tool: POLICY["tools"][TOOL]}}
+    if counters > 1:
+        policy["all_tools"] = {"limits": [{"counter": f"bench_all_{i}", "window": "day", "max": 1_000_000_000,
+                                           "scope": "grant"} for i in range(1, counters)]}
+    return policy
 
 
 async def measure(target: Target, plan, era: str = "session", database: bool = False) -> SideResult:
@@ -240,7 +252,10 @@ async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstrea
     say(f"Portcullis database: {opts.db}; preparing both servers ({opts.tools} tools upstream)")
     http_token, stdio_token = prepare_portcullis(env, upstream_url, stdio_echo)
     if opts.dispatcher:
-        declare_dispatchers(env, tmp)
+        declare_dispatchers(env, tmp, opts.counters)
+    elif opts.counters > 1:
+        for slug in ("bench", "bench-stdio"):
+            manage(env, "apply_policy", slug, "-", stdin=json.dumps(bench_policy(TOOL, opts.counters)))
     if opts.rows:
         say(f"putting {opts.rows} audit rows in the table")
         manage(env, "shell", "-c", PREFILL.format(rows=opts.rows))
@@ -294,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=0, help="idle agent sessions open on each server")
     parser.add_argument("--dispatcher", action="store_true",
                         help="echo declared a dispatcher: each call decided as a call of its action")
+    parser.add_argument("--counters", type=int, default=1, help="counters reserved on every call (1 or more)")
     opts = parser.parse_args(argv)
+    if opts.counters < 1:
+        parser.error("--counters must be 1 or more")
     opts.plan = QUICK_PLAN if opts.quick else FULL_PLAN
     procs = Processes()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -309,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
     load = os.getloadavg()
     tool = f"tool {TOOL} declared a dispatcher, action {ECHO_TEXT}" if opts.dispatcher else f"tool {TOOL}"
-    print(f"Portcullis beside the transparent proxies ({opts.db}; {tool} of {opts.tools}; {opts.rows} audit rows "
+    print(f"Portcullis beside the transparent proxies ({opts.db}; {tool} of {opts.tools}; {opts.counters} "
+          f"counter{'s' * (opts.counters > 1)} per call; {opts.rows} audit rows "
           f"before; {opts.sessions} idle sessions per server; {time.time() - started:.0f} s; "
           f"load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f})")
     print("\n".join(lines))

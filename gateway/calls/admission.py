@@ -230,22 +230,23 @@ def _admit_repeat(known: repeat_calls.Known, params: list, token: str, server: S
         return None  # held for a person: through the ORM, from a fresh read
     if not decision.allowed:
         return _refuse_repeat(confirms, base, decision, version, grant)
-    if len(decision.reservations) > 1:
-        return None
-    reservation = decision.reservations[0] if decision.reservations else None
+    ctes, params, source, answers, taken = repeat_calls.statement(confirms, decision.reservations)
     try:
-        call_id, confirmed = audit.open_row_checked(
-            *repeat_calls.statement(confirms, reservation), check=repeat_calls.CONFIRMED,
-            counted=reservation is not None, **_allowed_row(base, decision, decision.reservations, version, None, ""))
+        call_id, confirmed, *full_at = audit.open_row_checked(
+            ctes, params, source, answers=answers, counted=bool(taken),
+            **_allowed_row(base, decision, decision.reservations, version, None, ""))
     except audit.AuditUnavailable as exc:
         return Admission(None, False, str(exc), grant_id=grant.pk)
     if call_id is not None:
         return Admission(call_id, True, "", decision.reservations, grant.pk)
-    if not confirmed or reservation is None or reservation.on_exceed == "approve":
-        return None  # the facts changed (or a person is to be asked): decided again from a fresh read
-    # The facts were confirmed and the counter is full: refused as _reserve_and_open() refuses it.
-    return _refuse(base, Call.Decision.DENY, "limit", limit_message(reservation, now.timestamp()), reservation.rule,
-                   version, grant, counters=[reservation.key])
+    if not confirmed or not taken:
+        return None  # the facts changed: decided again from a fresh read
+    full = taken[full_at[0] - 1] if full_at else taken[0]
+    if full.on_exceed == "approve":
+        return None  # a person is to be asked: through the ORM, from a fresh read
+    # The facts were confirmed and a counter is full: refused as _reserve_and_open() refuses it.
+    return _refuse(base, Call.Decision.DENY, "limit", limit_message(full, now.timestamp()), full.rule, version, grant,
+                   counters=[full.key])
 
 
 def _refuse_repeat(confirms: tuple[repeat_calls.Confirm, ...], base: dict, decision: Decision, version,
@@ -254,11 +255,11 @@ def _refuse_repeat(confirms: tuple[repeat_calls.Confirm, ...], base: dict, decis
     only if they are those it was decided on (else None: nothing was written, and it is decided again from a
     fresh read). As admit() refuses it, in one round trip instead of two."""
     refusal, message = decision.refusal or "policy", decision.message
-    ctes, params, _ = repeat_calls.statement(confirms, None)
+    ctes, params, source, _, _ = repeat_calls.statement(confirms, ())
     try:
-        call_id, _ = audit.open_row_checked(ctes, params, repeat_calls.CONFIRMED, check=repeat_calls.CONFIRMED,
-                                            counted=False, **_refused_row(base, decision.action, refusal, message,
-                                                                          decision.rule, version, []))
+        call_id, = audit.open_row_checked(ctes, params, source, answers=(), counted=False,
+                                          **_refused_row(base, decision.action, refusal, message, decision.rule,
+                                                         version, []))
     except audit.AuditUnavailable as exc:
         return Admission(None, False, f"{message} ({exc})", grant_id=grant.pk, refusal=refusal)
     if call_id is None:
@@ -442,6 +443,13 @@ def _open_reserving(base: dict, decision: Decision, reservations: tuple, version
         call_id = audit.open_row_reserving(ratelimit.RESERVE_SQL, [only.key, only.window_end, only.max], **row)
         if call_id is None:
             raise ratelimit.Full(only)
+    elif prepared.vendor() == "postgresql":  # several counters, all or none, in one statement too
+        ordered, params = ratelimit.together(reservations)
+        call_id, full_at = audit.open_row_checked(
+            f"taken AS ({ratelimit.TAKE_ALL_SQL})", params, "taken WHERE full_at = 0",
+            answers=("(SELECT full_at FROM taken)",), counted=True, **row)
+        if call_id is None:
+            raise ratelimit.Full(ordered[full_at - 1])
     else:
         with prepared.transaction():
             ratelimit.take(reservations)

@@ -138,21 +138,20 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
     return row[0]
 
 
-def open_row_checked(ctes: str, cte_params: list, source: str, *, check: str, counted: bool,
-                     **fields) -> tuple[int | None, bool]:
-    """PostgreSQL: `WITH <ctes> INSERT … SELECT <the row> FROM <source>` in one statement, committed on its own:
-    the row is written only if `source` yields a row; `counted`: the statement also takes the call's counter. The
-    statement also answers whether the WITH clause `check` yielded a row (calls/repeat_calls.py: the facts were
-    those the call was decided on, so a row not written means a full counter). Returns (the row id or None, that
-    answer)."""
+def open_row_checked(ctes: str, cte_params: list, source: str, *, answers: tuple[str, ...], counted: bool,
+                     **fields) -> tuple:
+    """PostgreSQL: `WITH <ctes>, written AS (INSERT … SELECT <the row> FROM <source> RETURNING id) SELECT <the row
+    id>, <answers>` in one statement, committed on its own: the row is written only if `source` yields a row;
+    `counted`: the statement also takes the call's counters. `answers` are SQL expressions over the WITH clauses
+    (calls/repeat_calls.py: whether the facts were those the call was decided on; which counter was full).
+    Returns (the row id or None, *the answers)."""
     values, linked = _values(fields)
     row = _write(f"WITH {ctes}, written AS ({_insert_from_sql()} FROM {source} RETURNING id) "
-                 f"SELECT (SELECT id FROM written), EXISTS (SELECT 1 FROM {check})", [*cte_params, *values], counted,
+                 f"SELECT {', '.join(('(SELECT id FROM written)', *answers))}", [*cte_params, *values], counted,
                  wrote=lambda answer: answer[0] is not None)
-    call_id, checked = row
-    if call_id is not None:
-        _linked(call_id, linked)
-    return call_id, bool(checked)
+    if row[0] is not None:
+        _linked(row[0], linked)
+    return row
 
 
 def _write(sql: str, params: list, counted: bool, wrote: Callable[[tuple | None], bool] | None = None) -> tuple | None:

@@ -2,7 +2,9 @@
 
 Every counter of one call is reserved in one transaction, in sorted key order (so two calls never wait on
 each other's rows in opposite orders), each with a conditional upsert that only counts while n < max. If
-any counter is full, the transaction rolls back and nothing is consumed. When the upstream call fails, the
+any counter is full, the transaction rolls back and nothing is consumed. On PostgreSQL the hot path takes them in
+the statement that writes the audit row: one counter with the upsert itself, several with the function of
+migration 0015 (TAKE_ALL_SQL), which does the same in a subtransaction. When the upstream call fails, the
 gateway gives the reservation back (release). Why a table and not Redis: see docs/ARCHITECTURE.md.
 """
 
@@ -31,6 +33,23 @@ def reserve_from_sql(source: str) -> str:
     key, window_end = (Counter._meta.get_field(f).db_type(connection) for f in ("key", "window_end"))
     return (f"INSERT INTO {Counter._meta.db_table} (key, n, window_end) SELECT %s::{key}, 1, %s::{window_end} "
             f"FROM {source} {_TAKE_ONE}")
+# PostgreSQL: several counters taken all or none by one call of the function of migration 0015, in key order
+# (together()). `full_at` is 0 when every one was taken, else the 1-based place of the first full one.
+TAKE_ALL_SQL = "SELECT portcullis_take_counters(%s::text[], %s::bigint[], %s::integer[]) AS full_at"
+
+
+@functools.cache
+def take_all_from_sql(source: str) -> str:
+    """TAKE_ALL_SQL taking the counters only where `source` (a FROM clause without parameters) yields a row."""
+    return f"{TAKE_ALL_SQL} FROM {source}"
+
+
+def together(reservations: Sequence[Reservable]) -> tuple[list[Reservable], list]:
+    """The reservations in the order TAKE_ALL_SQL takes them (by key), and its parameters."""
+    ordered = sorted(reservations, key=lambda r: r.key)
+    return ordered, [[r.key for r in ordered], [r.window_end for r in ordered], [r.max for r in ordered]]
+
+
 _RELEASE_SQL = f"UPDATE {Counter._meta.db_table} SET n = n - 1 WHERE key = %s AND n > 0"
 
 

@@ -95,23 +95,37 @@ class Confirm(NamedTuple):
 CONFIRMED = "confirmed"  # the WITH clause that yields a row only if every row read again is as decided on
 
 
-def statement(confirms: tuple[Confirm, ...], reservation: Reservation | None) -> tuple[str, list, str]:
-    """The parts of the audit row's INSERT (audit.open_row_checked()): WITH clauses and their parameters, and the
-    source of the row. The rows are read again; the counter (when the call has one) is taken and the row written
-    only where every one of them has the text the call was decided on (CONFIRMED)."""
-    ctes, source = _sql(tuple(c.sql for c in confirms), reservation is not None)
+TAKEN = "attempt"  # several counters: the WITH clause of ratelimit.TAKE_ALL_SQL
+
+
+def statement(confirms: tuple[Confirm, ...], reservations: tuple[Reservation, ...]) \
+        -> tuple[str, list, str, tuple[str, ...], list[Reservation]]:
+    """The parts of the audit row's INSERT (audit.open_row_checked()): WITH clauses and their parameters, the
+    source of the row, and what the statement answers besides the row's id: whether the rows read again are those
+    the call was decided on (CONFIRMED) and, with several counters, which was full (0: none). The counters are
+    taken and the row written only where every row read again has the text the call was decided on. Also the
+    reservations in the order the statement takes them."""
+    ctes, source, answers = _sql(tuple(c.sql for c in confirms), min(len(reservations), 2))
     params = [*(p for c in confirms for p in c.params), *(c.text for c in confirms)]
-    if reservation is None:
-        return ctes, params, source
-    return ctes, [*params, reservation.key, reservation.window_end, reservation.max], source
+    if not reservations:
+        return ctes, params, source, answers, []
+    if len(reservations) == 1:
+        only = reservations[0]
+        return ctes, [*params, only.key, only.window_end, only.max], source, answers, [only]
+    ordered, taking = ratelimit.together(reservations)
+    return ctes, [*params, *taking], source, answers, ordered
 
 
 @functools.cache
-def _sql(sqls: tuple[str, ...], counted: bool) -> tuple[str, str]:
+def _sql(sqls: tuple[str, ...], counters: int) -> tuple[str, str, tuple[str, ...]]:
     names = [f"facts{i}" for i in range(len(sqls))]
     ctes = ", ".join(f"{name} AS ({sql})" for name, sql in zip(names, sqls, strict=True))
     ctes += (f", {CONFIRMED} AS (SELECT 1 FROM {', '.join(names)} WHERE "  # noqa: S608 - the code's own SQL only
              + " AND ".join(f"{name}::text = %s" for name in names) + ")")
-    if not counted:
-        return ctes, CONFIRMED
-    return f"{ctes}, taken AS ({ratelimit.reserve_from_sql(CONFIRMED)})", "taken"
+    confirmed = f"EXISTS (SELECT 1 FROM {CONFIRMED})"  # noqa: S608 - the code's own SQL only
+    if counters == 0:
+        return ctes, CONFIRMED, (confirmed,)
+    if counters == 1:
+        return f"{ctes}, taken AS ({ratelimit.reserve_from_sql(CONFIRMED)})", "taken", (confirmed,)
+    return (f"{ctes}, {TAKEN} AS ({ratelimit.take_all_from_sql(CONFIRMED)})", f"{TAKEN} WHERE full_at = 0",
+            (confirmed, f"(SELECT full_at FROM {TAKEN})"))  # noqa: S608 - the code's own SQL only

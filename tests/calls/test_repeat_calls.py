@@ -7,6 +7,7 @@ the same); the count of statements is PostgreSQL's."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from io import StringIO
@@ -30,6 +31,8 @@ ECHO = {"name": "echo", "inputSchema": {"type": "object"}}
 COUNTED = {"version": "1", "default": "deny", "tools": {"echo": {"limits": [
     {"counter": "echo", "window": "day", "max": 4, "scope": "grant"}]}}}
 UNCOUNTED = {"version": "1", "default": "deny", "tools": {"echo": {}}}
+# Two counters on every call: the tool's own (echo, 4 a day) and the server's for every tool (all, 6 a day).
+TWO_COUNTERS = {**COUNTED, "all_tools": {"limits": [{"counter": "all", "window": "day", "max": 6, "scope": "grant"}]}}
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Live:
     grant: Grant
     token: str
     name: str  # the tool the policy decides: echo, or the action hi of echo declared a dispatcher
+    document: dict  # the server's policy
 
 
 def live_with(document: dict, dispatcher: bool = False) -> Live:
@@ -54,7 +58,7 @@ def live_with(document: dict, dispatcher: bool = False) -> Live:
         name = "hi"
     policies.apply(server, named(document, name), actor="test")
     new = create_grant("repeat-agent", [server], None)
-    return Live(server, Grant.objects.get(pk=new.grant.pk), new.token, name)
+    return Live(server, Grant.objects.get(pk=new.grant.pk), new.token, name, document)
 
 
 def named(document: dict, name: str) -> dict:
@@ -211,6 +215,67 @@ def test_a_repeat_call_the_policy_refuses_is_audited_in_one_statement_and_a_new_
     verified()
 
 
+def counted(counter: str = "echo") -> int | None:
+    row = Counter.objects.filter(key__startswith=f"{counter}|").first()
+    return None if row is None else row.n
+
+
+def test_a_call_with_two_counters_is_counted_and_audited_in_one_statement(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("round trips to the database are PostgreSQL's (CI runs the suite on it: .ci/run)")
+    live = live_with(TWO_COUNTERS)
+    statements = Statements(monkeypatch)
+    first, sent = statements.during(lambda: call(live))
+    assert first.forward and len(sent) == 3, sent  # the facts read, both counters and the row, the settlement
+    call(live)
+    repeat, sent = statements.during(lambda: calls.admit(live.token, live.server, "echo", {}, timezone.now()))
+    assert repeat.forward and len(sent) == 1, sent
+    assert len(Call.objects.get(pk=repeat.call_id).counters) == 2 and (counted("all"), counted()) == (3, 3)
+    verified()
+
+
+@pytest.mark.parametrize("repeat", [False, True], ids=["read first", "repeat call"])
+@pytest.mark.parametrize("full", ["all", "echo"], ids=["first counter full", "second counter full"])
+def test_a_call_with_one_of_two_counters_full_is_refused_by_it_and_counts_on_neither(full, repeat):
+    live = live_with(TWO_COUNTERS)
+    warmed(live)  # all 3/6, echo 3/4
+    Counter.objects.filter(key__startswith=f"{full}|").update(n=6 if full == "all" else 4)
+    if not repeat:
+        repeat_calls.forget_all()
+    refused = call(live)
+    row = Call.objects.get(pk=refused.call_id)
+    assert not refused.forward and (refused.refusal, row.refusal, row.outcome) == ("limit", "limit", "refused")
+    assert f"rate limit {full} exceeded" in refused.message and row.counters == [
+        Counter.objects.get(key__startswith=f"{full}|").key]
+    assert row.rule == ("/all_tools/limits/0" if full == "all" else "/tools/echo/limits/0")
+    assert (counted("all"), counted()) == ((6, 3) if full == "all" else (3, 4))  # nothing taken on the other
+    verified()
+
+
+def test_concurrent_calls_with_two_counters_admit_exactly_max():
+    live = live_with({**TWO_COUNTERS, "tools": {"echo": {"limits": [
+        {"counter": "echo", "window": "day", "max": 7, "scope": "grant"}]}}})
+    admitted, lock = [], threading.Lock()
+
+    def worker():
+        try:
+            for _ in range(5):
+                if calls.admit(live.token, live.server, "echo", {}, timezone.now()).forward:
+                    with lock:
+                        admitted.append(1)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(admitted) == 6 and (counted("all"), counted()) == (6, 6)  # all (6 a day) is the stricter
+    assert Call.objects.filter(refusal="limit").count() == 24
+    verified()
+
+
 def _revoke(live: Live) -> None:
     grants.revoke(live.grant, timezone.now())
 
@@ -232,8 +297,10 @@ def _deny(live: Live) -> None:
 
 
 def _grant_rules(live: Live) -> None:
-    policies.apply(live.server, {"version": "1", "default": "deny", "tools": {live.name: {"action": "deny"}}},
-                   grant=live.grant, actor="test")
+    rules = {"version": "1", "default": "deny", "tools": {live.name: {"action": "deny"}}}
+    if "all_tools" in live.document:  # a grant's rules keep the server's limits for all tools
+        rules["all_tools"] = live.document["all_tools"]
+    policies.apply(live.server, rules, grant=live.grant, actor="test")
 
 
 def _hold_action(live: Live) -> None:
@@ -298,14 +365,16 @@ ACTION_CHANGES = [
     (_remove_action, ("refused", "unknown_tool")),
     (_change_shape, ("refused", "dispatch")),
 ]
-CASES = [(change, expected, False) for change, expected in CHANGES] + [
-    (change, expected, True) for change, expected in CHANGES + ACTION_CHANGES]
+CASES = [(change, expected, False, COUNTED) for change, expected in CHANGES] + [
+    (change, expected, True, COUNTED) for change, expected in CHANGES + ACTION_CHANGES] + [
+    (change, expected, False, TWO_COUNTERS) for change, expected in CHANGES]
 
 
-@pytest.mark.parametrize(("change", "expected", "dispatcher"), CASES,
-                         ids=[c.__name__.strip("_") + (" (dispatcher)" if d else "") for c, _, d in CASES])
-def test_a_change_between_two_calls_takes_effect_on_the_very_next_call(change, expected, dispatcher):
-    live = live_with(COUNTED, dispatcher)
+@pytest.mark.parametrize(("change", "expected", "dispatcher", "document"), CASES,
+                         ids=[c.__name__.strip("_") + (" (dispatcher)" if d else "") + (
+                             " (two counters)" if doc is TWO_COUNTERS else "") for c, _, d, doc in CASES])
+def test_a_change_between_two_calls_takes_effect_on_the_very_next_call(change, expected, dispatcher, document):
+    live = live_with(document, dispatcher)
     warmed(live)
     before = Call.objects.count()
     change(live)
@@ -321,9 +390,11 @@ def test_a_change_between_two_calls_takes_effect_on_the_very_next_call(change, e
     if kind == "refused":
         assert not admitted.forward and (admitted.refusal, row.refusal, row.outcome) == (expected[1],) * 2 + (
             "refused",)
-        assert Counter.objects.get().n == (4 if change is _fill_counter else 3)  # nothing counted for it
+        assert counted() == (4 if change is _fill_counter else 3)  # nothing counted for it
+        if document is TWO_COUNTERS:
+            assert counted("all") == (4 if change is _fill_counter else 3)  # nor on the other counter
     else:
-        assert admitted.forward and row.outcome == "ok" and Counter.objects.get().n == 4
+        assert admitted.forward and row.outcome == "ok" and counted() == 4
         if change is _shadow:
             assert ShadowDivergence.objects.filter(call_id=admitted.call_id).exists()
         else:
