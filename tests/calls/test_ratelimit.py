@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import pytest
-from django.db import connection
 
 from gateway.calls import ratelimit
 from gateway.models import Counter
+from tests.calls.racing import count_in_threads
 
 
 @dataclass(frozen=True)
@@ -53,21 +52,6 @@ def test_it_reads_current_counts_and_sweeps_ended_windows(db):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_reservations_admit_exactly_max():
     # Threads each use their own database connection: the upsert's atomicity is the database's, not Python's.
-    res, admitted, lock = Res("race", 7, 60), [], threading.Lock()
-
-    def worker():
-        try:
-            for _ in range(5):
-                if ratelimit.reserve([res]) is None:
-                    with lock:
-                        admitted.append(1)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert len(admitted) == 7
+    res = Res("race", 7, 60)
+    assert count_in_threads(lambda: ratelimit.reserve([res]) is None) == 7
     assert Counter.objects.get(key="race").n == 7

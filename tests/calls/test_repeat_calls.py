@@ -7,7 +7,6 @@ the same); the count of statements is PostgreSQL's."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from io import StringIO
@@ -24,6 +23,7 @@ from gateway.catalogue.sync import sync_tools
 from gateway.grants import create_grant
 from gateway.models import Call, Counter, Grant, Server, ShadowDivergence, Tool
 from gateway.policy.dispatch import Shape
+from tests.calls.racing import count_in_threads
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -255,23 +255,8 @@ def test_a_call_with_one_of_two_counters_full_is_refused_by_it_and_counts_on_nei
 def test_concurrent_calls_with_two_counters_admit_exactly_max():
     live = live_with({**TWO_COUNTERS, "tools": {"echo": {"limits": [
         {"counter": "echo", "window": "day", "max": 7, "scope": "grant"}]}}})
-    admitted, lock = [], threading.Lock()
-
-    def worker():
-        try:
-            for _ in range(5):
-                if calls.admit(live.token, live.server, "echo", {}, timezone.now()).forward:
-                    with lock:
-                        admitted.append(1)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert len(admitted) == 6 and (counted("all"), counted()) == (6, 6)  # all (6 a day) is the stricter
+    admitted = count_in_threads(lambda: calls.admit(live.token, live.server, "echo", {}, timezone.now()).forward)
+    assert admitted == 6 and (counted("all"), counted()) == (6, 6)  # all (6 a day) is the stricter
     assert Call.objects.filter(refusal="limit").count() == 24
     verified()
 
