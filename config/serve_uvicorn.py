@@ -83,10 +83,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        cycle = self.cycle
         super().on_headers_complete()
-        if self.cycle is not cycle and self.cycle.scope["method"] != "HEAD":  # a new request (not an upgrade)
-            self.cycle.transport = OneWriteResponse(self.cycle.transport)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -107,37 +104,6 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_timer = None
         if self.cycle is None or self.cycle.response_complete:  # no request is being served on it
             self.transport.abort()
-
-
-class OneWriteResponse:
-    """A request's view of its connection's transport: uvicorn writes a response's head and its body apart (two
-    sends, two deliveries to the client); the head of a fixed-length response is held until the body's first write
-    and sent with it. Anything else passes through; closing sends a held head first. A HEAD response has no body
-    to wait for, so its request never gets this view."""
-
-    __slots__ = ("_transport", "_head")
-
-    def __init__(self, transport) -> None:
-        self._transport, self._head = transport, None
-
-    def write(self, data: bytes) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._transport.write(head + data)
-        elif data.startswith(b"HTTP/") and data.endswith(b"\r\n\r\n") and b"\r\ncontent-length: " in data:
-            self._head = data
-        else:
-            self._transport.write(data)
-
-    def close(self) -> None:
-        head, self._head = self._head, None
-        if head is not None:
-            self._transport.write(head)
-        self._transport.close()
-
-    def __getattr__(self, name: str):
-        return getattr(self._transport, name)
 
 
 class Edge:
