@@ -445,9 +445,8 @@ def _open_reserving(base: dict, decision: Decision, reservations: tuple, version
             raise ratelimit.Full(only)
     elif prepared.vendor() == "postgresql":  # several counters, all or none, in one statement too
         ordered, params = ratelimit.together(reservations)
-        call_id, full_at = audit.open_row_checked(
-            f"taken AS ({ratelimit.TAKE_ALL_SQL})", params, "taken WHERE full_at = 0",
-            answers=("(SELECT full_at FROM taken)",), counted=True, **row)
+        taken, source, which = ratelimit.taking_all()
+        call_id, full_at = audit.open_row_checked(taken, params, source, answers=(which,), counted=True, **row)
         if call_id is None:
             raise ratelimit.Full(ordered[full_at - 1])
     else:

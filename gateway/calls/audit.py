@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -129,13 +128,8 @@ def open_row_reserving(reserve_sql: str, reserve_params: list, **fields) -> int 
     own): `reserve_sql` is an upsert that returns a row only when it counted. Returns the row id, or None
     when the counter is full (then nothing was written or counted). The counter's row lock is held only
     inside the database, never across a round trip to this process."""
-    values, linked = _values(fields)
-    row = _write(f"WITH taken AS ({reserve_sql}) {_insert_from_sql()} FROM taken RETURNING id",
-                 [*reserve_params, *values], counted=True)
-    if row is None:
-        return None
-    _linked(row[0], linked)
-    return row[0]
+    return open_row_checked(f"taken AS ({reserve_sql})", reserve_params, "taken", answers=(), counted=True,
+                            **fields)[0]
 
 
 def open_row_checked(ctes: str, cte_params: list, source: str, *, answers: tuple[str, ...], counted: bool,
@@ -146,24 +140,24 @@ def open_row_checked(ctes: str, cte_params: list, source: str, *, answers: tuple
     (calls/repeat_calls.py: whether the facts were those the call was decided on; which counter was full).
     Returns (the row id or None, *the answers)."""
     values, linked = _values(fields)
-    row = _write(f"WITH {ctes}, written AS ({_insert_from_sql()} FROM {source} RETURNING id) "
-                 f"SELECT {', '.join(('(SELECT id FROM written)', *answers))}", [*cte_params, *values], counted,
-                 wrote=lambda answer: answer[0] is not None)
-    if row[0] is not None:
-        _linked(row[0], linked)
-    return row
-
-
-def _write(sql: str, params: list, counted: bool, wrote: Callable[[tuple | None], bool] | None = None) -> tuple | None:
     traced = {"portcullis.counter": "reserved in the same statement"} if counted else {}
     try:
         with tracing.span("portcullis.audit_write", **traced):
-            return prepared.fetchone(sql, params, wrote)
+            row = prepared.fetchone(f"WITH {ctes}, written AS ({_insert_from_sql()} FROM {source} RETURNING id) "
+                                    f"SELECT {', '.join(('(SELECT id FROM written)', *answers))}",
+                                    [*cte_params, *values], wrote=_written)
     except prepared.NeedsThread:
         raise
     except Exception as exc:
         metrics.AUDIT_FAILURES.inc()
         raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+    if row[0] is not None:
+        _linked(row[0], linked)
+    return row
+
+
+def _written(row: tuple | None) -> bool:
+    return row is not None and row[0] is not None  # open_row_checked()'s statement: its row id
 
 
 # Rows this process opened and has not settled yet: what sealing their settlement needs (the row's digest, and the

@@ -173,7 +173,7 @@ def _postgres_fetchone(db, sql: str, params: list, wrote: Callable[[tuple | None
     with _statement(db):
         result = postgres_statements.run(db.connection, sql, params)
     task = _LOOP.get()
-    # no row: a counter found full and nothing written (open_row_reserving); `wrote` (audit.open_row_checked)
+    # audit.open_row_checked() says whether its statement wrote; any other wrote if it returned or changed rows
     if task is not None and (wrote(result.row) if wrote is not None else result.rowcount != 0):
         _written(task, sql)
     return result.row

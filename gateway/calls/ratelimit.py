@@ -39,9 +39,12 @@ TAKE_ALL_SQL = "SELECT portcullis_take_counters(%s::text[], %s::bigint[], %s::in
 
 
 @functools.cache
-def take_all_from_sql(source: str) -> str:
-    """TAKE_ALL_SQL taking the counters only where `source` (a FROM clause without parameters) yields a row."""
-    return f"{TAKE_ALL_SQL} FROM {source}"
+def taking_all(source: str = "") -> tuple[str, str, str]:
+    """For a statement that takes several counters (parameters: together()'s) and writes a row only if it took
+    them all: its WITH clause `taken` (taking them only where `source`, a FROM clause without parameters, yields a
+    row), the source of the row, and the expression that says which counter was full."""
+    where = f" FROM {source}" if source else ""
+    return f"taken AS ({TAKE_ALL_SQL}{where})", "taken WHERE full_at = 0", "(SELECT full_at FROM taken)"
 
 
 def together(reservations: Sequence[Reservable]) -> tuple[list[Reservable], list]:

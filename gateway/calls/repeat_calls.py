@@ -95,9 +95,6 @@ class Confirm(NamedTuple):
 CONFIRMED = "confirmed"  # the WITH clause that yields a row only if every row read again is as decided on
 
 
-TAKEN = "attempt"  # several counters: the WITH clause of ratelimit.TAKE_ALL_SQL
-
-
 def statement(confirms: tuple[Confirm, ...], reservations: tuple[Reservation, ...]) \
         -> tuple[str, list, str, tuple[str, ...], list[Reservation]]:
     """The parts of the audit row's INSERT (audit.open_row_checked()): WITH clauses and their parameters, the
@@ -127,5 +124,5 @@ def _sql(sqls: tuple[str, ...], counters: int) -> tuple[str, str, tuple[str, ...
         return ctes, CONFIRMED, (confirmed,)
     if counters == 1:
         return f"{ctes}, taken AS ({ratelimit.reserve_from_sql(CONFIRMED)})", "taken", (confirmed,)
-    return (f"{ctes}, {TAKEN} AS ({ratelimit.take_all_from_sql(CONFIRMED)})", f"{TAKEN} WHERE full_at = 0",
-            (confirmed, f"(SELECT full_at FROM {TAKEN})"))  # noqa: S608 - the code's own SQL only
+    taken, source, full_at = ratelimit.taking_all(CONFIRMED)
+    return f"{ctes}, {taken}", source, (confirmed, full_at)
