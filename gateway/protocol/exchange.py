@@ -27,6 +27,9 @@ class Request:
     # The server came from this process's recent copy, not from this request's own load: admission checks that it
     # is still the registration as it is (gateway/protocol/relay.py, "stateless era").
     recent_server: bool = False
+    # When admission wrote this call, having read that the recent copy is still the registration: the copy is
+    # recent from then on (gateway/protocol/relay.py).
+    server_confirmed_at: float | None = None
 
 
 @dataclass

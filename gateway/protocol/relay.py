@@ -259,7 +259,10 @@ REGISTRY.on_shared_notification = _from_shared_upstream
 # within RECENT_SERVER_S of that goes straight to admission on the shared link already running: no second database
 # hop to load the server again. Admission authenticates the token and checks the grant and the server's enabled flag
 # itself (gateway/calls/admission.py), and, in the same query, that this copy is still the registration as it is
-# (its updated_at): if not, nothing was written, and the request goes the long way, loading the server.
+# (its updated_at): if not, nothing was written, and the request goes the long way, loading the server. A call
+# admission wrote read that the copy is current, as a load would have: the copy is recent from then on, so while
+# calls keep coming the server is not loaded again (before, the copy lapsed every second and every request in
+# flight at that moment loaded it).
 _RECENT_SERVERS: dict[str, tuple[float, Server]] = {}
 RECENT_SERVER_S = 1.0
 
@@ -289,10 +292,15 @@ async def _stateless(req: Request, msg: jsonrpc.Message) -> Reply:
     if msg.method == "tools/call" and (recent := _recent_link(req.slug)) is not None:
         req.recent_server = True
         try:
-            return await _dispatch(req, msg, recent[0], recent[1], Era.STATELESS, None)
+            reply = await _dispatch(req, msg, recent[0], recent[1], Era.STATELESS, None)
         except calls.StaleServer:  # changed since: nothing was decided or written; load it as any request does
             _RECENT_SERVERS.pop(req.slug, None)
             req.recent_server = False
+        else:
+            confirmed, kept = req.server_confirmed_at, _RECENT_SERVERS.get(req.slug)
+            if confirmed is not None and kept is not None and kept[1] is recent[0] and confirmed > kept[0]:
+                _RECENT_SERVERS[req.slug] = (confirmed, recent[0])
+            return reply
     server, grant_id = await authorise(req.slug, req.token)
     if msg.method in held_tasks.METHODS:  # held calls the agent follows as tasks: the gateway's own
         return await held_tasks.handle(msg, server, grant_id)

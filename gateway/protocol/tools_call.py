@@ -98,6 +98,8 @@ async def _tools_call(req: Request, msg: jsonrpc.Message, server: Server, link: 
     request_state = msg.params.get("requestState") if era is Era.STATELESS else None
     admission = await admit(req.token, server, name, arguments, request_state, session_key(session, era),
                             req.recent_server)
+    if req.recent_server and admission.call_id is not None:  # its row was written: the copy was read current
+        req.server_confirmed_at = time.monotonic()
     events.call_changed(admission.call_id, server.slug, "opened" if admission.forward or admission.held else "refused")
     if admission.held is not None and era is Era.STATELESS and held_tasks.declared(msg.params):
         # The agent follows the held call as a task: it gets the handle now; the gateway waits and runs it.
