@@ -24,9 +24,13 @@ as a call of that action; the transparent peers call echo as always.
 `--counters N` counts each call on N counters (the tool's own and N-1 for every tool, `all_tools.limits`), all of
 which are reserved, all or none, on every call.
 
+`--redis URL` runs Portcullis as a team's replicas do, with REDIS_URL set: the channel layer (the live events of
+every call) and the peers' messages go through that Redis, and Redis's own CPU per call is shown apart. Give it a
+database number of its own (redis://127.0.0.1:6379/14): the bench flushes nothing, but it writes there.
+
 Run: .venv/bin/python -m bench.peers_bench [--quick] [--db sqlite|postgres] [--era session|stateless|both]
          [--server daphne|uvicorn|both] [--tools N] [--rows N] [--sessions N] [--dispatcher] [--counters N]
-         [--postgres-url URL]
+         [--postgres-url URL] [--redis URL]
 
 The peers are pinned and installed on first use, outside the project's environment: supergateway from npm into
 var/bench-peers/node (npm), mcp-proxy from PyPI into its own virtual environment var/bench-peers/mcp-proxy (so its
@@ -189,11 +193,14 @@ def bench_policy(tool: str, counters: int) -> dict:
     return policy
 
 
-async def measure(target: Target, plan, era: str = "session", database: bool = False) -> SideResult:
+async def measure(target: Target, plan, era: str = "session", database: bool = False,
+                  redis: bool = False) -> SideResult:
     pids = {"proxy": target.pid}
     if database:  # read around the same window: PostgreSQL's own CPU, apart from the gateway's
         await open_database_connections(target, era)  # their server processes exist when they are listed
         pids |= {f"postgres-{pid}": pid for pid in postgres_pids()}
+    if redis and target.token is not None:  # Portcullis's rows only: the peers never talk to Redis
+        pids |= {f"redis-{pid}": pid for pid in redis_pids()}
     say(f"  {target.label} ({era} era): {target.url}")
     return await measure_side(Endpoint(target.url, target.token, pids, era), plan)
 
@@ -219,7 +226,19 @@ async def open_idle_sessions(targets: list[Target], count: int) -> int:
     return len(conns)
 
 
-def row(label: str, side: SideResult, direct: SideResult, database: bool = False) -> str:
+def redis_pids() -> list[int]:
+    """The Redis server's processes on this machine, for its own CPU per call."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_bytes().strip() == b"redis-server":
+                found.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def row(label: str, side: SideResult, direct: SideResult, database: bool = False, redis: bool = False) -> str:
     c16 = side.throughput[CONCURRENCIES[-1]]
     ratio = c16.rate / direct.throughput[CONCURRENCIES[-1]].rate
     added = side.percentile(50) - direct.percentile(50)
@@ -229,6 +248,9 @@ def row(label: str, side: SideResult, direct: SideResult, database: bool = False
     if database:
         postgres = sum(v for k, v in c16.cpu_ms_per_call.items() if k.startswith("postgres-"))
         line += f" {postgres:.2f} ms |"
+    if redis:
+        own = [v for k, v in c16.cpu_ms_per_call.items() if k.startswith("redis-")]
+        line += f" {sum(own):.2f} ms |" if own else " — |"
     return line
 
 
@@ -249,7 +271,10 @@ async def run(opts, procs: Processes, tmp: Path) -> list[str]:
 async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstream_proc, upstream_url,
                database_url) -> list[str]:
     env = gateway_env(database_url, tmp / "state")
-    say(f"Portcullis database: {opts.db}; preparing both servers ({opts.tools} tools upstream)")
+    if opts.redis:
+        env["REDIS_URL"] = opts.redis
+    say(f"Portcullis database: {opts.db}{'; Redis ' + opts.redis if opts.redis else ''}; preparing both servers "
+        f"({opts.tools} tools upstream)")
     http_token, stdio_token = prepare_portcullis(env, upstream_url, stdio_echo)
     if opts.dispatcher:
         declare_dispatchers(env, tmp, opts.counters)
@@ -278,9 +303,9 @@ async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstrea
     if opts.era in ("stateless", "both"):
         runs += [("stateless", direct)] + [("stateless", t) for t in ours]
     results = {}
-    database = opts.db == "postgres"
+    database, redis = opts.db == "postgres", bool(opts.redis)
     for era, target in runs:
-        results[era, target.label] = await measure(target, opts.plan, era, database)
+        results[era, target.label] = await measure(target, opts.plan, era, database, redis)
     lines = []
     for era in ("session", "stateless"):
         if (era, direct.label) not in results:
@@ -289,9 +314,11 @@ async def _run(opts, procs, tmp, super_prefix, proxy_prefix, stdio_echo, upstrea
         lines += [f"{era}-era agents. direct: p50 {base.percentile(50):.2f} ms at c=1, "
                   f"{base.throughput[CONCURRENCIES[-1]].rate:.0f} calls/s at c=16", "",
                   "| target | added p50 at c=1 | throughput at c=16 vs direct | proxy CPU per call (c=16) |"
-                  + (" PostgreSQL's own CPU per call (c=16) |" if database else ""),
-                  "|---|---|---|---|" + ("---|" if database else "")]
-        lines += [row(t.label, results[e, t.label], base, database) for e, t in runs if e == era and t is not direct]
+                  + (" PostgreSQL's own CPU per call (c=16) |" if database else "")
+                  + (" Redis's own CPU per call (c=16) |" if redis else ""),
+                  "|---|---|---|---|" + ("---|" if database else "") + ("---|" if redis else "")]
+        lines += [row(t.label, results[e, t.label], base, database, redis)
+                  for e, t in runs if e == era and t is not direct]
         lines.append("")
     return lines
 
@@ -310,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dispatcher", action="store_true",
                         help="echo declared a dispatcher: each call decided as a call of its action")
     parser.add_argument("--counters", type=int, default=1, help="counters reserved on every call (1 or more)")
+    parser.add_argument("--redis", default="", metavar="URL",
+                        help="REDIS_URL for Portcullis (a database number of its own), as a team's replicas run")
     opts = parser.parse_args(argv)
     if opts.counters < 1:
         parser.error("--counters must be 1 or more")
@@ -328,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     tool = f"tool {TOOL} declared a dispatcher, action {ECHO_TEXT}" if opts.dispatcher else f"tool {TOOL}"
     print(f"Portcullis beside the transparent proxies ({opts.db}; {tool} of {opts.tools}; {opts.counters} "
-          f"counter{'s' * (opts.counters > 1)} per call; {opts.rows} audit rows "
+          f"counter{'s' * (opts.counters > 1)} per call; {'Redis; ' if opts.redis else ''}{opts.rows} audit rows "
           f"before; {opts.sessions} idle sessions per server; {time.time() - started:.0f} s; "
           f"load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f})")
     print("\n".join(lines))

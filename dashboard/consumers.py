@@ -136,12 +136,17 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return None
         return can_manage(user)
 
-    async def call_changed(self, event):
+    async def calls_changed(self, event):
+        """Calls written or settled (gateway/events.py: the events of several calls in one message): each call's
+        row as it is now, once, in the order the calls first changed."""
         if not await self.may_push():
             return
-        html = await self.call_row(event["call_id"])
-        if html:
+        for html in await self.call_rows(list(dict.fromkeys(call_id for call_id, _, _ in event["calls"]))):
             await self.send_json({"html": html})
+
+    async def call_changed(self, event):
+        """One call's event, as gateway processes of the version before this one send it (a rolling upgrade)."""
+        await self.calls_changed({"calls": [(event["call_id"], event.get("server"), event.get("stage"))]})
 
     async def approval_changed(self, event):
         if not await self.may_push():
@@ -150,9 +155,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"html": html, "pending": pending} if html else {"pending": pending})
 
     @database_sync_to_async
-    def call_row(self, call_id: int) -> str | None:
-        call = Call.objects.filter(pk=call_id).first()
-        return render_to_string(CALL_ROW, {"call": call}) if call else None
+    def call_rows(self, call_ids: list[int]) -> list[str]:
+        """The rows of the calls still there, in the order given: one query for them all."""
+        calls = Call.objects.in_bulk(call_ids)
+        return [render_to_string(CALL_ROW, {"call": calls[pk]}) for pk in call_ids if pk in calls]
 
     @database_sync_to_async
     def approval_card(self, approval_id: int) -> tuple[str | None, int]:

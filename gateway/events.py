@@ -2,13 +2,16 @@
 
 Publishing never slows or fails a call: events are queued and sent, in order, by one task per event loop that runs
 while there is something to send (a task per event cost the hot path more than the send); a failure is only logged.
+The events of calls written within FLUSH_S of each other go in one message ("calls.changed", a list of
+[call id, server, stage]): on Redis a group send costs the gateway ~0.2 ms of CPU with nobody watching and ~0.6 ms
+with a dashboard open, so one message per event (two per call) cost more than the rest of the call. A dashboard
+hears of a call at most FLUSH_S later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 
 from channels.layers import get_channel_layer
 
@@ -17,7 +20,8 @@ log = logging.getLogger("portcullis.events")
 CALLS_GROUP = "portcullis.calls"
 REVIEWS_GROUP = "portcullis.reviews"  # tools held for a person's review (gateway/catalogue/sync.py)
 MAX_PENDING = 1000  # if the layer is slower than the calls, drop events rather than pile them up
-_queue: deque[dict] = deque()
+FLUSH_S = 0.05
+_queue: list[list] = []
 _sender: asyncio.Task | None = None
 
 
@@ -26,14 +30,17 @@ def call_changed(call_id: int | None, server: str, stage: str) -> None:
     global _sender
     if call_id is None or len(_queue) >= MAX_PENDING:
         return
-    _queue.append({"type": "call.changed", "call_id": call_id, "server": server, "stage": stage})
+    _queue.append([call_id, server, stage])
     if _sender is None or _sender.done() or _sender.get_loop() is not asyncio.get_running_loop():
         _sender = asyncio.create_task(_send_queued())
 
 
 async def _send_queued() -> None:
     while _queue:
-        await _send(_queue.popleft())
+        await asyncio.sleep(FLUSH_S)  # the events of the calls written meanwhile go in the same message
+        batch = _queue.copy()
+        _queue.clear()
+        await _send({"type": "calls.changed", "calls": batch})
 
 
 async def _send(event: dict) -> None:

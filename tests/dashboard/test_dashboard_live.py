@@ -106,6 +106,28 @@ async def test_a_signed_in_user_receives_the_call_logs_own_row_when_a_call_chang
     await communicator.disconnect()
 
 
+async def test_the_events_of_several_calls_push_each_calls_row_once_as_it_is_now(reader, nas):
+    """gateway/events.py sends the events of calls written together in one message: each call's row is pushed
+    once, in the order the calls first changed, read as it is now; a call that is gone is left out."""
+    communicator, _ = await signed_in(reader)
+
+    def two_calls():
+        return [Call.objects.create(server=nas["server"], server_slug="nas", grant_name="agent-a", tool_name=name,
+                                    decision="allow", outcome="ok", latency_ms=3.0, arguments={})
+                for name in ("share_create", "pool_list")]
+
+    first, second = await database_sync_to_async(two_calls)()
+    await get_channel_layer().group_send(CALLS_GROUP, {"type": "calls.changed", "calls": [
+        [first.pk, "nas", "opened"], [second.pk, "nas", "opened"], [999999, "nas", "refused"],
+        [first.pk, "nas", "settled"], [second.pk, "nas", "settled"]]})
+    pushed = [(await communicator.receive_json_from(timeout=WAIT_S))["html"] for _ in range(2)]
+    assert await communicator.receive_nothing(timeout=0.3)
+    for html, call in zip(pushed, (first, second), strict=True):
+        assert html == await sync_to_async(render_to_string)("dashboard/calls/_row.html", {"call": call})
+        assert "outcome-ok" in html
+    await communicator.disconnect()
+
+
 async def test_a_call_that_is_gone_pushes_nothing(reader):
     communicator, _ = await signed_in(reader)
     await get_channel_layer().group_send(CALLS_GROUP, {"type": "call.changed", "call_id": 999999,
