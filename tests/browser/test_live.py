@@ -54,7 +54,8 @@ def worker():
 
 
 def publish_call(call: Call, stage: str) -> None:
-    event = {"type": "call.changed", "call_id": call.pk, "server": call.server_slug, "stage": stage}
+    """As gateway/events.py publishes a call's event (a batch of one)."""
+    event = {"type": "calls.changed", "calls": [[call.pk, call.server_slug, stage]]}
     async_to_sync(get_channel_layer().group_send)(CALLS_GROUP, event)
 
 

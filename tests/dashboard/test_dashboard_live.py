@@ -1,5 +1,5 @@
 """The live websocket (/ws/live/): refused without a signed-in session or from a foreign Origin; a signed-in tab
-gets the call log's own row partial on call.changed and the queue's own card partial (with the pending count) on
+gets the call log's own row partial on calls.changed and the queue's own card partial (with the pending count) on
 approval.changed. Driven through the whole websocket stack of config/asgi.py with WebsocketCommunicator."""
 
 from __future__ import annotations
@@ -91,18 +91,29 @@ async def test_a_signed_in_user_receives_the_call_logs_own_row_when_a_call_chang
     call = await database_sync_to_async(Call.objects.create)(
         server=nas["server"], server_slug="nas", grant_name="agent-a", tool_name="share_create",
         decision="allow", outcome="pending", arguments={"name": "media"})
-    await get_channel_layer().group_send(CALLS_GROUP, {"type": "call.changed", "call_id": call.pk,
-                                                       "server": "nas", "stage": "opened"})
+    await get_channel_layer().group_send(CALLS_GROUP, {"type": "calls.changed", "calls": [[call.pk, "nas", "opened"]]})
     pushed = await communicator.receive_json_from(timeout=WAIT_S)
     expected = await sync_to_async(render_to_string)("dashboard/calls/_row.html", {"call": call})
     assert pushed == {"html": expected}  # one partial: the page's first paint and the push are the same markup
     assert f'<tr id="call-{call.pk}"' in expected and 'data-into="call-rows"' in expected
 
     await database_sync_to_async(Call.objects.filter(pk=call.pk).update)(outcome="ok", latency_ms=12.0)
-    await get_channel_layer().group_send(CALLS_GROUP, {"type": "call.changed", "call_id": call.pk,
-                                                       "server": "nas", "stage": "settled"})
+    await get_channel_layer().group_send(CALLS_GROUP, {"type": "calls.changed", "calls": [[call.pk, "nas", "settled"]]})
     settled = (await communicator.receive_json_from(timeout=WAIT_S))["html"]
     assert f'<tr id="call-{call.pk}"' in settled and "outcome-ok" in settled and "12 ms" in settled
+    await communicator.disconnect()
+
+
+async def test_one_calls_event_from_a_process_of_the_version_before_is_still_shown(reader, nas):
+    """During a rolling upgrade a gateway process of the version before sends one message per event."""
+    communicator, _ = await signed_in(reader)
+    call = await database_sync_to_async(Call.objects.create)(
+        server=nas["server"], server_slug="nas", grant_name="agent-a", tool_name="share_create",
+        decision="allow", outcome="pending", arguments={"name": "media"})
+    await get_channel_layer().group_send(CALLS_GROUP, {"type": "call.changed", "call_id": call.pk,
+                                                       "server": "nas", "stage": "opened"})
+    pushed = await communicator.receive_json_from(timeout=WAIT_S)
+    assert pushed == {"html": await sync_to_async(render_to_string)("dashboard/calls/_row.html", {"call": call})}
     await communicator.disconnect()
 
 
@@ -130,8 +141,7 @@ async def test_the_events_of_several_calls_push_each_calls_row_once_as_it_is_now
 
 async def test_a_call_that_is_gone_pushes_nothing(reader):
     communicator, _ = await signed_in(reader)
-    await get_channel_layer().group_send(CALLS_GROUP, {"type": "call.changed", "call_id": 999999,
-                                                       "server": "nas", "stage": "opened"})
+    await get_channel_layer().group_send(CALLS_GROUP, {"type": "calls.changed", "calls": [[999999, "nas", "opened"]]})
     assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect()
 

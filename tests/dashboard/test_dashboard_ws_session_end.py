@@ -50,8 +50,7 @@ async def a_call(nas) -> Call:
 
 
 async def push(call: Call) -> None:
-    await get_channel_layer().group_send(CALLS_GROUP, {"type": "call.changed", "call_id": call.pk,
-                                                       "server": "nas", "stage": "opened"})
+    await get_channel_layer().group_send(CALLS_GROUP, {"type": "calls.changed", "calls": [[call.pk, "nas", "opened"]]})
 
 
 async def assert_closed(communicator) -> None:
