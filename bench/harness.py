@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -175,13 +176,23 @@ def set_up_server(env: dict, slug: str, upstream_url: str, policy: dict) -> str:
     return match.group(1)
 
 
-def postgres_pids() -> list[int]:
-    """The PostgreSQL server's processes on this machine (its backends included), for its own CPU per call."""
+def pids_where(proc_file: str, matches: Callable[[bytes], bool]) -> list[int]:
+    """The processes on this machine whose /proc/<pid>/<proc_file> matches (a server's own CPU per call)."""
     found = []
-    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+    for path in Path("/proc").glob(f"[0-9]*/{proc_file}"):
         try:
-            if cmd.read_bytes().startswith(b"postgres"):
-                found.append(int(cmd.parent.name))
+            if matches(path.read_bytes()):
+                found.append(int(path.parent.name))
         except OSError:
             continue
     return found
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (its backends included), for its own CPU per call."""
+    return pids_where("cmdline", lambda cmdline: cmdline.startswith(b"postgres"))
+
+
+def redis_pids() -> list[int]:
+    """The Redis server's processes on this machine, for its own CPU per call."""
+    return pids_where("comm", lambda comm: comm.strip() == b"redis-server")

@@ -81,6 +81,7 @@ from bench.harness import (
     gateway_env,
     manage,
     postgres_pids,
+    redis_pids,
     say,
     scratch_postgres,
     set_up_server,
@@ -224,18 +225,6 @@ async def open_idle_sessions(targets: list[Target], count: int) -> int:
     for conn in conns:
         await conn._disconnect()  # the session stays: no DELETE
     return len(conns)
-
-
-def redis_pids() -> list[int]:
-    """The Redis server's processes on this machine, for its own CPU per call."""
-    found = []
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_bytes().strip() == b"redis-server":
-                found.append(int(comm.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def row(label: str, side: SideResult, direct: SideResult, database: bool = False, redis: bool = False) -> str:
